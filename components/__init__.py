@@ -1,0 +1,1 @@
+"""KFP component definitions (one folder per stage)."""

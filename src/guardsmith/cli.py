@@ -1,0 +1,168 @@
+"""The `guardsmith` command line: a thin shell over the library (heavy imports happen lazily)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from guardsmith.errors import GuardsmithError
+
+app = typer.Typer(
+    help="guardsmith: train reasoning guard models and Boundary-Guidance generators.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Import public data sets and inspect tables.", no_args_is_help=True)
+tiny_app = typer.Typer(help="Tiny random-weight local models for tests and the demo.", no_args_is_help=True)
+serve_app = typer.Typer(help="Serve models over the OpenAI chat-completions protocol (127.0.0.1).", no_args_is_help=True)
+models_app = typer.Typer(help="Move model and checkpoint folders to and from object storage.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(tiny_app, name="tiny")
+app.add_typer(serve_app, name="serve")
+app.add_typer(models_app, name="models")
+
+
+@data_app.command("import")
+def data_import(
+    source: str = typer.Argument(..., help="Data set: wildguardmix, aegis2, topic_following, dynabench, cosapien, xstest, jbb, openai_moderation, toxicchat, simplesafetytests."),
+    split: str = typer.Option(..., "--split", help="The source's split name (e.g. train, test, validation)."),
+    from_uri: str = typer.Option(..., "--from", help="The source file as shipped (path, file:// or s3:// URI), or 'hf' to load from the Hugging Face hub."),
+    out: str = typer.Option(..., "--out", help="Output table URI (path, file:// or s3://)."),
+) -> None:
+    """Normalise a public data set into an interactions table and print label counts and drops."""
+    from guardsmith.sources import import_source
+
+    report = import_source(source, split, from_uri, out)
+    typer.echo(str(report))
+    typer.echo(f"wrote {out}")
+
+
+@data_app.command("sample")
+def data_sample(
+    out: str = typer.Option(..., "--out", help="Output table URI."),
+    split: Optional[str] = typer.Option(None, "--split", help="train, pool or test; all rows when omitted."),
+) -> None:
+    """Write the bundled synthetic sample corpus as an interactions table."""
+    from guardsmith import storage, tables
+    from guardsmith.sample import load_sample
+
+    rows = load_sample(split)
+    storage.write_table(out, tables.from_records(rows, "interactions"), schema_name="interactions")
+    typer.echo(f"wrote {len(rows)} rows to {out}")
+
+
+@data_app.command("show")
+def data_show(
+    uri: str = typer.Argument(..., help="Table URI."),
+    schema: Optional[str] = typer.Option(None, "--schema", help="Validate against this table schema (e.g. interactions)."),
+    limit: int = typer.Option(5, "--limit", help="Rows to print."),
+) -> None:
+    """Validate a table while streaming it, print its row count and the first rows."""
+    from guardsmith import storage
+
+    total, shown = 0, 0
+    for batch in storage.iter_batches(uri, schema_name=schema):
+        total += batch.num_rows
+        for row in batch.to_pylist():
+            if shown >= limit:
+                break
+            typer.echo(row)
+            shown += 1
+    typer.echo(f"{total} rows" + (f", valid {schema} table" if schema else ""))
+
+
+@tiny_app.command("build")
+def tiny_build(
+    out: Path = typer.Argument(..., help="Output folder (must be new or empty)."),
+    kind: str = typer.Option("causal-lm", "--kind", help="causal-lm (generator/guard) or classifier (reward model / safety classifier)."),
+    num_labels: int = typer.Option(1, "--num-labels", help="classifier only: 1 = reward model, 2 = safe/unsafe classifier."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the random weights."),
+) -> None:
+    """Build a tiny Llama model with random weights and a locally trained tokenizer."""
+    from guardsmith import tiny
+
+    if kind == "causal-lm":
+        path = tiny.build_tiny_causal_lm(out, seed=seed)
+    elif kind == "classifier":
+        path = tiny.build_tiny_classifier(out, num_labels=num_labels, seed=seed)
+    else:
+        raise GuardsmithError(f"unknown --kind {kind!r}; use causal-lm or classifier")
+    typer.echo(f"wrote {path}")
+
+
+@serve_app.command("model")
+def serve_model(
+    model: str = typer.Argument(..., help="Local model folder (Hugging Face format)."),
+    port: int = typer.Option(8000, "--port", help="Port on 127.0.0.1."),
+    name: str = typer.Option("guardsmith-local", "--name", help="Model name reported by /v1/models."),
+) -> None:
+    """Serve a local model over the OpenAI chat-completions protocol until interrupted."""
+    from guardsmith.inference import make_backend
+    from guardsmith.inference.server import BackendResponder, serve
+
+    backend = make_backend(f"transformers:{model}")
+    with serve(BackendResponder(backend), port=port, model_name=name) as server:
+        typer.echo(f"serving {model} at {server.url} (Ctrl-C to stop)")
+        server.wait()
+
+
+@models_app.command("upload")
+def models_upload(local: Path = typer.Argument(..., help="Local folder."), uri: str = typer.Argument(..., help="Destination URI.")) -> None:
+    """Upload a model/checkpoint folder (multipart, concurrent, committed atomically)."""
+    from guardsmith import storage
+
+    storage.upload_dir(local, uri)
+    typer.echo(f"uploaded {local} to {uri}")
+
+
+@models_app.command("download")
+def models_download(uri: str = typer.Argument(..., help="Source URI."), local: Path = typer.Argument(..., help="Local folder.")) -> None:
+    """Download a committed model/checkpoint folder."""
+    from guardsmith import storage
+
+    storage.download_dir(uri, local)
+    typer.echo(f"downloaded {uri} to {local}")
+
+
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the demo's outputs."),
+) -> None:
+    """Run what exists end to end on the bundled sample and say where the outputs are."""
+    from guardsmith.demo import run_demo
+
+    run_demo(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors print one line on stderr and exit 1 (no traceback)."""
+    import click
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except GuardsmithError as exc:
+        typer.echo(f"guardsmith: error: {exc}", err=True)
+        return 1
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
