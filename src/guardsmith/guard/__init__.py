@@ -1,0 +1,55 @@
+"""Guard model I/O: taxonomies and policies, prompt rendering, output parsing (method A.2-A.6)."""
+from __future__ import annotations
+
+from guardsmith.guard.parser import (
+    FIELD_TITLES,
+    FIELDS,
+    HARM_LABELS,
+    NONE_WORD,
+    REFUSAL_LABELS,
+    GuardAnswer,
+    parse_guard_output,
+    parse_ok_for,
+    sentence_count,
+    split_reasoning,
+    strip_think,
+    word_count,
+)
+from guardsmith.guard.prompts import (
+    MAX_BUDGET,
+    MIN_BUDGET,
+    MODE_TAGS,
+    MODES,
+    NO_RESPONSE,
+    THINK_END,
+    THINK_START,
+    has_response,
+    parse_judge_output,
+    render_guard_answer,
+    render_guard_messages,
+    render_guard_target,
+    render_judge_messages,
+    render_rewrite_messages,
+    render_teacher_messages,
+)
+from guardsmith.guard.taxonomy import (
+    AEGIS2_CATEGORIES,
+    TAXONOMIES,
+    WILDGUARD_CATEGORIES,
+    Taxonomy,
+    custom_policy,
+    get_taxonomy,
+    policy_text,
+    resolve_policy,
+)
+
+__all__ = [
+    "AEGIS2_CATEGORIES", "FIELDS", "FIELD_TITLES", "HARM_LABELS", "MAX_BUDGET", "MIN_BUDGET",
+    "MODES", "MODE_TAGS", "NONE_WORD", "NO_RESPONSE", "REFUSAL_LABELS", "TAXONOMIES",
+    "THINK_END", "THINK_START", "WILDGUARD_CATEGORIES", "GuardAnswer", "Taxonomy",
+    "custom_policy", "get_taxonomy", "has_response", "parse_guard_output", "parse_judge_output",
+    "parse_ok_for", "policy_text", "render_guard_answer", "render_guard_messages",
+    "render_guard_target", "render_judge_messages", "render_rewrite_messages",
+    "render_teacher_messages", "resolve_policy", "sentence_count", "split_reasoning",
+    "strip_think", "word_count",
+]
