@@ -104,7 +104,7 @@ def serve_model(
     from guardsmith.inference.server import BackendResponder, serve
 
     backend = make_backend(f"transformers:{model}")
-    with serve(BackendResponder(backend), port=port, model_name=name) as server:
+    with serve(BackendResponder(backend), port=port, model=name) as server:
         typer.echo(f"serving {model} at {server.url} (Ctrl-C to stop)")
         server.wait()
 

@@ -1,0 +1,144 @@
+"""The one inference interface every backend implements, plus small shared helpers."""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from guardsmith.errors import GuardsmithError
+
+Message = dict[str, str]
+"""One chat message: ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
+
+
+@dataclass
+class Generation:
+    """One sampled completion.
+
+    `latency_s` is the request's share of the wall time (batch time / batch size for batched
+    local backends, the HTTP round trip including retries for remote ones). `finish_reason` is
+    ``"stop"`` (end of turn) or ``"length"`` (hit `max_tokens`), or what the server reported.
+    """
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    finish_reason: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings shared by all backends; temperature 0 means greedy decoding."""
+
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise GuardsmithError(f"n must be at least 1, got {self.n}")
+        if self.temperature < 0:
+            raise GuardsmithError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise GuardsmithError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise GuardsmithError(f"max_tokens must be at least 1, got {self.max_tokens}")
+
+    @property
+    def greedy(self) -> bool:
+        """True when decoding is greedy (temperature 0)."""
+        return self.temperature == 0
+
+
+class Backend(ABC):
+    """A text generator over chat requests. Use as a context manager or call `close()`."""
+
+    kind: str = "base"
+
+    @abstractmethod
+    def generate(
+        self,
+        requests: list[list[Message]],
+        n: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        max_tokens: int = 256,
+        seed: int | None = None,
+    ) -> list[list[Generation]]:
+        """Generate `n` completions per request; outer list follows `requests`, inner has `n` items."""
+
+    def answer_probability(
+        self, requests: list[list[Message]], prefix: str, words: tuple[str, ...]
+    ) -> list[dict[str, float]]:
+        """Probability of each answer word right after the assistant `prefix`, normalised over `words`."""
+        raise NotImplementedError(f"the {self.kind} backend cannot compute answer probabilities")
+
+    def close(self) -> None:
+        """Release resources (models, connections). Safe to call twice."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def check_requests(requests: Sequence[Sequence[Mapping[str, str]]]) -> None:
+    """Raise GuardsmithError unless every request is a non-empty list of role/content messages."""
+    for i, request in enumerate(requests):
+        if not request:
+            raise GuardsmithError(f"request {i} has no messages")
+        for message in request:
+            if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
+                raise GuardsmithError(f"request {i}: every message needs 'role' and 'content', got {message!r:.120}")
+
+
+def check_words(words: Sequence[str]) -> tuple[str, ...]:
+    """Validate answer words: at least two, non-empty, distinct."""
+    words = tuple(words)
+    if len(words) < 2 or len(set(words)) != len(words) or not all(words):
+        raise GuardsmithError(f"answer words must be at least two distinct non-empty strings, got {words!r}")
+    return words
+
+
+def normalise_logprobs(logprobs: Mapping[str, float]) -> dict[str, float]:
+    """Turn per-word log-probabilities into probabilities that sum to 1 (softmax, stable)."""
+    finite = [v for v in logprobs.values() if v != -math.inf]
+    if not finite:
+        raise GuardsmithError("none of the answer words has any probability")
+    top = max(finite)
+    exp = {k: (math.exp(v - top) if v != -math.inf else 0.0) for k, v in logprobs.items()}
+    total = sum(exp.values())
+    return {k: v / total for k, v in exp.items()}
+
+
+def answer_token_spans(
+    encode: Callable[[str], list[int]], context: str, words: Sequence[str]
+) -> tuple[list[list[int]], int]:
+    """Token ids of ``context + word`` for each word, and the position where scoring starts.
+
+    Byte-level BPE merges across the boundary (a trailing space in the prefix joins the word's
+    first token), so the word is not tokenised alone: each ``context + word`` is tokenised whole
+    and scoring starts at the first position where any of them departs from the context's own
+    tokens. Every word is then scored from the same position, so the probabilities compare.
+    """
+    ctx = encode(context)
+    full = [encode(context + w) for w in words]
+    start = len(ctx)
+    for ids in full:
+        common = 0
+        for a, b in zip(ids, ctx):
+            if a != b:
+                break
+            common += 1
+        start = min(start, common)
+    if start < 1:
+        raise GuardsmithError("the answer prompt is empty; cannot score answer words")
+    for w, ids in zip(words, full):
+        if len(ids) <= start:
+            raise GuardsmithError(f"answer word {w!r} adds no tokens after the prefix")
+    return full, start

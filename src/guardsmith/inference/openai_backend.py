@@ -1,0 +1,357 @@
+"""OpenAI-compatible chat-completions client (teachers and judges): asyncio, bounded, retrying.
+
+The API key is read from an environment variable (name configurable) and sent as a Bearer
+token. It is never logged and never appears in error messages or in the backend's repr.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from typing import Any
+
+from guardsmith.errors import GuardsmithError
+from guardsmith.inference.base import (
+    Backend,
+    Generation,
+    Message,
+    SamplingParams,
+    check_requests,
+    check_words,
+    normalise_logprobs,
+)
+
+log = logging.getLogger("guardsmith.inference.openai")
+
+RETRY_STATUSES = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay seconds or an HTTP date); None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter: uniform(0, min(max_s, base_s * 2**attempt))."""
+    cap = min(max_s, base_s * (2 ** attempt))
+    return (rng or random).uniform(0.0, cap)
+
+
+class OpenAIBackend(Backend):
+    """Client for any OpenAI-compatible ``/chat/completions`` endpoint (vLLM serve, OpenAI, the local server).
+
+    Options: `base_url` (ending in ``/v1``), `model`, `api_key_env` (env var holding the key;
+    unset means no Authorization header), `max_concurrency` (in-flight requests), `timeout_s`
+    (per HTTP attempt), `max_retries` (retries after the first attempt), `backoff_base_s` /
+    `backoff_max_s` (full-jitter exponential backoff), `retry_after_max_s` (cap on a server's
+    Retry-After), `extra_body` (merged into every request body), `progress_min_requests`
+    (show progress for batches at least this long).
+    """
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 8,
+        timeout_s: float = 120.0,
+        max_retries: int = 6,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        retry_after_max_s: float = 300.0,
+        extra_body: dict[str, Any] | None = None,
+        progress_min_requests: int = 50,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise GuardsmithError(f"OpenAI backend URL must start with http:// or https://, got {base_url!r}")
+        if not model:
+            raise GuardsmithError(f"no model name for {base_url}; add ?model=NAME to the spec")
+        if not _ENV_NAME.match(api_key_env):
+            raise GuardsmithError(f"api_key_env must be an environment variable name, got {api_key_env!r}")
+        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0:
+            raise GuardsmithError("max_concurrency must be >= 1, max_retries >= 0 and timeout_s > 0")
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/chat/completions"
+        self.model = model
+        self.api_key_env = api_key_env
+        self.max_concurrency = int(max_concurrency)
+        self.timeout_s = float(timeout_s)
+        self.max_retries = int(max_retries)
+        self.backoff_base_s = float(backoff_base_s)
+        self.backoff_max_s = float(backoff_max_s)
+        self.retry_after_max_s = float(retry_after_max_s)
+        self.extra_body = dict(extra_body or {})
+        self.progress_min_requests = int(progress_min_requests)
+        self.__key = os.environ.get(api_key_env) or None
+
+    def __repr__(self) -> str:
+        return (f"OpenAIBackend(url={self.base_url!r}, model={self.model!r}, "
+                f"api_key_env={self.api_key_env!r}, max_concurrency={self.max_concurrency})")
+
+    # -- public API -------------------------------------------------------------------------
+
+    def generate(
+        self,
+        requests: list[list[Message]],
+        n: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        max_tokens: int = 256,
+        seed: int | None = None,
+    ) -> list[list[Generation]]:
+        """Blocking wrapper around `agenerate` (runs its own event loop)."""
+        return _run_sync(self.agenerate(requests, n=n, temperature=temperature, top_p=top_p,
+                                        max_tokens=max_tokens, seed=seed))
+
+    async def agenerate(
+        self,
+        requests: list[list[Message]],
+        n: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        max_tokens: int = 256,
+        seed: int | None = None,
+    ) -> list[list[Generation]]:
+        """Send all requests concurrently (at most `max_concurrency` in flight); results keep input order."""
+        check_requests(requests)
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+        async with self._client() as client:
+            sem = asyncio.Semaphore(self.max_concurrency)
+            return await self._gather(
+                [self._generate_one(client, sem, req, params) for req in requests], "generating")
+
+    def answer_probability(
+        self, requests: list[list[Message]], prefix: str, words: tuple[str, ...]
+    ) -> list[dict[str, float]]:
+        """Best effort via ``logprobs``/``top_logprobs`` of the first completion token.
+
+        The prefix is sent as a final assistant message to be continued (vLLM's
+        ``continue_final_message``), with ``max_tokens=1``. Each word gets the probability of
+        the top tokens that are a non-empty prefix of that word and of no other word (after
+        stripping whitespace); tokens matching several words are ignored. This is a
+        first-token approximation, so prefer the transformers or vLLM backend where exact
+        scores matter. Raises GuardsmithError if the server returns no logprobs.
+        """
+        return _run_sync(self.aanswer_probability(requests, prefix, words))
+
+    async def aanswer_probability(
+        self, requests: list[list[Message]], prefix: str, words: tuple[str, ...], top_logprobs: int = 20
+    ) -> list[dict[str, float]]:
+        """Coroutine behind `answer_probability`."""
+        check_requests(requests)
+        words = check_words(words)
+        async with self._client() as client:
+            sem = asyncio.Semaphore(self.max_concurrency)
+            return await self._gather(
+                [self._probability_one(client, sem, req, prefix, words, top_logprobs) for req in requests],
+                "scoring")
+
+    def close(self) -> None:
+        """Nothing persistent to release: each call opens and closes its own HTTP client."""
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _client(self):
+        import httpx
+
+        headers = {"Content-Type": "application/json"}
+        if self.__key:
+            headers["Authorization"] = f"Bearer {self.__key}"
+        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
+        return httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(self.timeout_s), limits=limits)
+
+    async def _gather(self, coros: list, description: str) -> list:
+        """Run coroutines concurrently, keep order, report progress on long batches."""
+        tasks = [asyncio.ensure_future(c) for c in coros]
+        try:
+            if tasks and len(tasks) >= self.progress_min_requests:
+                from guardsmith.progress import track
+
+                ticker = track(range(len(tasks)), f"{description} via {self.base_url}")
+                next(ticker)
+                for fut in asyncio.as_completed(tasks):
+                    await fut
+                    next(ticker, None)
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self.__key, "***") if self.__key else text
+
+    async def _post(self, client, body: dict[str, Any]) -> dict[str, Any]:
+        """POST with retries on 429/5xx/timeouts/dropped connections; returns the parsed JSON."""
+        import httpx
+
+        attempts = self.max_retries + 1
+        last = ""
+        for attempt in range(attempts):
+            wait: float | None = None
+            try:
+                resp = await client.post(self.url, json=body)
+            except httpx.TimeoutException as exc:
+                last = f"timed out after {self.timeout_s:g} s ({type(exc).__name__})"
+            except httpx.TransportError as exc:
+                last = f"connection error ({type(exc).__name__}: {self._redact(str(exc)) or 'no detail'})"
+            else:
+                if resp.status_code < 300:
+                    try:
+                        return resp.json()
+                    except ValueError:
+                        raise GuardsmithError(
+                            f"{self.url} answered {resp.status_code} with a body that is not JSON: "
+                            f"{self._redact(resp.text[:200])!r}") from None
+                message = self._redact(_error_message(resp))
+                if resp.status_code not in RETRY_STATUSES:
+                    hint = ""
+                    if resp.status_code in (401, 403):
+                        hint = (f" (check the API key in ${self.api_key_env}"
+                                f"{'' if self.__key else ', which is not set'})")
+                    raise GuardsmithError(f"{self.url} answered HTTP {resp.status_code}: {message}{hint}")
+                last = f"HTTP {resp.status_code}: {message}"
+                after = parse_retry_after(resp.headers.get("retry-after"))
+                if after is not None:
+                    wait = min(after, self.retry_after_max_s)
+            if attempt + 1 >= attempts:
+                break
+            if wait is None:
+                wait = backoff_delay(attempt, self.backoff_base_s, self.backoff_max_s)
+            log.warning("POST %s failed (%s); retry %d/%d in %.2f s",
+                        self.url, last, attempt + 1, self.max_retries, wait)
+            await asyncio.sleep(wait)
+        raise GuardsmithError(f"POST {self.url} failed after {attempts} attempts; last error: {last}")
+
+    def _body(self, messages: list[Message], params: SamplingParams, n: int, seed: int | None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+            "n": n,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_tokens,
+        }
+        if seed is not None:
+            body["seed"] = seed
+        body.update(self.extra_body)
+        return body
+
+    async def _generate_one(self, client, sem: asyncio.Semaphore, messages: list[Message],
+                            params: SamplingParams) -> list[Generation]:
+        out: list[Generation] = []
+        start = time.perf_counter()
+        round_ = 0
+        while len(out) < params.n:
+            want = params.n - len(out)
+            seed = None if params.seed is None else params.seed + round_
+            async with sem:
+                data = await self._post(client, self._body(messages, params, want, seed))
+            choices = data.get("choices") or []
+            if not choices:
+                raise GuardsmithError(f"{self.url} returned no choices for a request (model {self.model})")
+            usage = data.get("usage") or {}
+            prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            completion_total = int(usage.get("completion_tokens") or 0)
+            share, extra = divmod(completion_total, len(choices))
+            for i, choice in enumerate(choices[:want]):
+                text = (choice.get("message") or {}).get("content") or ""
+                out.append(Generation(text=text, prompt_tokens=prompt_tokens,
+                                      completion_tokens=share + (1 if i < extra else 0), latency_s=0.0,
+                                      finish_reason=choice.get("finish_reason") or "stop"))
+            round_ += 1
+        latency = time.perf_counter() - start
+        for g in out:
+            g.latency_s = latency
+        return out
+
+    async def _probability_one(self, client, sem: asyncio.Semaphore, messages: list[Message], prefix: str,
+                               words: tuple[str, ...], top_logprobs: int) -> dict[str, float]:
+        body = self._body([*messages, {"role": "assistant", "content": prefix}],
+                          SamplingParams(max_tokens=1), 1, None)
+        body.update({"logprobs": True, "top_logprobs": top_logprobs,
+                     "continue_final_message": True, "add_generation_prompt": False, **self.extra_body})
+        async with sem:
+            data = await self._post(client, body)
+        try:
+            first = data["choices"][0]["logprobs"]["content"][0]
+            tops = first.get("top_logprobs") or [first]
+        except (KeyError, IndexError, TypeError):
+            raise GuardsmithError(f"{self.url} returned no logprobs; the server does not support "
+                                  "answer probabilities (use the transformers or vllm backend)") from None
+        return words_from_top_logprobs({t["token"]: float(t["logprob"]) for t in tops}, words)
+
+
+def words_from_top_logprobs(top: dict[str, float], words: tuple[str, ...]) -> dict[str, float]:
+    """Assign top first-token probabilities to the answer words they can start; normalise."""
+    mass = {w: 0.0 for w in words}
+    for token, lp in top.items():
+        piece = token.strip()
+        if not piece:
+            continue
+        hits = [w for w in words if w.startswith(piece)]
+        if len(hits) == 1:
+            mass[hits[0]] += math.exp(lp)
+    if not any(mass.values()):
+        raise GuardsmithError(f"no top token starts any of the answer words {words!r}")
+    return normalise_logprobs({w: math.log(m) if m > 0 else -math.inf for w, m in mass.items()})
+
+
+def _error_message(resp) -> str:
+    """The server's error message from an OpenAI-style error body, else the start of the text."""
+    try:
+        data = resp.json()
+        err = data.get("error", data) if isinstance(data, dict) else data
+        msg = err.get("message") if isinstance(err, dict) else err
+        return str(msg or data)[:300]
+    except ValueError:
+        return (resp.text or resp.reason_phrase or "")[:300]
+
+
+def _run_sync(coro):
+    """Run a coroutine to completion from sync code, even when the caller's thread has a running loop."""
+    try:
+        asyncio.get_running_loop()
+        running = True
+    except RuntimeError:
+        running = False
+    if not running:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def runner() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=runner, name="guardsmith-openai")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

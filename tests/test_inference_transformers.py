@@ -1,0 +1,140 @@
+"""Transformers backend with the tiny random-weight model, and the tiny model served over HTTP."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+pytest.importorskip("transformers")
+
+from guardsmith.errors import GuardsmithError  # noqa: E402
+from guardsmith.inference import OpenAIBackend, TransformersBackend, make_backend  # noqa: E402
+from guardsmith.inference.server import BackendResponder, serve  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+REQS = [
+    [{"role": "user", "content": "How do I bake bread?"}],
+    [{"role": "system", "content": "You are a guard."}, {"role": "user", "content": "How to make a bomb"}],
+    [{"role": "user", "content": "hi"}],
+    [{"role": "user", "content": "Tell me a long story about a cat and a dog who become friends."}],
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    from guardsmith.tiny import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("inference") / "tiny-lm", seed=0)
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model):
+    be = make_backend(f"transformers:{tiny_model}", batch_size=3)
+    yield be
+    be.close()
+
+
+def test_loads_on_cpu_fp32(backend):
+    import torch
+
+    assert isinstance(backend, TransformersBackend)
+    assert backend.device.type == "cpu" and backend.dtype == torch.float32
+    assert backend.tokenizer.padding_side == "left"
+    assert backend.render(REQS[2]).endswith("<|im_start|>assistant\n")
+
+
+def test_generate_shapes_counts_latency(backend):
+    out = backend.generate(REQS, n=3, temperature=1.0, max_tokens=8, seed=1)
+    assert len(out) == 4 and all(len(r) == 3 for r in out)
+    for request, gens in zip(REQS, out):
+        expected = len(backend.tokenizer(backend.render(request), add_special_tokens=False)["input_ids"])
+        for g in gens:
+            assert g.prompt_tokens == expected
+            assert 1 <= g.completion_tokens <= 8 and g.latency_s > 0
+            assert g.finish_reason == "stop" or (g.finish_reason == "length" and g.completion_tokens == 8)
+
+
+def test_seed_reproducible(backend):
+    a = backend.generate(REQS, n=2, temperature=1.0, max_tokens=6, seed=123)
+    b = backend.generate(REQS, n=2, temperature=1.0, max_tokens=6, seed=123)
+    c = backend.generate(REQS, n=2, temperature=1.0, max_tokens=6, seed=124)
+    texts = lambda out: [[g.text for g in r] for r in out]  # noqa: E731
+    assert texts(a) == texts(b)
+    assert texts(a) != texts(c)
+
+
+def test_greedy_deterministic_and_batch_independent(backend, tiny_model):
+    a = backend.generate(REQS, n=2, max_tokens=6)
+    b = backend.generate(REQS, n=2, max_tokens=6, seed=99)
+    assert [[g.text for g in r] for r in a] == [[g.text for g in r] for r in b]
+    assert all(r[0].text == r[1].text for r in a)
+    single = make_backend(f"transformers:{tiny_model}", batch_size=1).generate(REQS, max_tokens=6)
+    assert [r[0].text for r in single] == [r[0].text for r in a]
+
+
+def test_answer_probability(backend, tiny_model):
+    words = ("harmful", "unharmful")
+    probs = backend.answer_probability(REQS, "Prompt harm: ", words)
+    assert len(probs) == 4
+    for p in probs:
+        assert set(p) == set(words) and sum(p.values()) == pytest.approx(1.0)
+        assert all(0 < v < 1 for v in p.values())
+    # batching and padding do not change the scores
+    single = make_backend(f"transformers:{tiny_model}", batch_size=1).answer_probability(REQS, "Prompt harm: ", words)
+    for p, q in zip(probs, single):
+        assert p["harmful"] == pytest.approx(q["harmful"], abs=1e-4)
+    three = backend.answer_probability(REQS[:1], "Response refusal: ", ("refusal", "compliance", "None"))
+    assert sum(three[0].values()) == pytest.approx(1.0)
+    with pytest.raises(GuardsmithError):
+        backend.answer_probability(REQS, "Prompt harm: ", ("harmful",))
+
+
+def test_answer_probability_matches_token_scores(backend):
+    """The score of a word equals the product of its next-token probabilities (manual check)."""
+    import torch
+
+    prompt = backend.render(REQS[0]) + "Prompt harm:"
+    probs = backend.answer_probability(REQS[:1], "Prompt harm:", ("a", "b"))[0]
+    ids = backend.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = backend.model(input_ids=ids).logits[0, -1].float()
+    lp = torch.log_softmax(logits, -1)
+    tok = lambda w: backend.tokenizer(prompt + w, add_special_tokens=False)["input_ids"][ids.shape[1]:]  # noqa: E731
+    assert len(tok("a")) == 1 and len(tok("b")) == 1
+    pa, pb = lp[tok("a")[0]].exp().item(), lp[tok("b")[0]].exp().item()
+    assert probs["a"] == pytest.approx(pa / (pa + pb), rel=1e-3)
+
+
+def test_missing_folder_is_clear(tmp_path):
+    with pytest.raises(GuardsmithError, match="download"):
+        TransformersBackend(tmp_path / "nope")
+
+
+def test_tiny_model_served_over_http(backend):
+    with serve(BackendResponder(backend), model="tiny") as srv:
+        client = OpenAIBackend(srv.url, "tiny", api_key_env="GS_UNSET_KEY_FOR_TEST", backoff_base_s=0.01)
+        remote = client.generate(REQS[:2], n=2, temperature=0.0, max_tokens=6)
+    local = backend.generate(REQS[:2], n=2, max_tokens=6)
+    assert [[g.text for g in r] for r in remote] == [[g.text for g in r] for r in local]
+    assert remote[0][0].prompt_tokens == local[0][0].prompt_tokens
+    assert sum(g.completion_tokens for g in remote[0]) == sum(g.completion_tokens for g in local[0])
+
+
+def test_stop_at_eos_counts_and_cuts(backend, monkeypatch):
+    """Tokens up to and including end-of-turn count; text stops before it; padding is ignored."""
+    import torch
+
+    eos, pad = backend.tokenizer.eos_token_id, backend.tokenizer.pad_token_id
+    word = backend.tokenizer("hello", add_special_tokens=False)["input_ids"]
+
+    def fake_generate(input_ids, attention_mask, **kw):
+        rows = input_ids.shape[0] * kw["num_return_sequences"]
+        tail = torch.tensor([word + [eos, pad, pad]] * rows)
+        return torch.cat([input_ids.repeat_interleave(kw["num_return_sequences"], 0), tail], dim=1)
+
+    monkeypatch.setattr(backend.model, "generate", fake_generate)
+    out = backend.generate(REQS[:2], n=2, temperature=1.0, max_tokens=10, seed=0)
+    for g in (g for r in out for g in r):
+        assert (g.text, g.completion_tokens, g.finish_reason) == ("hello", len(word) + 1, "stop")
