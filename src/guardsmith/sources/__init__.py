@@ -1,0 +1,191 @@
+"""Public data set adapters and the import stage: one module per source, a registry, and
+:func:`import_source`, which writes a source's split as an ``interactions`` table (method A.1).
+
+    >>> report = import_source("aegis2", "test", "test.json", "s3://bucket/aegis2-test")
+    >>> print(report)
+
+``from_uri`` is a local path, ``file://`` URI or ``s3://`` URI, or several of them as a list or
+a comma-separated string (e.g. Aegis 2.0's ``train.json,refusals_train.json``), or ``hf`` /
+``hf://owner/name`` to load the
+split from the Hugging Face hub through ``datasets`` (optional; needs network and, for gated
+sets, ``HF_TOKEN``).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from guardsmith.errors import DataError, GuardsmithError
+from guardsmith.sources import (
+    aegis2,
+    cosapien,
+    dynabench,
+    jbb,
+    openai_moderation,
+    simplesafetytests,
+    topic_following,
+    toxicchat,
+    wildguardmix,
+    xstest,
+)
+from guardsmith.sources.base import SourceAdapter, Tally
+
+__all__ = ["SOURCES", "ImportReport", "SourceAdapter", "Tally", "get_source", "import_source", "read_source"]
+
+SOURCES: dict[str, SourceAdapter] = {
+    m.ADAPTER.name: m.ADAPTER
+    for m in (
+        wildguardmix,
+        aegis2,
+        topic_following,
+        dynabench,
+        cosapien,
+        xstest,
+        jbb,
+        openai_moderation,
+        toxicchat,
+        simplesafetytests,
+    )
+}
+"""Source name -> adapter (name, splits, file_format, description, read/read_hf)."""
+
+TASK_FIELDS = ("prompt_harm", "response_harm", "response_refusal")
+BATCH_ROWS = 4096
+
+
+@dataclass
+class ImportReport:
+    """What an import did: rows written, label counts per task, dropped rows and adjusted fields."""
+
+    source: str
+    split: str
+    inputs: list[str]
+    out_uri: str
+    rows: int = 0
+    labels: dict[str, dict[str, int]] = field(default_factory=dict)  # task -> label word -> count
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows dropped
+    adjusted: dict[str, int] = field(default_factory=dict)  # reason -> rows changed but kept
+    taxonomies: dict[str, int] = field(default_factory=dict)  # taxonomy -> rows
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "split": self.split,
+            "inputs": list(self.inputs),
+            "out_uri": self.out_uri,
+            "rows": self.rows,
+            "labels": {k: dict(v) for k, v in self.labels.items()},
+            "dropped": dict(self.dropped),
+            "adjusted": dict(self.adjusted),
+            "taxonomies": dict(self.taxonomies),
+        }
+
+    def __str__(self) -> str:
+        lines = [f"imported {self.source}/{self.split}: {self.rows} rows -> {self.out_uri}"]
+        lines.append(f"  from: {', '.join(self.inputs)}")
+        for task, counts in self.labels.items():
+            shown = ", ".join(f"{word} {n}" for word, n in sorted(counts.items()))
+            lines.append(f"  {task}: {shown}")
+        if len(self.taxonomies) <= 12:
+            lines.append("  taxonomy: " + ", ".join(f"{t} {n}" for t, n in sorted(self.taxonomies.items())))
+        else:
+            lines.append(f"  taxonomy: {len(self.taxonomies)} distinct")
+        total_dropped = sum(self.dropped.values())
+        lines.append(f"  dropped: {total_dropped} rows")
+        lines += [f"    {n:>7}  {reason}" for reason, n in sorted(self.dropped.items())]
+        if self.adjusted:
+            lines.append("  adjusted (kept):")
+            lines += [f"    {n:>7}  {reason}" for reason, n in sorted(self.adjusted.items())]
+        return "\n".join(lines)
+
+
+def get_source(name: str) -> SourceAdapter:
+    """The adapter for ``name``; an unknown name is a GuardsmithError listing the known ones."""
+    try:
+        return SOURCES[name]
+    except KeyError:
+        raise GuardsmithError(f"unknown source {name!r}; choose one of: {', '.join(SOURCES)}") from None
+
+
+def _inputs(from_uri: str | Sequence[str]) -> list[str]:
+    """One or more input URIs: a list, or a string with comma-separated URIs."""
+    items = [p.strip() for p in from_uri.split(",")] if isinstance(from_uri, str) else [str(p) for p in from_uri]
+    items = [p for p in items if p]
+    if not items:
+        raise GuardsmithError("no input file given (--from)")
+    return items
+
+
+def _is_hub(from_uri: str | Sequence[str]) -> bool:
+    return isinstance(from_uri, str) and (from_uri == "hf" or from_uri.startswith("hf://"))
+
+
+def read_source(
+    source: str, split: str, from_uri: str | Sequence[str], tally: Tally | None = None
+) -> Iterator[dict[str, Any]]:
+    """Stream A.1 records of ``source``/``split`` from files or (``hf``, ``hf://repo``) the hub."""
+    adapter = get_source(source)
+    if _is_hub(from_uri):
+        repo = from_uri[len("hf://") :] if from_uri != "hf" else None  # type: ignore[index]
+        return adapter.read_hf(split, tally, repo=repo or None)
+    return adapter.read(_inputs(from_uri), split, tally)
+
+
+def _chunks(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    it = iter(records)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def import_source(
+    source: str, split: str, from_uri: str | Sequence[str], out_uri: str, *, batch_rows: int = BATCH_ROWS
+) -> ImportReport:
+    """Read ``source``/``split`` from ``from_uri`` and write an ``interactions`` table at ``out_uri``.
+
+    Input is streamed in chunks of ``batch_rows`` records; each chunk is written (and validated
+    against the interactions schema) through :class:`guardsmith.storage.TableWriter`, which
+    commits only when everything succeeded: on any error (bad input, no rows left) nothing
+    appears at ``out_uri``. Returns the :class:`ImportReport`.
+    """
+    import pyarrow as pa
+
+    from guardsmith.progress import track
+    from guardsmith.storage import TableWriter
+    from guardsmith.tables import SCHEMAS
+
+    adapter = get_source(source)
+    adapter.check_split(split)
+    inputs = [from_uri] if _is_hub(from_uri) else _inputs(from_uri)  # type: ignore[list-item]
+    tally = Tally()
+    schema = SCHEMAS["interactions"]
+    labels: dict[str, Counter] = {task: Counter() for task in TASK_FIELDS}
+    taxonomies: Counter = Counter()
+    rows = 0
+    records = track(read_source(source, split, from_uri, tally), f"import {source}/{split}")
+    with TableWriter(out_uri, schema, schema_name="interactions") as writer:
+        for chunk in _chunks(records, batch_rows):
+            writer.write(pa.Table.from_pylist(chunk, schema=schema))  # validated by the writer
+            rows += len(chunk)
+            for rec in chunk:
+                taxonomies[rec["taxonomy"]] += 1
+                for task in TASK_FIELDS:
+                    if rec[task] is not None:
+                        labels[task][rec[task]] += 1
+        if rows == 0:
+            reasons = "; ".join(f"{n} {r}" for r, n in tally.dropped.items()) or "no records"
+            raise DataError(f"no rows left to import ({reasons})", file=", ".join(inputs))
+    return ImportReport(
+        source=source,
+        split=split,
+        inputs=inputs,
+        out_uri=out_uri,
+        rows=rows,
+        labels={task: dict(c) for task, c in labels.items() if c},
+        dropped=dict(tally.dropped),
+        adjusted=dict(tally.adjusted),
+        taxonomies=dict(taxonomies),
+    )
+

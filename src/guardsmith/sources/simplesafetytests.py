@@ -1,0 +1,40 @@
+"""SimpleSafetyTests (``Bertievidgen/SimpleSafetyTests``): one CSV of 100 harmful prompts.
+
+Every row is ``harmful`` (the set has no label column); ``prompts_final`` is the prompt and
+``harm_area`` the category. Ids: the source's ``id``.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from guardsmith.sources.base import RowContext, SourceAdapter, make_record, own_id, prompt_text, text
+
+
+class SimpleSafetyTests(SourceAdapter):
+    name = "simplesafetytests"
+    splits = ("test",)
+    file_format = "csv"
+    description = "SimpleSafetyTests (Bertievidgen/SimpleSafetyTests): 100 harmful prompts (recall only)"
+    taxonomy = "wildguard"
+    hf_dataset = "Bertievidgen/SimpleSafetyTests"
+    hf_splits = {"test": (None, None)}  # the hub split name is unverified: take the only split
+    files = {"test": ("sst_test_cases.csv",)}
+
+    def convert(self, rec: Mapping[str, Any], ctx: RowContext) -> Iterator[dict[str, Any]]:
+        key = own_id(rec, "id", ctx)
+        area = text(rec, "harm_area", ctx, nullable=True)
+        prompt = prompt_text(rec, "prompts_final", ctx)
+        if prompt is None:
+            return
+        yield make_record(
+            id=key,
+            source=self.name,
+            taxonomy=self.taxonomy,
+            prompt=prompt,
+            prompt_harm="harmful",
+            categories=[area.strip()] if area and area.strip() else [],
+        )
+
+
+ADAPTER = SimpleSafetyTests()
