@@ -78,7 +78,38 @@ class LocalS3:
             "AWS_REGION": "us-east-1",
         }
 
-    def start(self) -> "LocalS3":
+    def uri(self, key: str = "") -> str:
+        """`s3://<bucket>/<key>` on this server."""
+        return f"s3://{self.bucket}/{key.lstrip('/')}"
+
+    def client(self):
+        """A boto3 S3 client for this server (path-style addressing)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, connect_timeout=1, read_timeout=5,
+                          retries={"max_attempts": 2}),
+        )
+
+    def log(self) -> str:
+        """The server's log (for error messages)."""
+        path = self.data_dir / "weed.log" if self.data_dir else None
+        return path.read_text(errors="replace") if path and path.exists() else ""
+
+    def start(self, tries: int = 3) -> "LocalS3":
+        """Start the server; on a failed start (e.g. a port taken meanwhile) retry with new ports."""
+        for attempt in range(tries):
+            try:
+                return self._start_once()
+            except GuardsmithError:
+                if attempt == tries - 1:
+                    raise
+        return self
+
+    def _start_once(self) -> "LocalS3":
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="guardsmith-s3-"))
             self._owns_dir = True
@@ -105,15 +136,7 @@ class LocalS3:
         return self
 
     def _wait_ready(self) -> None:
-        import boto3
-        from botocore.config import Config
-
-        client = boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key, region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}, connect_timeout=1, read_timeout=2,
-                          retries={"max_attempts": 1}),
-        )
+        client = self.client()
         deadline = time.monotonic() + self.start_timeout_s
         last = None
         while time.monotonic() < deadline:
@@ -125,11 +148,11 @@ class LocalS3:
             except Exception as exc:  # not up yet, or bucket not created yet
                 last = exc
                 time.sleep(0.25)
-        log = (self.data_dir / "weed.log").read_text(errors="replace")[-2000:]
-        self.stop()
+        log = self.log()[-2000:]
+        self.stop(remove_data=False)
         raise GuardsmithError(f"local S3 server did not become ready ({last}); weed log tail: {log!r}")
 
-    def stop(self) -> None:
+    def stop(self, remove_data: bool = True) -> None:
         """Stop the server by pid (SIGTERM, then SIGKILL) and remove its data if we created it."""
         if self.process is not None and self.process.poll() is None:
             try:
@@ -144,8 +167,9 @@ class LocalS3:
         self.process = None
         if getattr(self, "_log", None):
             self._log.close()
-        if self._owns_dir and self.data_dir is not None:
+        if remove_data and self._owns_dir and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir = None
 
     def __enter__(self) -> "LocalS3":
         return self.start()

@@ -1,0 +1,1 @@
+"""Support code for the test suite (a SeaweedFS launcher, writer subprocesses)."""
