@@ -84,7 +84,7 @@ def _pipeline(out: Path, s3, n_rows: int, storage, tables) -> dict:
     metrics = {
         "model": "tiny-guard (untrained)", "benchmark": "bundled-sample", "task": "prompt_harm", "k": 1,
         "f1_mean": result.f1, "f1_std": 0.0, "precision_mean": result.precision, "recall_mean": result.recall,
-        "support": result.support, "parse_error_rate": result.parse_error_rate,
+        "support": result.n, "parse_error_rate": result.parse_error_rate,
         "latency_s_mean": sum(p["latency_s"] for p in preds) / max(len(preds), 1),
     }
     pred_uri, metrics_uri = f"{root}/predictions", f"{root}/metrics"
