@@ -321,6 +321,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the default listen backlog (5) resets clients under real concurrency
     owner: ChatServer
 
 

@@ -1,0 +1,176 @@
+"""Run a guard model over interaction rows: the one place that renders, samples and parses.
+
+`run_guard` renders each row's guard prompt for a mode (R or NR, with the mode tag for dual
+models), asks the backend for ``n`` samples per row from one prompt pass, parses every sample
+and yields one :class:`GuardRow` per input row, in input order, with its :class:`GuardSample`
+records. Rows are sent to the backend in chunks of ``chunk_rows`` so a large table streams.
+
+Latency: backends report a request's share of the batch wall time; the n samples of a request
+come from one pass, so each sample's ``latency_s`` is that share divided by ``n`` (throughput
+latency per classification, the quantity the paper reports per sample and mode).
+
+Used by the ``mine`` and ``evaluate`` stages and by the demo.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from guardsmith.errors import GuardsmithError
+from guardsmith.guard import (
+    FIELDS,
+    GuardAnswer,
+    parse_guard_output,
+    parse_ok_for,
+    render_guard_messages,
+)
+from guardsmith.inference import Backend, Message
+
+#: Tasks that count for correctness in mining and for harmful F1 in evaluation (A.7, A.8).
+HARM_TASKS: tuple[str, ...] = ("prompt_harm", "response_harm")
+
+
+@dataclass(frozen=True)
+class GuardSample:
+    """One parsed guard sample for one row."""
+
+    sample_index: int
+    text: str
+    answer: GuardAnswer
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    finish_reason: str
+
+    def prediction(self, task: str) -> str | None:
+        """The parsed label for ``task``, or None when the output gives no usable label for it."""
+        return getattr(self.answer, task) if parse_ok_for(self.answer, task) else None
+
+    def generation_record(self, row_id: str) -> dict[str, Any]:
+        """This sample as a record of the ``generations`` table schema."""
+        return {
+            "id": row_id,
+            "sample_index": self.sample_index,
+            "text": self.text,
+            "parse_ok": self.answer.parse_ok,
+            "pred_prompt_harm": self.answer.prompt_harm,
+            "pred_response_harm": self.answer.response_harm,
+            "pred_response_refusal": self.answer.response_refusal,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "latency_s": self.latency_s,
+        }
+
+
+@dataclass(frozen=True)
+class GuardRow:
+    """An input row, the chat messages the guard saw, and its samples (``len == n``)."""
+
+    row: Mapping[str, Any]
+    messages: list[Message]
+    samples: list[GuardSample]
+
+
+def labelled_tasks(row: Mapping[str, Any], tasks: Sequence[str] = HARM_TASKS) -> list[str]:
+    """The tasks among ``tasks`` for which ``row`` has a true label (non-null column)."""
+    for task in tasks:
+        if task not in FIELDS:
+            raise GuardsmithError(f"unknown task {task!r}: expected one of {', '.join(FIELDS)}")
+    return [t for t in tasks if row.get(t) is not None]
+
+
+def is_correct(row: Mapping[str, Any], sample: GuardSample, tasks: Sequence[str] = HARM_TASKS) -> bool:
+    """True when every labelled task of ``row`` (among ``tasks``) parsed and matches its label.
+
+    A row with no labelled task is never correct (callers skip such rows). A missing or
+    ``None`` answer line for a labelled task, or an output that does not parse, is incorrect.
+    """
+    wanted = labelled_tasks(row, tasks)
+    return bool(wanted) and all(sample.prediction(t) == row[t] for t in wanted)
+
+
+def open_backend(model: str, *, backend: str = "transformers", batch_size: int = 8,
+                 options: Mapping[str, Any] | None = None) -> Backend:
+    """Build an inference backend for a guard model URI.
+
+    ``model`` is a model folder URI (local path, ``file://`` or ``s3://``; S3 models are
+    downloaded and cached by :func:`guardsmith.models.local_model`), or an OpenAI-compatible
+    endpoint spec ``openai:http://host:port/v1?model=NAME`` (then ``backend`` is ignored).
+    ``batch_size`` applies to the transformers backend; ``options`` are extra backend keywords.
+    """
+    from guardsmith.inference import make_backend
+    from guardsmith.models import local_model
+
+    extra = dict(options or {})
+    if str(model).startswith("openai:"):
+        return make_backend(str(model), **extra)
+    if backend not in ("transformers", "vllm"):
+        raise GuardsmithError(f"unknown guard backend {backend!r}; use transformers or vllm")
+    path = local_model(model)
+    if backend == "transformers":
+        extra.setdefault("batch_size", batch_size)
+    return make_backend({"kind": backend, "path": str(path)}, **extra)
+
+
+def guard_messages(row: Mapping[str, Any], mode: str = "R", dual: bool = False,
+                   taxonomy: str | None = None) -> list[Message]:
+    """The guard prompt for ``row`` (the row's own ``policy`` text wins over ``taxonomy``)."""
+    return render_guard_messages(row, mode=mode, dual=dual, taxonomy=taxonomy)
+
+
+def _chunks(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
+    chunk: list[Mapping[str, Any]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def run_guard(
+    backend: Backend,
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    mode: str = "R",
+    dual: bool = False,
+    n: int = 4,
+    temperature: float = 0.6,
+    top_p: float = 0.95,
+    max_tokens: int = 512,
+    seed: int | None = 0,
+    chunk_rows: int = 256,
+    taxonomy: str | None = None,
+) -> Iterator[GuardRow]:
+    """Sample ``n`` guard outputs per row (one prompt pass per row) and yield parsed results.
+
+    Chunk ``c`` is generated with seed ``seed + c * chunk_rows`` so chunks never share a
+    backend batch seed and a run is reproducible for a fixed ``chunk_rows``.
+    """
+    if n < 1:
+        raise GuardsmithError(f"n (samples per row) must be at least 1, got {n}")
+    if chunk_rows < 1:
+        raise GuardsmithError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    for c, chunk in enumerate(_chunks(rows, chunk_rows)):
+        requests = [guard_messages(r, mode, dual, taxonomy) for r in chunk]
+        chunk_seed = None if seed is None else seed + c * chunk_rows
+        outputs = backend.generate(requests, n=n, temperature=temperature, top_p=top_p,
+                                   max_tokens=max_tokens, seed=chunk_seed)
+        if len(outputs) != len(chunk):
+            raise GuardsmithError(f"the {backend.kind} backend returned {len(outputs)} results "
+                                  f"for {len(chunk)} requests")
+        for row, messages, gens in zip(chunk, requests, outputs):
+            if len(gens) != n:
+                raise GuardsmithError(f"the {backend.kind} backend returned {len(gens)} samples "
+                                      f"for row {row.get('id')!r}, expected {n}")
+            samples = [
+                GuardSample(
+                    sample_index=i, text=g.text, answer=parse_guard_output(g.text),
+                    prompt_tokens=int(g.prompt_tokens), completion_tokens=int(g.completion_tokens),
+                    latency_s=float(g.latency_s) / n, finish_reason=g.finish_reason,
+                )
+                for i, g in enumerate(gens)
+            ]
+            yield GuardRow(row=row, messages=messages, samples=samples)

@@ -1,0 +1,269 @@
+"""The distill stage over real HTTP with the offline teacher: traces, budgets, resume, bad input."""
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from guardsmith import storage, tables
+from guardsmith.config import load_config
+from guardsmith.errors import DataError, GuardsmithError
+from guardsmith.guard import sentence_count
+from guardsmith.offline import offline_spec, serve_offline
+from guardsmith.sample import load_sample
+from guardsmith.stages import distill
+from guardsmith.stages.distill import (
+    DistillConfig,
+    budget_curve,
+    cut_to_budget,
+    open_teacher,
+    run,
+    shard_root,
+    shard_uri,
+    teacher_label,
+)
+
+pytestmark = pytest.mark.timeout(60)
+VICTIM = Path(__file__).parent / "helpers" / "distill_victim.py"
+
+
+def sample_rows(n: int = 40) -> list[dict]:
+    """Rows from every part of the bundled sample (safety taxonomies, custom policies, topics)."""
+    rows = load_sample()
+    by_tax = collections.defaultdict(list)
+    for r in rows:
+        by_tax[r["taxonomy"].split(":")[0]].append(r)
+    picked = by_tax["aegis2"][: n // 2 - 4] + by_tax["wildguard"][: n // 2 - 4] + by_tax["custom"][:4] + by_tax["topic"][:4]
+    return picked
+
+
+@pytest.fixture(scope="module")
+def server():
+    with serve_offline(defects={}) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> tuple[str, list[dict]]:
+    rows = sample_rows()
+    uri = str(tmp_path_factory.mktemp("src") / "interactions")
+    storage.write_table(uri, tables.from_records(rows, "interactions"), "interactions")
+    return uri, rows
+
+
+def cfg(src: str, out: str, srv, **kw) -> DistillConfig:
+    return DistillConfig(input=src, output=out, teacher=offline_spec(srv), concurrency=4, max_retries=1,
+                         shard_size=kw.pop("shard_size", 16), **kw)
+
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory, server, source) -> str:
+    out = str(tmp_path_factory.mktemp("tr") / "traces")
+    run(cfg(source[0], out, server))
+    return out
+
+
+def test_distill_writes_every_id_once_with_usage(traces, source, server):
+    table = storage.read_table(traces, "traces")
+    rows = {r["id"]: r for r in source[1]}
+    assert sorted(table.column("id").to_pylist()) == sorted(rows)
+    for t in table.to_pylist():
+        row = rows[t["id"]]
+        assert t["parse_ok"] and t["teacher"] == "offline-teacher" and t["round"] == 0 and t["budget"] is None
+        assert (t["pred_prompt_harm"], t["pred_response_harm"], t["pred_response_refusal"]) == (
+            row["prompt_harm"], row["response_harm"], row["response_refusal"])
+        assert t["prompt_tokens"] > 0 and t["completion_tokens"] > 0 and t["latency_s"] > 0
+        assert t["raw_output"].rstrip().endswith(t["answer"]) and t["reasoning"] in t["raw_output"].replace("<think>\n", "")
+        assert t["n_sentences"] == sentence_count(t["reasoning"]) >= 2 and t["n_words"] > 5
+    assert not storage.exists(shard_root(traces))
+
+
+def test_rerun_of_a_committed_output_does_nothing(traces, source, server):
+    before = server.stats.requests
+    result = run(cfg(source[0], traces, server))
+    assert result.skipped and result.rows == len(source[1]) and server.stats.requests == before
+    assert "already committed" in str(result)
+
+
+def test_budget_rewrites_and_curve(tmp_path, traces, server, capsys):
+    means = []
+    for budget in (1, 3, 8):
+        out = str(tmp_path / f"b{budget}")
+        result = run(cfg(traces, out, server, budget=budget))
+        table = storage.read_table(out, "traces").to_pylist()
+        assert result.mode == "budget" and len(table) == result.rows
+        assert all(t["budget"] == budget and 1 <= t["n_sentences"] <= budget for t in table)
+        assert all(sentence_count(t["reasoning"]) == t["n_sentences"] for t in table)
+        means.append(result.mean_words)
+    assert means[0] < means[1] < means[2]
+    curve = budget_curve([traces] + [str(tmp_path / f"b{b}") for b in (1, 3, 8)])
+    assert [c["budget"] for c in curve] == [1, 3, 8, None]
+    words = [c["mean_words"] for c in curve]
+    assert words[0] < words[1] < words[2] <= words[3]
+    assert words[0] < 25  # one-sentence traces are short (the paper: ~15 tokens)
+    assert "mean_words" in capsys.readouterr().out
+
+
+def test_cut_to_budget():
+    text = "One. Two e.g. this. Three!\n\nFour"
+    assert cut_to_budget(text, 1) == "One."
+    assert cut_to_budget(text, 2) == "One. Two e.g. this."
+    assert cut_to_budget(text, 3) == "One. Two e.g. this. Three!"
+    assert cut_to_budget(text, 4) == text
+
+
+def test_ids_filter_and_unknown_ids(tmp_path, source, server):
+    ids = [r["id"] for r in source[1][3:8]]
+    out = str(tmp_path / "some")
+    run(cfg(source[0], out, server, ids=ids, round=2, seed=5))
+    table = storage.read_table(out, "traces")
+    assert sorted(table.column("id").to_pylist()) == sorted(ids)
+    assert set(table.column("round").to_pylist()) == {2}
+    with pytest.raises(GuardsmithError, match="not in"):
+        run(cfg(source[0], str(tmp_path / "none"), server, ids=["nope"]))
+    assert not storage.exists(str(tmp_path / "none"))
+
+
+def nothing_written(out: str) -> bool:
+    return not storage.exists(out) and not storage.exists(shard_root(out))
+
+
+def test_bad_input_fails_before_writing(tmp_path, source, server):
+    rows = source[1]
+    good = tables.from_records(rows, "interactions")
+    missing = str(tmp_path / "missing")
+    storage.write_table(missing, good.drop_columns(["prompt_harm"]))
+    out = str(tmp_path / "out")
+    with pytest.raises(DataError, match="prompt_harm"):
+        run(cfg(missing, out, server))
+    assert nothing_written(out)
+    bad_word = str(tmp_path / "word")
+    late = [dict(r) for r in rows]
+    late[-1]["prompt_harm"] = "unsafe"  # in the last shard: still caught before any shard
+    storage.write_table(bad_word, pa.Table.from_pylist(late, schema=tables.schema("interactions")))
+    with pytest.raises(DataError) as err:
+        run(cfg(bad_word, out, server))
+    assert "unsafe" in str(err.value) and "prompt_harm" in str(err.value) and f"row {len(rows) - 1}" in str(err.value)
+    assert nothing_written(out)
+    dup = str(tmp_path / "dup")
+    storage.write_table(dup, tables.from_records(rows + rows[:1], "interactions"), "interactions")
+    with pytest.raises(DataError, match="duplicate id"):
+        run(cfg(dup, out, server))
+    assert nothing_written(out)
+    with pytest.raises(GuardsmithError, match="budget"):
+        run(cfg(source[0], out, server, budget=11))
+
+
+def test_unreachable_teacher(tmp_path, source):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "out")
+    config = DistillConfig(input=source[0], output=out, teacher=f"openai:http://127.0.0.1:{port}/v1?model=m",
+                           max_retries=0, concurrency=2)
+    with pytest.raises(GuardsmithError, match="failed after 1 attempts"):
+        run(config)
+    assert nothing_written(out)
+
+
+def test_shards_resume_only_with_the_same_settings(tmp_path, source, server):
+    out = str(tmp_path / "t")
+    first = run(cfg(source[0], out, server, keep_shards=True))
+    assert first.shards == 3 and storage.is_committed(shard_uri(out, 2))
+    storage.remove(out)  # as if the run had stopped before its final commit
+    with pytest.raises(GuardsmithError, match="other settings.*temperature"):
+        run(cfg(source[0], out, server, temperature=0.1))
+    before = server.stats.requests
+    again = run(cfg(source[0], out, server))
+    assert again.shards_reused == 3 and again.requests == 0 and server.stats.requests == before
+    assert storage.read_table(out).equals(storage.read_table(out))  # committed and readable
+    assert not storage.exists(shard_root(out))
+    redo = run(cfg(source[0], out, server, overwrite=True))
+    assert redo.shards_reused == 0 and redo.requests == len(source[1])
+
+
+def test_resume_after_sigkill(tmp_path, source):
+    src, rows = source
+    out = str(tmp_path / "killed")
+    with serve_offline(defects={}, delay_s=0.15) as srv:
+        proc = subprocess.Popen([sys.executable, str(VICTIM), src, out, offline_spec(srv), "4"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 40
+            while not storage.is_committed(shard_uri(out, 1)):
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "no shard committed in time"
+                time.sleep(0.05)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+            proc.stderr.close()
+        assert not storage.is_committed(out)
+        n_shards = -(-len(rows) // 4)
+        committed = [i for i in range(n_shards) if storage.is_committed(shard_uri(out, i))]
+        assert 2 <= len(committed) < n_shards
+        time.sleep(0.3)  # let the server finish with the killed client's last request
+        manifests = {i: storage.read_bytes(storage.join(shard_uri(out, i), "_SUCCESS")) for i in committed}
+        mtimes = {i: os.stat(os.path.join(shard_uri(out, i), "_SUCCESS")).st_mtime_ns for i in committed}
+        before = srv.stats.requests
+        result = run(DistillConfig(input=src, output=out, teacher=offline_spec(srv), shard_size=4,
+                                   concurrency=4, max_retries=1, keep_shards=True))
+        assert result.shards_reused == len(committed)
+        assert srv.stats.requests - before == result.requests == len(rows) - 4 * len(committed)
+    ids = storage.read_table(out, "traces").column("id").to_pylist()
+    assert collections.Counter(ids) == collections.Counter(r["id"] for r in rows)
+    for i in committed:  # committed shards were not recomputed
+        assert storage.read_bytes(storage.join(shard_uri(out, i), "_SUCCESS")) == manifests[i]
+        assert os.stat(os.path.join(shard_uri(out, i), "_SUCCESS")).st_mtime_ns == mtimes[i]
+
+
+def test_teacher_spec_helpers(tmp_path):
+    assert teacher_label("openai:http://h:1/v1?model=deepseek-r1") == "deepseek-r1"
+    assert teacher_label("vllm:/models/qwen-32b/") == "qwen-32b"
+    with pytest.raises(GuardsmithError, match="model name"):
+        teacher_label("openai:http://h:1/v1")
+    settings = DistillConfig(input="i", output="o", teacher="t", concurrency=3, api_key_env="MY_KEY")
+    backend = open_teacher("openai:http://h:1/v1?model=m&max_concurrency=9", settings)
+    assert backend.max_concurrency == 9 and backend.api_key_env == "MY_KEY"  # the spec wins over settings
+
+
+def test_presets_load():
+    for name in ("r1", "offline"):
+        config = load_config(DistillConfig, None, {"input": "i", "output": "o", "teacher": "t"},
+                             stage="distill", preset=name)
+        assert isinstance(config, distill.CONFIG)
+
+
+@pytest.mark.s3
+def test_distill_and_resume_on_s3(s3_prefix, source, server):
+    src, rows = source
+    out = f"{s3_prefix}/traces"
+    first = run(cfg(src, out, server, keep_shards=True))
+    assert first.shards == 3 and storage.is_committed(shard_uri(out, 0))
+    storage.remove(out)
+    storage.remove(shard_uri(out, 2))  # as if the last shard had not been committed
+    again = run(cfg(src, out, server))
+    assert again.shards_reused == 2 and again.requests == len(rows) - 32
+    ids = storage.read_table(out, "traces").column("id").to_pylist()
+    assert sorted(ids) == sorted(r["id"] for r in rows)
+    # SeaweedFS may keep an empty folder entry, so check the contents are gone
+    assert not storage.exists(storage.join(shard_root(out), "_config.json"))
+    assert not any(storage.is_committed(shard_uri(out, i)) for i in range(3))
+
+
+def test_every_config_field_is_documented():
+    import dataclasses
+
+    doc = (Path(__file__).parent.parent / "docs" / "stages" / "distill.md").read_text()
+    assert all(f"`{f.name}`" in doc for f in dataclasses.fields(DistillConfig))

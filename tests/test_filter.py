@@ -1,0 +1,201 @@
+"""The filter stage: rule yields on injected defects, the judge, regeneration rounds, outputs."""
+from __future__ import annotations
+
+import collections
+import json
+import socket
+
+import pytest
+
+from guardsmith import storage, tables
+from guardsmith.config import load_config
+from guardsmith.errors import DataError, GuardsmithError
+from guardsmith.guard import render_teacher_messages
+from guardsmith.offline import DEFECTS, offline_spec, serve_offline
+from guardsmith.sample import load_sample
+from guardsmith.stages import distill
+from guardsmith.stages.filter import (
+    JUDGE,
+    RULE_ORDER,
+    RULES,
+    FilterConfig,
+    apply_rules,
+    leakage_hits,
+    overthinking_count,
+    repeated_ngram_ratio,
+    run,
+)
+
+pytestmark = pytest.mark.timeout(60)
+RATE = 0.1
+RATES = dict.fromkeys(DEFECTS, RATE)
+EXPECTED = {"leakage": "leakage", "repetition": "repetition", "overthinking": "overthinking",
+            "wrong_answer": "wrong_answer", "unparseable": "unparsed", "ungrounded": JUDGE, None: None}
+"""Offline-teacher defect -> the filter that must reject it (None: accepted)."""
+
+
+@pytest.fixture(scope="module")
+def server():
+    with serve_offline(defects=RATES, seed=7) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, server) -> dict:
+    root = tmp_path_factory.mktemp("flt")
+    rows = load_sample()[::4]  # 150 rows of every kind
+    src = str(root / "interactions")
+    storage.write_table(src, tables.from_records(rows, "interactions"), "interactions")
+    traces = str(root / "traces")
+    distill.run(distill.DistillConfig(input=src, output=traces, teacher=offline_spec(server), concurrency=4,
+                                      shard_size=64, max_retries=1))
+    return {"root": root, "rows": rows, "traces": traces}
+
+
+def fcfg(data: dict, name: str, srv, **kw) -> FilterConfig:
+    kw = {"judge": offline_spec(srv), "concurrency": 4, "shard_size": 64, "max_retries": 1, **kw}
+    return FilterConfig(input=kw.pop("input", data["traces"]), output=str(data["root"] / name), **kw)
+
+
+def planned(srv, rows, seed: int = 0) -> dict[str, str | None]:
+    """The defect the offline teacher put into each row's trace (same draw as its reply)."""
+    return {r["id"]: srv.responder.defect_for(render_teacher_messages(r), seed) for r in rows}
+
+
+def test_each_injected_defect_is_caught_by_its_rule(data, server):
+    result = run(fcfg(data, "exact", server, rounds=0))
+    defects = planned(server, data["rows"])
+    accepted = storage.read_table(result.accepted, "judged_traces").to_pylist()
+    rejected = storage.read_table(result.rejected, "judged_traces").to_pylist()
+    assert len(accepted) + len(rejected) == len(data["rows"])
+    for row in accepted:
+        assert defects[row["id"]] is None and row["judge_score"] >= 4 and row["reject_details"] == []
+    for row in rejected:
+        expected = EXPECTED[defects[row["id"]]]
+        assert row["reject_reason"] == expected, row
+        assert len(row["reject_details"]) == 1 and row["reject_details"][0].startswith(expected + ": ")
+        assert (row["judge_score"] is None) == (expected != JUDGE)
+    report = json.loads(storage.read_bytes(result.report_json))
+    want = collections.Counter(EXPECTED[d] for d in defects.values())
+    first = report["rounds"][0]
+    n = len(data["rows"])
+    for rule_name in RULE_ORDER:
+        assert first["rules"][rule_name]["flagged"] == first["rules"][rule_name]["first_reason"] == want[rule_name]
+    assert first["judge"]["rejected"] == want[JUDGE]
+    assert first["judge"]["judged"] == want[JUDGE] + want[None]
+    for d in DEFECTS:  # the injected rates come back as per-rule yields
+        assert abs(want[EXPECTED[d]] / n - RATE) < 0.07
+    assert report["accepted"] == want[None] == result.accepted_rows
+    assert abs(result.yield_ - want[None] / n) < 1e-9
+    md = storage.read_bytes(result.report_md).decode()
+    assert "| leakage |" in md and "judge (of" in md and "Round 0" in md
+    assert not storage.exists(str(data["root"] / "exact" / "_rounds"))
+
+
+def test_regeneration_reduces_rejects(data, server):
+    result = run(fcfg(data, "regen", server, teacher=offline_spec(server), rounds=3))
+    report = json.loads(storage.read_bytes(result.report_json))
+    rejected_per_round = [rd["rejected"] for rd in report["rounds"]]
+    assert len(rejected_per_round) >= 3
+    assert all(a > b for a, b in zip(rejected_per_round, rejected_per_round[1:])), rejected_per_round
+    assert [rd["rows"] for rd in report["rounds"][1:]] == rejected_per_round[:-1]
+    accepted = storage.read_table(result.accepted, "judged_traces").to_pylist()
+    rejected = storage.read_table(result.rejected, "judged_traces").to_pylist()
+    ids = [r["id"] for r in accepted]
+    assert len(ids) == len(set(ids)) == report["accepted"] > report["rounds"][0]["accepted"]
+    assert {r["round"] for r in accepted} == set(range(len(report["rounds"])))
+    # every version that was rejected is kept, with its round; the final rejects were never accepted
+    assert len(rejected) == sum(rejected_per_round)
+    final = {r["id"] for r in rejected} - set(ids)
+    assert len(final) == report["rejected"] == rejected_per_round[-1] == result.rejected_rows
+    assert set(ids) | final == {r["id"] for r in data["rows"]}
+    # round 1 regenerated with seed + 1: the teacher's draws for that seed decide its verdicts
+    round0 = {r["id"] for r in rejected if r["round"] == 0}
+    redo = planned(server, [r for r in data["rows"] if r["id"] in round0], seed=1)
+    assert report["rounds"][1]["accepted"] == sum(1 for d in redo.values() if d is None)
+    assert "finished earlier" in str(run(fcfg(data, "regen", server, teacher=offline_spec(server), rounds=3)))
+
+
+def test_budgeted_traces_are_regenerated_at_their_budget(data, server, tmp_path):
+    budget = str(tmp_path / "b2")
+    distill.run(distill.DistillConfig(input=data["traces"], output=budget, teacher=offline_spec(server),
+                                      budget=2, concurrency=4, shard_size=64, max_retries=1))
+    result = run(fcfg(data, "budget", server, input=budget, teacher=offline_spec(server), rounds=1,
+                      keep_rounds=True))
+    accepted = storage.read_table(result.accepted, "judged_traces").to_pylist()
+    later = [r for r in accepted if r["round"] == 1]
+    assert later and all(r["budget"] == 2 and r["n_sentences"] <= 2 for r in later)
+    assert storage.is_committed(str(data["root"] / "budget" / "_rounds" / "round-1" / "budget-2"))
+
+
+def test_rules_are_switchable_and_parameterised(data, server):
+    only = run(fcfg(data, "only", server, rules=["unparsed"], judge=None, rounds=0))
+    report = json.loads(storage.read_bytes(only.report_json))
+    assert list(report["rounds"][0]["rules"]) == ["unparsed"] and "judge" not in report["rounds"][0]
+    assert only.rejected_rows == report["rounds"][0]["rules"]["unparsed"]["flagged"] > 0
+    strict = run(fcfg(data, "strict", server, rules=["overlength"], judge=None, rounds=0, max_words=20))
+    assert strict.rejected_rows > only.rejected_rows
+
+
+def make_row(text: str, **kw) -> dict:
+    row = {"id": "x", "prompt_harm": "harmful", "response_harm": None, "response_refusal": None,
+           "parse_ok": True, "reasoning": text, "raw_output": text, "completion_tokens": 10,
+           "pred_prompt_harm": "harmful", "pred_response_harm": None, "pred_response_refusal": None}
+    row.update(kw)
+    return row
+
+
+def test_rule_functions():
+    cfg = FilterConfig(input="i", output="o")
+    assert apply_rules(make_row("The request asks for a weapon recipe."), cfg) == []
+    for text, name in [
+        ("The ground truth marks it.", "leakage"), ("As labeled, it is unsafe.", "leakage"),
+        ("The given labels say so.", "leakage"), ("It was labeled as harmful.", "leakage"),
+        ("Wait. Hmm. Let me re-check. On second thought, fine.", "overthinking"),
+        ("the same words again " * 8, "repetition"),
+        (" ".join(f"w{i}" for i in range(401)), "overlength"),
+        ("", "no_reasoning"),
+    ]:
+        assert [h.split(":")[0] for h in apply_rules(make_row(text), cfg)] == [name], text
+    assert apply_rules(make_row("ok.", completion_tokens=5000), cfg)[0].startswith("overlength: 5000")
+    wrong = apply_rules(make_row("ok.", pred_prompt_harm="unharmful"), cfg)
+    assert wrong == ["wrong_answer: prompt_harm answered unharmful, true label harmful"]
+    unparsed = apply_rules(make_row("ok.", parse_ok=False, reasoning=None, raw_output="Prompt harm: maybe"), cfg)
+    assert unparsed[0].startswith("unparsed: ") and "maybe" in unparsed[0]
+    assert leakage_hits("nothing to see") == [] and overthinking_count("Wait, hmm") == 2
+    assert repeated_ngram_ratio("a b c d a b c d", 4) == 1 / 5 and repeated_ngram_ratio("a b", 4) == 0.0
+    assert set(RULES) == set(RULE_ORDER)
+
+
+def test_bad_settings_and_input(data, server, tmp_path):
+    with pytest.raises(GuardsmithError, match="unknown rule"):
+        run(fcfg(data, "x", server, rules=["leakage", "typo"]))
+    with pytest.raises(GuardsmithError, match="judge_min_score"):
+        run(fcfg(data, "x", server, judge_min_score=7))
+    interactions = str(data["root"] / "interactions")
+    with pytest.raises(DataError, match="teacher"):  # an interactions table lacks the trace columns
+        run(fcfg(data, "x", server, input=interactions))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(GuardsmithError, match="failed after"):
+        run(fcfg(data, "x", server, judge=f"openai:http://127.0.0.1:{port}/v1?model=j", max_retries=0))
+    assert not storage.exists(str(data["root"] / "x"))
+
+
+def test_presets_load():
+    for name in ("default", "offline"):
+        config = load_config(FilterConfig, None, {"input": "i", "output": "o"}, stage="filter", preset=name)
+        assert config.rules and config.rounds == 2
+
+
+def test_every_config_field_and_rule_is_documented():
+    import dataclasses
+    from pathlib import Path
+
+    from guardsmith.stages.distill import TeacherSettings
+
+    doc = (Path(__file__).parent.parent / "docs" / "stages" / "filter.md").read_text()
+    own = [f.name for f in dataclasses.fields(FilterConfig) if f.name not in
+           {g.name for g in dataclasses.fields(TeacherSettings)}]
+    assert all(f"`{name}`" in doc for name in own + list(RULES))
