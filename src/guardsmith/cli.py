@@ -109,6 +109,22 @@ def serve_model(
         server.wait()
 
 
+@serve_app.command("offline-teacher")
+def serve_offline_teacher(
+    port: int = typer.Option(8100, "--port", help="Port on 127.0.0.1."),
+    defects: str = typer.Option("", "--defects", help="Defect rates the template teacher injects, e.g. 'leakage=0.1,repetition=0.05' (kinds: leakage, repetition, overthinking, wrong_answer, unparseable, ungrounded)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the deterministic defect choice."),
+    delay_s: float = typer.Option(0.0, "--delay-s", help="Delay before every answer (to simulate a slow teacher)."),
+) -> None:
+    """Serve the offline template teacher and rule judge (stand-ins for a real teacher LLM) until interrupted."""
+    from guardsmith.offline import offline_spec, parse_defects, serve_offline
+
+    server = serve_offline(port=port, defects=parse_defects(defects) if defects else None, seed=seed, delay_s=delay_s)
+    with server:
+        typer.echo(f"offline teacher and judge at {server.url}; use --teacher {offline_spec(server)} (Ctrl-C to stop)")
+        server.wait()
+
+
 @models_app.command("upload")
 def models_upload(local: Path = typer.Argument(..., help="Local folder."), uri: str = typer.Argument(..., help="Destination URI.")) -> None:
     """Upload a model/checkpoint folder (multipart, concurrent, committed atomically)."""
@@ -137,12 +153,38 @@ def demo(
     run_demo(out)
 
 
+# Stage commands are generated from each stage's config dataclass (one flag per field).
+STAGES = {
+    "subset": "guardsmith.stages.subset",
+    "distill": "guardsmith.stages.distill",
+    "filter": "guardsmith.stages.filter",
+    "sft": "guardsmith.stages.sft",
+    "mine": "guardsmith.stages.mine",
+    "continual": "guardsmith.stages.continual",
+    "evaluate": "guardsmith.stages.evaluate",
+    "report": "guardsmith.report",
+}
+
+
+def build_cli():
+    """The click group: the typer commands plus one generated command per stage."""
+    import importlib
+
+    from guardsmith.config import stage_command
+
+    group = typer.main.get_command(app)
+    for name, module_name in STAGES.items():
+        module = importlib.import_module(module_name)
+        group.add_command(stage_command(name, module.CONFIG, module.run, module.HELP))
+    return group
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors print one line on stderr and exit 1 (no traceback)."""
     import click
 
     try:
-        app(args=argv, standalone_mode=False)
+        build_cli().main(args=argv, prog_name="guardsmith", standalone_mode=False)
     except GuardsmithError as exc:
         typer.echo(f"guardsmith: error: {exc}", err=True)
         return 1

@@ -162,6 +162,22 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("bucket", pa.string(), False, "easy / difficult / noise"),
         ],
     ),
+    "pairs": _schema(
+        "DPO preference pairs from hard-sample mining: a correct and an incorrect guard completion of one row.",
+        [
+            _f("id", pa.string(), False, "interaction id"),
+            _f("source", pa.string(), False, "data set of the interaction"),
+            _f("prompt", pa.string(), False, "JSON list of the guard's chat messages [{role, content}]"),
+            _f("chosen", pa.string(), False, "a correct guard completion"),
+            _f("rejected", pa.string(), False, "an incorrect guard completion of the same row"),
+            _f("mode", pa.string(), False, "guard mode, R or NR"),
+            _f("n", pa.int32(), False, "samples drawn for the row"),
+            _f("n_correct", pa.int32(), False, "correct samples of the row"),
+            _f("bucket", pa.string(), False, "easy / difficult / noise"),
+            _f("chosen_index", pa.int32(), False, "sample index of chosen"),
+            _f("rejected_index", pa.int32(), False, "sample index of rejected"),
+        ],
+    ),
     "predictions": _schema(
         "One guard prediction per benchmark item, task and run.",
         [
@@ -202,6 +218,7 @@ VOCABULARIES: dict[str, dict[str, tuple[str, ...]]] = {
         **{
             "sft_examples": {"mode": MODES},
             "mined": {"bucket": BUCKETS},
+            "pairs": {"bucket": BUCKETS, "mode": MODES},
             "predictions": {"task": TASKS, "label": HARM_LABELS + REFUSAL_LABELS,
                             "prediction": HARM_LABELS + REFUSAL_LABELS},
             "metrics": {"task": TASKS},

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from guardsmith import tables
 from guardsmith.config import option
 from guardsmith.errors import DataError, GuardsmithError
 from guardsmith.guard_runner import GuardRow, is_correct, labelled_tasks, open_backend, run_guard
@@ -33,28 +34,10 @@ HELP = (
     "same row) and a bucket histogram report."
 )
 
-PAIRS_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False, metadata={"help": "interaction id"}),
-        pa.field("source", pa.string(), nullable=False, metadata={"help": "data set of the interaction"}),
-        pa.field("prompt", pa.string(), nullable=False,
-                 metadata={"help": "JSON list of the guard's chat messages [{role, content}]"}),
-        pa.field("chosen", pa.string(), nullable=False, metadata={"help": "a correct guard completion"}),
-        pa.field("rejected", pa.string(), nullable=False,
-                 metadata={"help": "an incorrect guard completion of the same row"}),
-        pa.field("mode", pa.string(), nullable=False, metadata={"help": "guard mode, R or NR"}),
-        pa.field("n", pa.int32(), nullable=False, metadata={"help": "samples drawn for the row"}),
-        pa.field("n_correct", pa.int32(), nullable=False, metadata={"help": "correct samples of the row"}),
-        pa.field("bucket", pa.string(), nullable=False, metadata={"help": "easy / difficult / noise"}),
-        pa.field("chosen_index", pa.int32(), nullable=False, metadata={"help": "sample index of chosen"}),
-        pa.field("rejected_index", pa.int32(), nullable=False, metadata={"help": "sample index of rejected"}),
-    ],
-    metadata={"description": "DPO preference pairs from best-of-N mining: chosen = correct "
-                             "completion, rejected = incorrect completion of the same prompt."},
-)
+PAIRS_SCHEMA = tables.SCHEMAS["pairs"]
 """Schema of the ``pairs`` table (read by continual DPO)."""
 
-BUCKETS = ("easy", "difficult", "noise")
+BUCKETS = tables.BUCKETS
 _FLUSH = 512
 
 
