@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/guardsmith demo --out demo-out
+	$(BIN)/guardsmith pipeline run guard_training --local --preset tiny-cpu --out demo-out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

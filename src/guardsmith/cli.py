@@ -25,6 +25,15 @@ app.add_typer(serve_app, name="serve")
 app.add_typer(models_app, name="models")
 
 
+def _mount_pipeline_app() -> None:
+    from guardsmith.pipeline_cli import pipeline_app
+
+    app.add_typer(pipeline_app, name="pipeline", help="Compile, run locally, submit and schedule the Kubeflow pipelines.")
+
+
+_mount_pipeline_app()
+
+
 @data_app.command("import")
 def data_import(
     source: str = typer.Argument(..., help="Data set: wildguardmix, aegis2, topic_following, dynabench, cosapien, xstest, jbb, openai_moderation, toxicchat, simplesafetytests."),

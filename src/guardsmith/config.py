@@ -207,7 +207,7 @@ def stage_command(name: str, cls: type, run: Callable[[Any], Any], help: str):
         if result is not None:
             click.echo(str(result))
 
-    return click.Command(name, params=params, callback=callback, help=help, short_help=help.split(".")[0])
+    return click.Command(name, params=params, callback=callback, help=help, short_help=help.split(". ")[0].split(": ")[0].rstrip("."))
 
 
 def _metavar(tp: Any) -> str:

@@ -1,0 +1,62 @@
+"""KFP component `continual`: thin shell over guardsmith.stages.continual."""
+from typing import List, NamedTuple, Optional
+
+from guardsmith.kfp_support import component
+
+
+@component("train")
+def continual(
+    base_model: str,
+    output: str,
+    learning_rate: float = 1e-06,
+    lr_scheduler: str = "cosine",
+    warmup_ratio: float = 0.03,
+    epochs: float = 5.0,
+    max_steps: int = -1,
+    batch_size: int = 32,
+    per_device_batch_size: int = 4,
+    max_length: int = 4096,
+    packing: bool = False,
+    finetune: str = "full",
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.05,
+    lora_target_modules: List[str] = ["q_proj", "k_proj", "v_proj", "o_proj"],
+    merge_lora: bool = True,
+    precision: str = "auto",
+    activation_checkpointing: Optional[bool] = None,
+    gpus: int = 0,
+    distributed: str = "ddp",
+    checkpoint_uri: Optional[str] = None,
+    save_steps: int = 200,
+    save_total_limit: int = 2,
+    resume: bool = True,
+    logging_steps: int = 10,
+    seed: int = 0,
+    work_dir: Optional[str] = None,
+    method: str = "sft",
+    train: Optional[str] = None,
+    difficult: Optional[str] = None,
+    oversample: float = 2.0,
+    reasoning_source: Optional[str] = None,
+    pairs: Optional[str] = None,
+    mode: str = "R",
+    missing_reasoning: str = "short",
+    dpo_beta: float = 0.1,
+    num_generations: int = 4,
+    max_completion_length: int = 256,
+    temperature: float = 1.0,
+    grpo_beta: float = 0.0,
+    reward_prompt_weight: float = 1.0,
+    reward_response_weight: float = 1.0,
+    reward_refusal_weight: float = 0.5,
+    reward_fp_penalty: float = 1.0,
+    reward_fn_penalty: float = 1.0,
+    reward_parse_failure: float = -2.0,
+) -> NamedTuple("Outputs", [("output", str), ("examples", int), ("global_step", int)]):
+    """Continual training of the guard on mined hard samples."""
+    params = dict(locals())
+    from guardsmith.kfp_support import outputs, run_stage
+
+    result = run_stage("continual", params)
+    return outputs(result, "output", "examples", "global_step")

@@ -1,0 +1,19 @@
+"""KFP component `data_import`: thin shell over guardsmith.sources.import_source (or the bundled sample)."""
+from typing import NamedTuple
+
+from guardsmith.kfp_support import component
+
+
+@component("cpu")
+def data_import(
+    source: str,
+    split: str,
+    output: str,
+    from_uri: str = "hf",
+) -> NamedTuple("Outputs", [("output", str), ("rows", int)]):
+    """Normalise a public data set split (or the bundled sample) into an interactions table."""
+    params = dict(locals())
+    from guardsmith.kfp_support import outputs, run_stage
+
+    result = run_stage("data_import", params)
+    return outputs(result, "output", "rows")

@@ -1,0 +1,4 @@
+"""The evaluate component (see README.md); compiled form in component.yaml."""
+from guardsmith.components.evaluate.component import evaluate
+
+__all__ = ['evaluate']

@@ -1,0 +1,50 @@
+"""KFP component `sft`: thin shell over guardsmith.stages.sft."""
+from typing import List, NamedTuple, Optional
+
+from guardsmith.kfp_support import component
+
+
+@component("train")
+def sft(
+    base_model: str,
+    output: str,
+    train: str,
+    learning_rate: float = 1e-06,
+    lr_scheduler: str = "cosine",
+    warmup_ratio: float = 0.03,
+    epochs: float = 5.0,
+    max_steps: int = -1,
+    batch_size: int = 32,
+    per_device_batch_size: int = 4,
+    max_length: int = 4096,
+    packing: bool = False,
+    finetune: str = "full",
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.05,
+    lora_target_modules: List[str] = ["q_proj", "k_proj", "v_proj", "o_proj"],
+    merge_lora: bool = True,
+    precision: str = "auto",
+    activation_checkpointing: Optional[bool] = None,
+    gpus: int = 0,
+    distributed: str = "ddp",
+    checkpoint_uri: Optional[str] = None,
+    save_steps: int = 200,
+    save_total_limit: int = 2,
+    resume: bool = True,
+    logging_steps: int = 10,
+    seed: int = 0,
+    work_dir: Optional[str] = None,
+    mode: str = "R",
+    subset: int = 0,
+    topic_following: Optional[str] = None,
+    topic_following_ratio: Optional[float] = None,
+    missing_reasoning: str = "short",
+    examples_output: Optional[str] = None,
+) -> NamedTuple("Outputs", [("output", str), ("examples", int), ("global_step", int)]):
+    """Supervised fine-tuning of the guard on accepted traces."""
+    params = dict(locals())
+    from guardsmith.kfp_support import outputs, run_stage
+
+    result = run_stage("sft", params)
+    return outputs(result, "output", "examples", "global_step")

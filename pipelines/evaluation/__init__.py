@@ -1,0 +1,1 @@
+"""The evaluation pipeline (see README.md); compiled form in pipeline.yaml."""

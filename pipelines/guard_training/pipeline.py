@@ -1,0 +1,194 @@
+"""The `guard_training` pipeline: a reasoning guard from public data (method A.1-A.8).
+
+    preflight -> import (train, pool) -> subset -> distill_split
+      -> ParallelFor(part): distill -> distill_merge -> filter -> sft -> mine -> continual
+      -> import benchmarks -> evaluate (sft and continual guards) -> report
+
+Every table and model moves by URI under ``work_root`` (tasks hand each other URIs, never
+copies); metrics, the confusion matrix and the reports are also KFP artifacts.
+"""
+from typing import Dict, List
+
+from kfp import dsl
+
+from guardsmith.components.continual import continual
+from guardsmith.components.data_import import data_import
+from guardsmith.components.distill import distill, distill_merge, distill_split
+from guardsmith.components.filter import filter_traces
+from guardsmith.components.mine import mine
+from guardsmith.components.sft import sft
+from guardsmith.components.subset import subset
+from guardsmith.kfp_support import (
+    DEFAULT_GPU_NODE_SELECTOR,
+    DEFAULT_GPU_TOLERATIONS,
+    GPU_RESOURCE,
+    TEACHER_KEY_ENV,
+    GpuPool,
+    configure,
+)
+from guardsmith.pipelines.evaluation.pipeline import BENCHMARKS, add_evaluation, preflight
+
+PIPELINE_NAME = "guardsmith-guard-training"
+MAX_PARALLEL_DISTILL = 16
+"""Most distillation parts running at once (a compile-time constant in KFP)."""
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Distil, filter, fine-tune, mine and continually train a "
+                                              "reasoning guard, then evaluate it on the benchmark suite.")
+def guard_training(
+    work_root: str,
+    sft_base_model: str,
+    distill_teacher: str,
+    import_source: str = "wildguardmix",
+    import_split: str = "train",
+    import_from: str = "hf",
+    import_pool_source: str = "wildguardmix",
+    import_pool_split: str = "train",
+    import_pool_from: str = "hf",
+    subset_n: int = 0,
+    subset_seed: int = 0,
+    distill_workers: int = 4,
+    distill_taxonomy: str = "",
+    distill_temperature: float = 0.6,
+    distill_top_p: float = 0.95,
+    distill_max_tokens: int = 2048,
+    distill_seed: int = 0,
+    distill_concurrency: int = 16,
+    distill_shard_size: int = 256,
+    distill_timeout_s: float = 600.0,
+    distill_max_retries: int = 6,
+    filter_rules: List[str] = ["unparsed", "wrong_answer", "leakage", "overthinking", "repetition",
+                               "overlength", "no_reasoning"],
+    filter_max_words: int = 400,
+    filter_max_completion_tokens: int = 4096,
+    filter_judge: str = "",
+    filter_judge_min_score: float = 4.0,
+    filter_rounds: int = 2,
+    sft_mode: str = "R",
+    sft_topic_following: str = "",
+    sft_learning_rate: float = 1e-6,
+    sft_lr_scheduler: str = "cosine",
+    sft_warmup_ratio: float = 0.03,
+    sft_epochs: float = 5.0,
+    sft_max_steps: int = -1,
+    sft_batch_size: int = 32,
+    sft_per_device_batch_size: int = 4,
+    sft_max_length: int = 4096,
+    sft_packing: bool = False,
+    sft_finetune: str = "full",
+    sft_precision: str = "auto",
+    sft_distributed: str = "ddp",
+    sft_save_steps: int = 200,
+    sft_seed: int = 0,
+    sft_gpus: int = 8,
+    mine_mode: str = "R",
+    mine_dual: bool = False,
+    mine_n: int = 4,
+    mine_temperature: float = 0.6,
+    mine_top_p: float = 0.95,
+    mine_max_tokens: int = 512,
+    mine_limit: int = 0,
+    mine_noise_max: int = 1,
+    mine_seed: int = 0,
+    mine_backend: str = "vllm",
+    mine_batch_size: int = 8,
+    mine_gpus: int = 1,
+    continual_method: str = "sft",
+    continual_oversample: float = 2.0,
+    continual_learning_rate: float = 1e-6,
+    continual_epochs: float = 1.0,
+    continual_max_steps: int = -1,
+    continual_batch_size: int = 32,
+    continual_per_device_batch_size: int = 4,
+    continual_max_length: int = 4096,
+    continual_dpo_beta: float = 0.1,
+    continual_seed: int = 0,
+    continual_gpus: int = 8,
+    benchmarks: List[Dict] = BENCHMARKS,
+    evaluate_modes: List[str] = ["R"],
+    evaluate_dual: bool = False,
+    evaluate_k: int = 4,
+    evaluate_temperature: float = 0.6,
+    evaluate_top_p: float = 0.95,
+    evaluate_max_tokens: int = 512,
+    evaluate_seed: int = 0,
+    evaluate_tasks: List[str] = ["prompt_harm", "response_harm"],
+    evaluate_limit: int = 0,
+    evaluate_backend: str = "vllm",
+    evaluate_batch_size: int = 8,
+    evaluate_gpus: int = 1,
+    report_title: str = "Guard training",
+    gpu_accelerator: str = GPU_RESOURCE,
+    gpu_node_selector: Dict = DEFAULT_GPU_NODE_SELECTOR,
+    gpu_tolerations: List[Dict] = DEFAULT_GPU_TOLERATIONS,
+) -> str:
+    """Train a guard end to end under `work_root`; returns the report's Markdown URI."""
+    pool = GpuPool(gpu_accelerator, gpu_node_selector, gpu_tolerations)
+    check = configure(preflight(work_root=work_root, inputs=[import_from, import_pool_from, sft_base_model,
+                                                             sft_topic_following]),
+                      "preflight", display_name="preflight")
+    train_rows = configure(data_import(source=import_source, split=import_split, from_uri=import_from,
+                                       output=f"{work_root}/data/train"), "data_import", display_name="import train")
+    pool_rows = configure(data_import(source=import_pool_source, split=import_pool_split, from_uri=import_pool_from,
+                                      output=f"{work_root}/data/pool"), "data_import", display_name="import pool")
+    train_rows.after(check)
+    pool_rows.after(check)
+    chosen = configure(subset(input=train_rows.outputs["output"], output=f"{work_root}/subset", n=subset_n,
+                              seed=subset_seed), "subset", display_name="subset")
+
+    parts = configure(distill_split(input=chosen.outputs["output"], output_prefix=f"{work_root}/distill",
+                                    parts=distill_workers), "distill_split", display_name="split for distillation")
+    with dsl.ParallelFor(parts.output, parallelism=MAX_PARALLEL_DISTILL) as part:
+        traces = configure(distill(
+            input=part.part_input, output=part.part_output, teacher=distill_teacher, taxonomy=distill_taxonomy,
+            temperature=distill_temperature, top_p=distill_top_p, max_tokens=distill_max_tokens, seed=distill_seed,
+            concurrency=distill_concurrency, api_key_env=TEACHER_KEY_ENV, timeout_s=distill_timeout_s,
+            max_retries=distill_max_retries, shard_size=distill_shard_size), "distill", display_name="distill part")
+    merged = configure(distill_merge(parts=dsl.Collected(traces.outputs["output"]),
+                                     output=f"{work_root}/distill/traces"), "distill_merge", display_name="merge traces")
+
+    kept = configure(filter_traces(
+        input=merged.outputs["output"], output=f"{work_root}/filter", rules=filter_rules,
+        max_words=filter_max_words, max_completion_tokens=filter_max_completion_tokens, judge=filter_judge,
+        judge_min_score=filter_judge_min_score, teacher=distill_teacher, rounds=filter_rounds,
+        taxonomy=distill_taxonomy, temperature=distill_temperature, top_p=distill_top_p,
+        max_tokens=distill_max_tokens, seed=distill_seed, concurrency=distill_concurrency,
+        api_key_env=TEACHER_KEY_ENV, timeout_s=distill_timeout_s, max_retries=distill_max_retries,
+        shard_size=distill_shard_size), "filter", display_name="filter")
+
+    tuned = configure(sft(
+        base_model=sft_base_model, output=f"{work_root}/sft/model", train=kept.outputs["accepted"], mode=sft_mode,
+        topic_following=sft_topic_following, learning_rate=sft_learning_rate, lr_scheduler=sft_lr_scheduler,
+        warmup_ratio=sft_warmup_ratio, epochs=sft_epochs, max_steps=sft_max_steps, batch_size=sft_batch_size,
+        per_device_batch_size=sft_per_device_batch_size, max_length=sft_max_length, packing=sft_packing,
+        finetune=sft_finetune, precision=sft_precision, distributed=sft_distributed, gpus=sft_gpus,
+        checkpoint_uri=f"{work_root}/sft/checkpoints", save_steps=sft_save_steps, seed=sft_seed),
+        "sft", gpus=sft_gpus, pool=pool, display_name="sft")
+
+    mined = configure(mine(
+        model=tuned.outputs["output"], pool=pool_rows.outputs["output"], output=f"{work_root}/mine",
+        exclude=chosen.outputs["output"], mode=mine_mode, dual=mine_dual, n=mine_n, temperature=mine_temperature,
+        top_p=mine_top_p, max_tokens=mine_max_tokens, limit=mine_limit, noise_max=mine_noise_max, seed=mine_seed, backend=mine_backend,
+        batch_size=mine_batch_size), "mine", gpus=mine_gpus, pool=pool, display_name="mine hard samples")
+
+    updated = configure(continual(
+        base_model=tuned.outputs["output"], output=f"{work_root}/continual/model", method=continual_method,
+        train=kept.outputs["accepted"], difficult=mined.outputs["difficult"], pairs=mined.outputs["pairs"],
+        oversample=continual_oversample, mode=sft_mode, learning_rate=continual_learning_rate,
+        epochs=continual_epochs, max_steps=continual_max_steps, batch_size=continual_batch_size,
+        per_device_batch_size=continual_per_device_batch_size, max_length=continual_max_length,
+        dpo_beta=continual_dpo_beta, precision=sft_precision, distributed=sft_distributed, gpus=continual_gpus,
+        checkpoint_uri=f"{work_root}/continual/checkpoints", save_steps=sft_save_steps, seed=continual_seed),
+        "continual", gpus=continual_gpus, pool=pool, display_name="continual training")
+
+    _, built = add_evaluation(
+        work_root=work_root,
+        models=[f"sft={tuned.outputs['output']}", f"continual={updated.outputs['output']}"],
+        benchmarks=benchmarks, pool=pool, gpus=evaluate_gpus, modes=evaluate_modes, dual=evaluate_dual,
+        k=evaluate_k, temperature=evaluate_temperature, top_p=evaluate_top_p, max_tokens=evaluate_max_tokens,
+        seed=evaluate_seed, tasks=evaluate_tasks, limit=evaluate_limit, backend=evaluate_backend,
+        batch_size=evaluate_batch_size, title=report_title, after=[check])
+    return built.outputs["markdown"]
+
+
+PIPELINE = guard_training

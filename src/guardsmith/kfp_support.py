@@ -1,0 +1,407 @@
+"""Shared Kubeflow Pipelines machinery for ``components/`` and ``pipelines/``.
+
+- :func:`component` - the ``dsl.component`` wrapper every guardsmith component uses: no run-time
+  ``pip install`` (``install_kfp_package=False``; the images carry guardsmith and kfp) and the
+  base image of the component's kind (``cpu``, ``train``, ``infer``), read from
+  ``GUARDSMITH_IMAGE_CPU`` / ``_TRAIN`` / ``_INFER`` when a component module is imported, i.e.
+  at compile time.
+- :func:`run_stage` / :func:`outputs` - what a component body calls: build the stage config from
+  the component's parameters, run the stage, hand back the named outputs.
+- :func:`configure` with :data:`PROFILES` - pod settings per task: CPU/memory requests, GPUs
+  (accelerator type + limit, node selector, tolerations, memory-backed ``/dev/shm``), Kubernetes
+  Secrets as environment variables (never parameters), retries for network-bound tasks, caching,
+  and a Kueue queue label (``GUARDSMITH_KUEUE_QUEUE`` at compile time; omitted when empty).
+- helpers used by the thin shells: data import (public sources or the bundled sample), table
+  split/merge for the distillation fan-out, a preflight check, and KFP metrics/report artifacts.
+
+Parameter conventions (KFP has no null parameter values in local runs): for an optional stage
+field, an empty string (text fields) or ``0`` (integer fields) passed by a component means
+"unset" (``None``); see :func:`stage_values`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import re
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from guardsmith import __version__
+from guardsmith.config import option
+from guardsmith.errors import GuardsmithError
+
+# --------------------------------------------------------------------------- images
+
+IMAGE_KINDS = ("cpu", "train", "infer")
+IMAGE_REPOSITORY = "ghcr.io/guardsmith"
+"""Registry path of the images built from ``images/`` (guardsmith-cpu, -train, -infer)."""
+
+
+def image(kind: str) -> str:
+    """Base image of a component kind: ``$GUARDSMITH_IMAGE_<KIND>`` or the release tag."""
+    if kind not in IMAGE_KINDS:
+        raise GuardsmithError(f"unknown image kind {kind!r}; use one of {', '.join(IMAGE_KINDS)}")
+    return os.environ.get(f"GUARDSMITH_IMAGE_{kind.upper()}") or f"{IMAGE_REPOSITORY}/guardsmith-{kind}:{__version__}"
+
+
+def component(kind: str) -> Callable[[Callable[..., Any]], Any]:
+    """Decorator: a lightweight Python component on the image of ``kind``, installing nothing."""
+    from kfp import dsl
+
+    return dsl.component(base_image=image(kind), install_kfp_package=False)
+
+
+# --------------------------------------------------------------------------- running stages
+
+STAGE_MODULES: dict[str, str] = {
+    "data_import": "guardsmith.kfp_support",
+    "subset": "guardsmith.stages.subset",
+    "distill": "guardsmith.stages.distill",
+    "filter": "guardsmith.stages.filter",
+    "sft": "guardsmith.stages.sft",
+    "continual": "guardsmith.stages.continual",
+    "mine": "guardsmith.stages.mine",
+    "evaluate": "guardsmith.stages.evaluate",
+    "report": "guardsmith.report",
+}
+"""Stage name -> module exposing ``CONFIG``, ``HELP`` and ``run``."""
+
+
+def stage_module(stage: str) -> Any:
+    """The module of ``stage`` (see :data:`STAGE_MODULES`)."""
+    try:
+        return importlib.import_module(STAGE_MODULES[stage])
+    except KeyError:
+        raise GuardsmithError(f"unknown stage {stage!r}; known: {', '.join(STAGE_MODULES)}") from None
+
+
+def _optional_inner(tp: Any) -> Any | None:
+    """``X`` for ``X | None`` / ``Optional[X]``, else None."""
+    args = typing.get_args(tp)
+    if type(None) in args and len(args) == 2:
+        return next(a for a in args if a is not type(None))
+    return None
+
+
+def stage_values(config_cls: type, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Config values from component parameters: unset markers ("" / 0 on optional fields) -> None.
+
+    Parameters that are not config fields (KFP artifacts, for example) are dropped.
+    """
+    hints = typing.get_type_hints(config_cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(config_cls):
+        if f.name not in params:
+            continue
+        value = params[f.name]
+        inner = _optional_inner(hints[f.name])
+        if inner is not None and ((inner is str and value == "")
+                                  or (inner is int and value == 0 and not isinstance(value, bool))):
+            value = None
+        values[f.name] = value
+    return values
+
+
+def run_stage(stage: str, params: Mapping[str, Any]) -> Any:
+    """Build ``stage``'s config from a component's parameters, run the stage, print and return its result."""
+    from guardsmith.config import build_config
+
+    module = stage_module(stage)
+    cfg = build_config(module.CONFIG, stage_values(module.CONFIG, params), source=f"component {stage}")
+    result = module.run(cfg)
+    print(result, flush=True)
+    return result
+
+
+def outputs(result: Any, *names: str) -> tuple[Any, ...]:
+    """The named attributes of a stage result, in order: a component's NamedTuple return value."""
+    values = []
+    for name in names:
+        value = getattr(result, name)
+        values.append("" if value is None else value)
+    return tuple(values)
+
+
+# --------------------------------------------------------------------------- data import
+
+@dataclass(kw_only=True)
+class DataImportConfig:
+    """Settings of the ``data_import`` component."""
+
+    source: str = option(help="Public data set name (see guardsmith.sources.SOURCES), or 'sample' "
+                              "for the bundled synthetic corpus.")
+    split: str = option(help="The source's split (e.g. train, test); for 'sample': train, pool, "
+                             "test or all.")
+    from_uri: str = option("hf", "Source file URI(s) as shipped (comma-separated when a split has "
+                                 "several files), or 'hf' / 'hf://owner/name' for the Hugging Face "
+                                 "hub; ignored for 'sample'.")
+    output: str = option(help="Output interactions table URI.")
+
+
+@dataclass
+class DataImportResult:
+    """Where the import wrote and how many rows."""
+
+    output: str
+    rows: int
+    summary: str
+
+    def __str__(self) -> str:
+        return self.summary
+
+
+CONFIG = DataImportConfig
+HELP = "Normalise a public data set split (or the bundled sample) into an interactions table."
+
+
+def run(cfg: DataImportConfig) -> DataImportResult:
+    """Import ``cfg.source``/``cfg.split`` into an interactions table at ``cfg.output``."""
+    from guardsmith import storage, tables
+
+    if cfg.source == "sample":
+        from guardsmith.sample import load_sample
+
+        rows = load_sample(None if cfg.split in ("", "all") else cfg.split)
+        storage.write_table(cfg.output, tables.from_records(rows, "interactions"), schema_name="interactions")
+        return DataImportResult(cfg.output, len(rows), f"bundled sample/{cfg.split}: {len(rows)} rows -> {cfg.output}")
+    from guardsmith.sources import import_source
+
+    files = [p.strip() for p in cfg.from_uri.split(",") if p.strip()]
+    report = import_source(cfg.source, cfg.split, files[0] if len(files) == 1 else files, cfg.output)
+    return DataImportResult(cfg.output, report.rows, str(report))
+
+
+# --------------------------------------------------------------------------- distillation fan-out
+
+def split_table(input_uri: str, output_prefix: str, parts: int, schema_name: str = "interactions") -> list[str]:
+    """Cut a table into ``parts`` contiguous tables ``<prefix>/part-00000``...; returns their URIs.
+
+    Streams twice (count, then write); parts differ in size by at most one row and an empty part
+    is never written (fewer rows than parts gives fewer parts).
+    """
+    from guardsmith import storage
+
+    if parts < 1:
+        raise GuardsmithError(f"parts must be at least 1, got {parts}")
+    total = sum(b.num_rows for b in storage.iter_batches(input_uri, schema_name=schema_name))
+    if total == 0:
+        raise GuardsmithError(f"{input_uri} has no rows to split")
+    parts = min(parts, total)
+    sizes = [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+    uris = [storage.join(output_prefix, f"part-{i:05d}") for i in range(parts)]
+    batches = storage.iter_batches(input_uri, schema_name=schema_name)
+    pending = None
+    for uri, size in zip(uris, sizes):
+        with storage.TableWriter(uri, schema_name) as writer:
+            while size > 0:
+                if pending is None or pending.num_rows == 0:
+                    pending = next(batches)
+                take = min(size, pending.num_rows)
+                writer.write(pending.slice(0, take))
+                pending = pending.slice(take)
+                size -= take
+    return uris
+
+
+def merge_tables(input_uris: Sequence[str], output_uri: str, schema_name: str) -> int:
+    """Stream the tables ``input_uris`` (in order) into one committed table; returns its row count."""
+    from guardsmith import storage
+
+    rows = 0
+    with storage.TableWriter(output_uri, schema_name) as writer:
+        for uri in sorted(input_uris):
+            for batch in storage.iter_batches(uri, schema_name=schema_name):
+                writer.write(batch)
+                rows += batch.num_rows
+    return rows
+
+
+_NAMED = re.compile(r"^[\w.\-]+(\[[^\]]*\])?=(.+)$")
+
+
+def preflight(work_root: str, inputs: Sequence[str] = ()) -> str:
+    """Fail fast before any expensive task: the work root is writable and every input URI exists.
+
+    ``inputs`` may hold 'hf', 'sample', backend specs and 'name=URI' pairs; only object-storage
+    and local URIs are checked. Returns a one-line summary.
+    """
+    from guardsmith import storage
+
+    probe = storage.join(work_root, "_preflight.json")
+    storage.write_json_atomic(probe, {"ok": True})
+    storage.remove(probe)
+    checked = 0
+    for item in inputs:
+        for raw in str(item).split(","):
+            named = _NAMED.match(raw.strip())
+            uri = (named.group(2) if named else raw).strip()
+            if not uri or uri in ("hf", "sample") or uri.startswith(("hf://", "openai:", "http")):
+                continue
+            uri = uri.split(":", 1)[1] if uri.startswith(("vllm:", "transformers:")) else uri
+            if not storage.exists(uri):
+                raise GuardsmithError(f"preflight: input {uri} does not exist")
+            checked += 1
+    return f"preflight ok: {work_root} writable, {checked} input(s) found"
+
+
+# --------------------------------------------------------------------------- KFP artifacts
+
+def log_evaluation(result: Any, metrics: Any, confusion: Any, markdown: Any | None = None) -> None:
+    """Fill KFP artifacts from an ``evaluate`` result.
+
+    ``metrics`` (Metrics): ``f1/<model>/<mode>/<benchmark>/<task>`` means; ``confusion``
+    (ClassificationMetrics): labels against predictions pooled over the harm tasks of the first
+    model (an unusable output counts as ``no answer``); ``markdown``: the evaluation report.
+    """
+    from guardsmith import storage
+
+    for row in getattr(result, "summary", []) or []:
+        key = "/".join(str(row.get(k)) for k in ("model", "mode", "benchmark", "task") if row.get(k) is not None)
+        if row.get("f1_mean") is not None:
+            metrics.log_metric(f"f1/{key}", float(row["f1_mean"]))
+    categories = ["harmful", "unharmful", "no answer"]
+    matrix = [[0] * 3 for _ in categories]
+    first_model = None
+    for batch in storage.iter_batches(result.predictions):
+        cols = batch.to_pydict()
+        for i in range(batch.num_rows):
+            if cols["task"][i] not in ("prompt_harm", "response_harm"):
+                continue
+            first_model = first_model or cols["model"][i]
+            if cols["model"][i] != first_model or cols["label"][i] not in categories[:2]:
+                continue
+            pred = cols["prediction"][i]
+            matrix[categories.index(cols["label"][i])][categories.index(pred if pred in categories[:2] else "no answer")] += 1
+    confusion.log_confusion_matrix(categories, matrix)
+    confusion.metadata["model"] = first_model or ""
+    if markdown is not None:
+        copy_to_artifact(result.report_md, markdown)
+
+
+def copy_to_artifact(uri: str, artifact: Any) -> None:
+    """Copy a small object (a report) to a KFP artifact's local path, for the KFP UI."""
+    from pathlib import Path
+
+    from guardsmith import storage
+
+    path = Path(artifact.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(storage.read_bytes(uri))
+
+
+# --------------------------------------------------------------------------- pod settings
+
+SHM_VOLUME = "dshm"
+GPU_RESOURCE = "nvidia.com/gpu"
+DEFAULT_GPU_NODE_SELECTOR = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+DEFAULT_GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+KUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_ENV = "GUARDSMITH_KUEUE_QUEUE"
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A Kubernetes Secret whose keys become environment variables of a task."""
+
+    name: str
+    keys: dict[str, str]
+    optional: bool = False
+
+
+SECRETS: dict[str, SecretRef] = {
+    "s3": SecretRef("guardsmith-s3", {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+                                      "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}),
+    "s3_endpoint": SecretRef("guardsmith-s3", {"GUARDSMITH_S3_ENDPOINT": "GUARDSMITH_S3_ENDPOINT"}, optional=True),
+    "teacher": SecretRef("guardsmith-teacher", {"api_key": "GUARDSMITH_TEACHER_API_KEY"}, optional=True),
+    "judge": SecretRef("guardsmith-judge", {"api_key": "GUARDSMITH_JUDGE_API_KEY"}, optional=True),
+    "hf": SecretRef("guardsmith-hf", {"token": "HF_TOKEN"}, optional=True),
+}
+"""Secret names and key -> variable maps; override a name with ``GUARDSMITH_SECRET_<NAME>``
+(e.g. ``GUARDSMITH_SECRET_S3=my-s3-creds``) at compile time."""
+
+TEACHER_KEY_ENV = SECRETS["teacher"].keys["api_key"]
+JUDGE_KEY_ENV = SECRETS["judge"].keys["api_key"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Pod settings of one kind of task."""
+
+    cpu: str
+    memory: str
+    gpu: bool = False
+    shm: str | None = None
+    network: bool = False
+    cache: bool = True
+    secrets: tuple[str, ...] = ("s3", "s3_endpoint")
+
+
+_S3 = ("s3", "s3_endpoint")
+PROFILES: dict[str, Profile] = {
+    "preflight": Profile("500m", "1Gi", cache=False, network=True),
+    "plan": Profile("500m", "1Gi"),
+    "data_import": Profile("2", "8Gi", network=True, secrets=(*_S3, "hf")),
+    "subset": Profile("1", "4Gi"),
+    "distill_split": Profile("1", "4Gi"),
+    "distill": Profile("2", "8Gi", network=True, cache=False, secrets=(*_S3, "teacher")),
+    "distill_merge": Profile("1", "4Gi", cache=False),
+    "filter": Profile("2", "8Gi", network=True, cache=False, secrets=(*_S3, "teacher", "judge")),
+    "sft": Profile("8", "96Gi", gpu=True, shm="32Gi", cache=False, secrets=(*_S3, "hf")),
+    "continual": Profile("8", "96Gi", gpu=True, shm="32Gi", cache=False, secrets=(*_S3, "hf")),
+    "mine": Profile("8", "64Gi", gpu=True, shm="16Gi", cache=False),
+    "evaluate": Profile("8", "64Gi", gpu=True, shm="16Gi", cache=False),
+    "report": Profile("1", "2Gi", cache=False),
+}
+"""Task kind -> pod settings. Caching is on only where a task is deterministic *and* every input
+is a parameter or the output of a cached task: outputs are addressed by URI, not by content, so a
+cached task downstream of a re-run one could otherwise reuse results of stale inputs."""
+
+
+@dataclass
+class GpuPool:
+    """Where GPU tasks run; pipeline parameters (or constants) for accelerator type and placement."""
+
+    accelerator: Any = GPU_RESOURCE
+    node_selector: Any = field(default_factory=lambda: dict(DEFAULT_GPU_NODE_SELECTOR))
+    tolerations: Any = field(default_factory=lambda: list(DEFAULT_GPU_TOLERATIONS))
+
+
+def secret_name(key: str) -> str:
+    """The Kubernetes Secret name for ``key`` in :data:`SECRETS` (compile-time override honoured)."""
+    return os.environ.get(f"GUARDSMITH_SECRET_{key.split('_')[0].upper()}") or SECRETS[key].name
+
+
+def configure(task: Any, kind: str, *, gpus: Any = None, pool: GpuPool | None = None,
+              display_name: str | None = None) -> Any:
+    """Apply the pod settings of ``kind`` (:data:`PROFILES`) to a pipeline task and return it.
+
+    GPU kinds need ``gpus`` (count, int or pipeline parameter) and get ``pool``'s accelerator
+    type, node selector and tolerations plus a memory-backed ``/dev/shm``.
+    """
+    from kfp import kubernetes
+
+    profile = PROFILES[kind]
+    task.set_cpu_request(profile.cpu).set_memory_request(profile.memory)
+    if display_name:
+        task.set_display_name(display_name)
+    if profile.gpu:
+        pool = pool or GpuPool()
+        task.set_accelerator_type(pool.accelerator).set_accelerator_limit(1 if gpus is None else gpus)
+        kubernetes.add_node_selector_json(task, pool.node_selector)
+        kubernetes.add_toleration_json(task, pool.tolerations)
+    if profile.shm:
+        kubernetes.empty_dir_mount(task, volume_name=SHM_VOLUME, mount_path="/dev/shm",
+                                   medium="Memory", size_limit=profile.shm)
+    for key in profile.secrets:
+        ref = SECRETS[key]
+        kubernetes.use_secret_as_env(task, secret_name(key), dict(ref.keys), optional=ref.optional)
+    if profile.network:
+        task.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s")
+    task.set_caching_options(profile.cache)
+    queue = os.environ.get(KUEUE_ENV, "").strip()
+    if queue:
+        kubernetes.add_pod_label(task, KUEUE_LABEL, queue)
+    return task

@@ -1,0 +1,128 @@
+"""KFP components: thin shells in sync with the stage configs, no run-time installs, images by kind."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import inspect
+import typing
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("kfp")
+
+from guardsmith import kfp_support, storage, tables  # noqa: E402
+from guardsmith.pipeline_cli import COMPONENTS, components_dir, load_component  # noqa: E402
+
+KINDS = {"data_import": "cpu", "subset": "cpu", "distill": "cpu", "filter": "cpu", "sft": "train",
+         "continual": "train", "mine": "infer", "evaluate": "infer", "report": "cpu"}
+
+
+def available(stage: str) -> bool:
+    module = kfp_support.STAGE_MODULES[stage]
+    return importlib.util.find_spec(module) is not None
+
+
+STAGES = [s for s in COMPONENTS if available(s)]
+
+
+def component_params(stage: str) -> dict[str, inspect.Parameter]:
+    """The component function's parameters, KFP output artifacts left out."""
+    fn = load_component(stage).python_func
+    return {n: p for n, p in inspect.signature(fn).parameters.items()
+            if typing.get_origin(p.annotation) is not typing.Annotated}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_component_parameters_mirror_stage_config(stage: str) -> None:
+    cls = kfp_support.stage_module(stage).CONFIG
+    hints = typing.get_type_hints(cls)
+    params = component_params(stage)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    assert set(params) == set(fields), f"{stage}: component and {cls.__name__} differ"
+    for name, f in fields.items():
+        p = params[name]
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            assert p.default is inspect.Parameter.empty, f"{stage}.{name} should be required"
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        if default is None and kfp_support._optional_inner(hints[name]) is int:
+            assert p.default == 0, f"{stage}.{name}: optional int is 0 (= unset) in the component"
+        else:
+            assert p.default == default, f"{stage}.{name}: default {p.default!r} != {default!r}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_committed_component_yaml_installs_nothing_and_uses_its_image(stage: str) -> None:
+    text = (components_dir() / stage / "component.yaml").read_text()
+    assert "pip install" not in text
+    assert f"image: {kfp_support.IMAGE_REPOSITORY}/guardsmith-{KINDS[stage]}:" in text
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_readme_lists_every_input(stage: str) -> None:
+    readme = (components_dir() / stage / "README.md").read_text()
+    missing = [n for n in component_params(stage) if f"`{n}`" not in readme]
+    assert not missing, f"components/{stage}/README.md does not list {missing}"
+
+
+def test_image_override_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert kfp_support.image("train").endswith("/guardsmith-train:" + kfp_support.__version__)
+    monkeypatch.setenv("GUARDSMITH_IMAGE_TRAIN", "registry.local/train:dev")
+    assert kfp_support.image("train") == "registry.local/train:dev"
+    with pytest.raises(Exception, match="unknown image kind"):
+        kfp_support.image("gpu")
+
+
+def test_unset_markers_become_none() -> None:
+    from guardsmith.stages.mine import MineConfig
+
+    values = kfp_support.stage_values(MineConfig, {"model": "m", "pool": "p", "output": "o", "exclude": "",
+                                                   "limit": 0, "n": 0, "scores": object()})
+    assert values == {"model": "m", "pool": "p", "output": "o", "exclude": None, "limit": None, "n": 0}
+
+
+def _interactions(uri: str, n: int) -> None:
+    from guardsmith.sample import load_sample
+
+    storage.write_table(uri, tables.from_records(load_sample()[:n], "interactions"), schema_name="interactions")
+
+
+def test_subset_component_runs_the_stage(tmp_path: Path) -> None:
+    _interactions(str(tmp_path / "in"), 40)
+    run = load_component("subset").python_func
+    out = run(input=str(tmp_path / "in"), output=str(tmp_path / "out"), n=10, seed=7)
+    assert out == (str(tmp_path / "out"), 40, 10)
+    ids = storage.read_table(str(tmp_path / "out"), "interactions").column("id").to_pylist()
+    again = run(input=str(tmp_path / "in"), output=str(tmp_path / "again"), n=10, seed=7)
+    assert again[2] == 10 and storage.read_table(str(tmp_path / "again")).column("id").to_pylist() == ids
+    everything = storage.read_table(str(tmp_path / "in")).column("id").to_pylist()
+    assert ids == [i for i in everything if i in set(ids)]  # input order kept
+    assert run(input=str(tmp_path / "in"), output=str(tmp_path / "all"), n=0)[2] == 40
+
+
+def test_split_and_merge_round_trip(tmp_path: Path) -> None:
+    _interactions(str(tmp_path / "in"), 11)
+    parts = kfp_support.split_table(str(tmp_path / "in"), str(tmp_path / "parts"), 4)
+    sizes = [storage.read_table(p).num_rows for p in parts]
+    assert sizes == [3, 3, 3, 2]
+    rows = kfp_support.merge_tables(list(reversed(parts)), str(tmp_path / "merged"), "interactions")
+    assert rows == 11
+    assert storage.read_table(str(tmp_path / "merged")).column("id").to_pylist() == \
+        storage.read_table(str(tmp_path / "in")).column("id").to_pylist()
+    assert len(kfp_support.split_table(str(tmp_path / "in"), str(tmp_path / "few"), 50)) == 11
+
+
+def test_data_import_of_the_bundled_sample(tmp_path: Path) -> None:
+    out = load_component("data_import").python_func(source="sample", split="test", output=str(tmp_path / "t"),
+                                                    from_uri="")
+    assert out[0] == str(tmp_path / "t") and out[1] == storage.read_table(out[0], "interactions").num_rows > 0
+
+
+def test_preflight_checks_inputs_and_work_root(tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    ok = kfp_support.preflight(str(tmp_path / "work"), [f"R-5k[size=5000]={tmp_path / 'model'}", "hf", "",
+                                                        "g=openai:http://h:8000/v1?model=m"])
+    assert "1 input(s) found" in ok and not (tmp_path / "work" / "_preflight.json").exists()
+    with pytest.raises(Exception, match="does not exist"):
+        kfp_support.preflight(str(tmp_path / "work"), [f"guard={tmp_path / 'missing'}"])

@@ -1,0 +1,220 @@
+"""KFP pipelines: compiled IR (GPU pod settings, Kueue, secrets, retries, caching), committed YAML in
+sync with a fresh compile, presets, and a local run of the evaluation pipeline on a tiny model."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("kfp")
+yaml = pytest.importorskip("yaml")
+
+from guardsmith import kfp_support  # noqa: E402
+from guardsmith import pipeline_cli as pc  # noqa: E402
+
+FAKE_SECRETS = {
+    "AWS_ACCESS_KEY_ID": "AKIAFAKEKEY0000TEST",
+    "AWS_SECRET_ACCESS_KEY": "fake-secret-Zq8mV2rX9pL4",
+    "HF_TOKEN": "hf_fakeTokenQ7w3e9r",
+    "OPENAI_API_KEY": "sk-fake-openai-5t6y7u",
+    "GUARDSMITH_TEACHER_API_KEY": "fake-teacher-key-1a2b",
+    "GUARDSMITH_JUDGE_API_KEY": "fake-judge-key-3c4d",
+}
+CLEAN_ENV: dict[str, str | None] = {
+    **{f"GUARDSMITH_IMAGE_{k.upper()}": None for k in kfp_support.IMAGE_KINDS},
+    **{f"GUARDSMITH_SECRET_{k.upper()}": None for k in ("s3", "teacher", "judge", "hf")},
+    kfp_support.KUEUE_ENV: None,
+}
+GPU_KINDS = {"sft", "continual", "mine", "evaluate"}
+
+
+def committed_files() -> list[Path]:
+    files = [pc.components_dir() / s / "component.yaml" for s in pc.COMPONENTS]
+    return files + [pc.pipelines_dir() / n / "pipeline.yaml" for n in pc.PIPELINES]
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Everything compiled now with default settings (no compile-time overrides in the environment)."""
+    out = tmp_path_factory.mktemp("fresh")
+    pc.compile_all(out, CLEAN_ENV)
+    return out
+
+
+@pytest.fixture(scope="module")
+def custom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Everything compiled with a Kueue queue, an image override and fake secret values in the environment."""
+    out = tmp_path_factory.mktemp("custom")
+    pc.compile_all(out, {**CLEAN_ENV, **FAKE_SECRETS, kfp_support.KUEUE_ENV: "team-guard",
+                         "GUARDSMITH_IMAGE_TRAIN": "registry.local/guardsmith-train:dev"})
+    return out
+
+
+def ir(root: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pipeline spec, kubernetes executor configs) of a compiled pipeline."""
+    spec, platform = yaml.safe_load_all((root / "pipelines" / name / "pipeline.yaml").read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_committed_yaml_matches_a_fresh_compile(fresh: Path) -> None:
+    stale = []
+    for path in committed_files():
+        rel = path.relative_to(path.parents[2])
+        if not path.exists() or path.read_text() != (fresh / rel).read_text():
+            stale.append(str(rel))
+    assert not stale, f"out of date (run `guardsmith pipeline compile`): {stale}"
+
+
+@pytest.mark.parametrize("name", pc.PIPELINES)
+def test_every_gpu_task_has_accelerator_placement_and_shm(fresh: Path, name: str) -> None:
+    spec, k8s = ir(fresh, name)
+    gpu_execs = {e for e, x in spec["deploymentSpec"]["executors"].items()
+                 if "accelerator" in x["container"].get("resources", {})}
+    expected = {f"exec-{k}" for k in GPU_KINDS if f"exec-{k}" in spec["deploymentSpec"]["executors"]}
+    assert gpu_execs == expected and gpu_execs
+    for ex in gpu_execs:
+        acc = spec["deploymentSpec"]["executors"][ex]["container"]["resources"]["accelerator"]
+        assert acc["resourceType"] and acc["resourceCount"], ex
+        cfg = k8s[ex]
+        assert cfg["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "gpu_node_selector"
+        assert cfg["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "gpu_tolerations"
+        assert {"mountPath": "/dev/shm", "medium": "Memory"}.items() <= cfg["emptyDirMounts"][0].items()
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["gpu_node_selector"]["defaultValue"] == kfp_support.DEFAULT_GPU_NODE_SELECTOR
+    assert params["gpu_tolerations"]["defaultValue"] == kfp_support.DEFAULT_GPU_TOLERATIONS
+    assert params["gpu_accelerator"]["defaultValue"] == "nvidia.com/gpu"
+
+
+@pytest.mark.parametrize("name", pc.PIPELINES)
+def test_kueue_label_only_when_set(fresh: Path, custom: Path, name: str) -> None:
+    _, plain = ir(fresh, name)
+    _, queued = ir(custom, name)
+    assert all("podMetadata" not in cfg for cfg in plain.values())
+    for ex, cfg in queued.items():
+        assert cfg["podMetadata"]["labels"] == {kfp_support.KUEUE_LABEL: "team-guard"}, ex
+
+
+def test_no_secret_value_in_any_compiled_yaml(custom: Path) -> None:
+    texts = {p: p.read_text() for p in custom.rglob("*.yaml")}
+    assert len(texts) == len(pc.COMPONENTS) + len(pc.PIPELINES)
+    leaks = [(str(p), name) for p, text in texts.items() for name, value in FAKE_SECRETS.items() if value in text]
+    assert not leaks
+    _, k8s = ir(custom, "guard_training")
+    for ex, cfg in k8s.items():
+        names = {s["secretName"] for s in cfg["secretAsEnv"]}
+        assert "guardsmith-s3" in names, ex
+    assert {"guardsmith-teacher"} <= {s["secretName"] for s in k8s["exec-distill"]["secretAsEnv"]}
+    spec, _ = ir(custom, "guard_training")
+    credential = re.compile(r"(^|_)(api_key|key|token|password|secret|access_key)(_|$)")
+    assert not [p for p in spec["root"]["inputDefinitions"]["parameters"] if credential.search(p)]
+    assert "registry.local/guardsmith-train:dev" in texts[custom / "components" / "sft" / "component.yaml"]
+
+
+def test_retries_and_caching(fresh: Path) -> None:
+    spec, _ = ir(fresh, "guard_training")
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for group in list(tasks.values()):
+        if "componentRef" in group and group["componentRef"]["name"].startswith("comp-for-loop"):
+            tasks.update(spec["components"][group["componentRef"]["name"]]["dag"]["tasks"])
+    assert tasks["distill"]["retryPolicy"]["maxRetryCount"] == 3
+    assert tasks["data-import"]["retryPolicy"]["maxRetryCount"] == 3
+    assert "retryPolicy" not in tasks["sft"]
+    assert tasks["subset"]["cachingOptions"].get("enableCache") is True
+    for sampling in ("distill", "filter-traces", "mine", "evaluate"):
+        assert not tasks[sampling]["cachingOptions"].get("enableCache"), sampling
+
+
+def test_no_task_installs_packages(fresh: Path) -> None:
+    for path in fresh.rglob("*.yaml"):
+        assert "pip install" not in path.read_text(), path
+
+
+@pytest.mark.parametrize("name", pc.PIPELINES)
+def test_presets_name_only_pipeline_parameters(name: str) -> None:
+    assert set(pc.presets(name)) >= {"paper-llama3.1-8b", "paper-gemma3-4b", "tiny-cpu"}
+    params = pc.pipeline_parameters(name)
+    prefixes = ("work_root", "models", "benchmarks", "gpu_", "import_", "subset_", "distill_", "filter_", "sft_",
+                "mine_", "continual_", "evaluate_", "report_")
+    assert all(p.startswith(prefixes) for p in params)
+    for preset in pc.presets(name):
+        values = pc.load_preset(name, preset)
+        if preset.startswith("paper-"):
+            pc._check_remote_params(values)
+
+
+def test_submit_refuses_local_only_values() -> None:
+    with pytest.raises(Exception, match="only in local runs"):
+        pc._check_remote_params(pc.load_preset("evaluation", "tiny-cpu", {"work_root": "s3://b/x"}))
+
+
+class FakeClient:
+    """Just enough of kfp.Client to exercise submit and schedule."""
+
+    def __init__(self) -> None:
+        self.versions: list[str] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def get_pipeline_id(self, name: str) -> str | None:
+        return "pid" if self.versions else None
+
+    def upload_pipeline(self, path: str, pipeline_name: str, namespace: str | None = None) -> Any:
+        self.versions.append("v0")
+        return type("P", (), {"pipeline_id": "pid"})()
+
+    def list_pipeline_versions(self, pipeline_id: str, filter: str) -> Any:
+        wanted = json.loads(filter)["predicates"][0]["stringValue"]
+        found = [type("V", (), {"pipeline_version_id": v})() for v in self.versions if v == wanted]
+        return type("L", (), {"pipeline_versions": found})()
+
+    def upload_pipeline_version(self, path: str, name: str, pipeline_id: str) -> Any:
+        self.versions.append(name)
+        return type("V", (), {"pipeline_version_id": name})()
+
+    def create_experiment(self, name: str, namespace: str | None = None) -> Any:
+        return type("E", (), {"experiment_id": "eid"})()
+
+    def run_pipeline(self, **kw: Any) -> Any:
+        self.calls.append(("run", kw))
+        return type("R", (), {"run_id": "rid"})()
+
+    def create_recurring_run(self, **kw: Any) -> Any:
+        self.calls.append(("schedule", kw))
+        return type("J", (), {"recurring_run_id": "jid"})()
+
+
+def test_submit_and_schedule_reuse_the_uploaded_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeClient()
+    monkeypatch.setattr(pc, "_client", lambda host, namespace: fake)
+    first = pc.submit("evaluation", "http://kfp", "paper-gemma3-4b", overrides={"evaluate_k": 2})
+    again = pc.schedule("evaluation", "http://kfp", "paper-gemma3-4b", "0 0 3 * * *")
+    assert first["version_id"] == again["version_id"] and len(fake.versions) == 2
+    (_, run), (_, job) = fake.calls
+    assert run["params"]["evaluate_k"] == 2 and run["params"]["work_root"].startswith("s3://")
+    assert run["version_id"] == first["version_id"] and run["enable_caching"] is True
+    assert job["cron_expression"] == "0 0 3 * * *" and job["no_catchup"] and job["enable_caching"] is False
+
+
+@pytest.mark.slow
+def test_local_evaluation_run_on_a_tiny_model(tmp_path: Path) -> None:
+    """The real graph through kfp.local; objects in a throw-away SeaweedFS S3 when `weed` is installed."""
+    from guardsmith.local_s3 import weed_binary
+
+    try:
+        weed_binary()
+        store = None
+    except Exception:
+        store = tmp_path / "store"
+    result = pc.run_local("evaluation", "tiny-cpu", store=store, out=tmp_path / "out",
+                          overrides={"evaluate_limit": 8, "evaluate_k": 1})
+    assert result["report_uri"].startswith("s3://" if store is None else str(store))
+    report = Path(result["report_md"]).read_text()
+    assert "tiny-cpu evaluation" in report and "tiny-guard" in report
+    assert Path(result["report_html"]).exists()
+    (run,) = list((tmp_path / "out" / "kfp-root").iterdir())
+    artifacts = json.loads((run / "evaluate" / "executor_output.json").read_text())["artifacts"]
+    assert "confusionMatrix" in artifacts["confusion"]["artifacts"][0]["metadata"]
+    assert any(k.startswith("f1/tiny-guard/") for k in artifacts["scores"]["artifacts"][0]["metadata"])
+    assert (run / "report" / "report_html").read_text().lstrip().startswith("<")
