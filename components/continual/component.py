@@ -42,6 +42,7 @@ def continual(
     pairs: Optional[str] = None,
     mode: str = "R",
     missing_reasoning: str = "short",
+    prompt_style: Optional[str] = None,
     dpo_beta: float = 0.1,
     num_generations: int = 4,
     max_completion_length: int = 256,

@@ -41,6 +41,7 @@ def sft(
     topic_following_ratio: Optional[float] = None,
     missing_reasoning: str = "short",
     examples_output: Optional[str] = None,
+    prompt_style: str = "full",
 ) -> NamedTuple("Outputs", [("output", str), ("examples", int), ("global_step", int)]):
     """Supervised fine-tuning of the guard on accepted traces."""
     params = dict(locals())

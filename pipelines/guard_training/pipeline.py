@@ -65,6 +65,7 @@ def guard_training(
     filter_judge_min_score: float = 4.0,
     filter_rounds: int = 2,
     sft_mode: str = "R",
+    sft_prompt_style: str = "full",
     sft_topic_following: str = "",
     sft_learning_rate: float = 1e-6,
     sft_lr_scheduler: str = "cosine",
@@ -158,6 +159,7 @@ def guard_training(
 
     tuned = configure(sft(
         base_model=sft_base_model, output=f"{work_root}/sft/model", train=kept.outputs["accepted"], mode=sft_mode,
+        prompt_style=sft_prompt_style,
         topic_following=sft_topic_following, learning_rate=sft_learning_rate, lr_scheduler=sft_lr_scheduler,
         warmup_ratio=sft_warmup_ratio, epochs=sft_epochs, max_steps=sft_max_steps, batch_size=sft_batch_size,
         per_device_batch_size=sft_per_device_batch_size, max_length=sft_max_length, packing=sft_packing,

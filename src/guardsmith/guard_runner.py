@@ -107,16 +107,21 @@ def open_backend(model: str, *, backend: str = "transformers", batch_size: int =
         return make_backend(str(model), **extra)
     if backend not in ("transformers", "vllm"):
         raise GuardsmithError(f"unknown guard backend {backend!r}; use transformers or vllm")
+    from guardsmith.guard import prompt_style_of
+
     path = local_model(model)
     if backend == "transformers":
         extra.setdefault("batch_size", batch_size)
-    return make_backend({"kind": backend, "path": str(path)}, **extra)
+    opened = make_backend({"kind": backend, "path": str(path)}, **extra)
+    # The guard is queried with the prompt style it was trained with (recorded by the sft stage).
+    opened.guard_prompt_style = prompt_style_of(path)
+    return opened
 
 
 def guard_messages(row: Mapping[str, Any], mode: str = "R", dual: bool = False,
-                   taxonomy: str | None = None) -> list[Message]:
+                   taxonomy: str | None = None, style: str = "full") -> list[Message]:
     """The guard prompt for ``row`` (the row's own ``policy`` text wins over ``taxonomy``)."""
-    return render_guard_messages(row, mode=mode, dual=dual, taxonomy=taxonomy)
+    return render_guard_messages(row, mode=mode, dual=dual, taxonomy=taxonomy, style=style)
 
 
 def _chunks(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
@@ -143,18 +148,23 @@ def run_guard(
     seed: int | None = 0,
     chunk_rows: int = 256,
     taxonomy: str | None = None,
+    style: str | None = None,
 ) -> Iterator[GuardRow]:
     """Sample ``n`` guard outputs per row (one prompt pass per row) and yield parsed results.
+
+    ``style`` is the guard prompt style; by default the one recorded with the model
+    (`open_backend` sets ``backend.guard_prompt_style``), else ``full``.
 
     Chunk ``c`` is generated with seed ``seed + c * chunk_rows`` so chunks never share a
     backend batch seed and a run is reproducible for a fixed ``chunk_rows``.
     """
+    style = style or getattr(backend, "guard_prompt_style", "full")
     if n < 1:
         raise GuardsmithError(f"n (samples per row) must be at least 1, got {n}")
     if chunk_rows < 1:
         raise GuardsmithError(f"chunk_rows must be at least 1, got {chunk_rows}")
     for c, chunk in enumerate(_chunks(rows, chunk_rows)):
-        requests = [guard_messages(r, mode, dual, taxonomy) for r in chunk]
+        requests = [guard_messages(r, mode, dual, taxonomy, style) for r in chunk]
         chunk_seed = None if seed is None else seed + c * chunk_rows
         outputs = backend.generate(requests, n=n, temperature=temperature, top_p=top_p,
                                    max_tokens=max_tokens, seed=chunk_seed)

@@ -64,7 +64,8 @@ def default_texts() -> list[str]:
 
         for row in rows[:200]:
             for mode in ("R", "NR"):
-                texts.extend(m["content"] for m in render_guard_messages(row, mode=mode, dual=True))
+                for style in ("full", "compact"):
+                    texts.extend(m["content"] for m in render_guard_messages(row, mode=mode, dual=True, style=style))
                 texts.append(render_guard_target(row, mode=mode, reasoning="The request is plain."))
     except ImportError:
         pass

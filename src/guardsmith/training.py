@@ -1,0 +1,588 @@
+"""Shared TRL plumbing of the guard-training stages (`sft`, `continual`).
+
+- `TrainConfig`: the training fields every training stage shares (model URIs, optimiser, batch,
+  precision, LoRA, checkpoints, GPUs). Stage configs subclass it and add their data fields.
+- `Runtime` / `runtime()`: device and precision choice. On GPU: bf16 (where supported) and
+  activation checkpointing on; on CPU: `bf16=False`, activation checkpointing off and
+  `use_cpu=True` (TRL's defaults are 5-15x slower on CPU).
+- `trainer_args(...)`: the keyword arguments common to `SFTConfig`, `DPOConfig` and `GRPOConfig`.
+- `expand_weights`, `sft_dataset`: example records -> a TRL conversational dataset.
+- `checkpoint_callback`, `latest_checkpoint`, `restore_checkpoint`: every saved checkpoint is
+  uploaded to `checkpoint_uri` with `storage.upload_dir`; a rerun downloads the newest committed
+  one and resumes from it.
+- `accelerate_config`, `launch_command`: a generated accelerate config plus the argv that runs a
+  stage on several GPUs (`accelerate launch ... -m guardsmith.cli <stage> --config <yaml>`).
+- `write_model_card`, `finish_model`: README.md (data URIs, mode, subset, seed, row counts, full
+  config) plus the training log beside the saved model, then `publish_model`.
+
+Heavy imports (torch, transformers, trl, peft, datasets) happen inside the functions.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from guardsmith.config import dump_yaml, option, to_dict
+from guardsmith.errors import GuardsmithError
+
+SUMMARY_FILE = "guardsmith_training.json"
+"""Summary of a training run, written beside the model (row counts, steps, loss, timings)."""
+LOG_FILE = "training_log.jsonl"
+"""The trainer's log history (one JSON object per logging step), written beside the model."""
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Training fields shared by the guard-training stages."""
+
+    base_model: str = option(help="Start model: a Hugging Face model folder (path, file:// or s3:// URI).")
+    output: str = option(help="Output URI of the trained model (Hugging Face folder with README.md model card).")
+    learning_rate: float = option(1e-6, "Peak learning rate.")
+    lr_scheduler: str = option("cosine", "Learning-rate schedule (transformers name: cosine, linear, constant_with_warmup, ...).")
+    warmup_ratio: float = option(0.03, "Share of the steps used for linear warmup (0 to <1).")
+    epochs: float = option(5.0, "Passes over the training examples (ignored when max_steps > 0).")
+    max_steps: int = option(-1, "Stop after this many optimiser steps; -1 trains for `epochs`.")
+    batch_size: int = option(32, "Global batch size = per_device_batch_size x gradient accumulation x processes.")
+    per_device_batch_size: int = option(4, "Examples per device per forward pass.")
+    max_length: int = option(4096, "Longest tokenised example (prompt + completion); longer ones are truncated at the end.")
+    packing: bool = option(False, "SFT: pack examples into max_length rows (padding-free; worth it with flash attention on GPU).")
+    finetune: Literal["full", "lora"] = option("full", "full: train all weights; lora: train LoRA adapters (peft).")
+    lora_r: int = option(16, "LoRA rank.")
+    lora_alpha: int = option(32, "LoRA alpha.")
+    lora_dropout: float = option(0.05, "LoRA dropout.")
+    lora_target_modules: list[str] = option(help="Modules that get LoRA adapters.",
+                                            factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    merge_lora: bool = option(True, "Merge LoRA adapters into the weights before saving (a plain HF model).")
+    precision: Literal["auto", "bf16", "fp32"] = option("auto", "auto: bf16 on a GPU that supports it, fp32 on CPU.")
+    activation_checkpointing: bool | None = option(None, "Recompute activations to save memory; default: on for GPU, off for CPU.")
+    gpus: int = option(0, "GPUs to use: 0 = all visible; more than 1 relaunches the stage with accelerate.")
+    distributed: Literal["ddp", "fsdp"] = option("ddp", "Multi-GPU strategy: ddp (model fits one GPU) or fsdp (sharded, FSDP2).")
+    checkpoint_uri: str | None = option(None, "Where checkpoints are uploaded (one folder per run); a rerun resumes from the newest.")
+    save_steps: int = option(200, "Save (and upload) a checkpoint every this many steps, and at the end.")
+    save_total_limit: int = option(2, "Checkpoints kept locally and at checkpoint_uri.")
+    resume: bool = option(True, "Resume from the newest committed checkpoint at checkpoint_uri when there is one.")
+    logging_steps: int = option(10, "Log loss (and rewards) every this many steps.")
+    seed: int = option(0, "Seed of data sampling (subset, dual split, oversampling) and of training.")
+    work_dir: str | None = option(None, "Local scratch folder for checkpoints; default: a temporary folder.")
+
+
+# --------------------------------------------------------------------------- device and precision
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where this process trains: device kind, process count and precision flags."""
+
+    cuda: bool
+    visible_gpus: int
+    world_size: int
+    bf16: bool
+    activation_checkpointing: bool
+
+    @property
+    def launched(self) -> bool:
+        """True inside a multi-process launch (accelerate / torchrun set WORLD_SIZE)."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return int(os.environ.get("RANK", "0")) == 0
+
+    def precision_args(self) -> dict[str, Any]:
+        """TRL/transformers flags for this device (bf16, use_cpu, activation checkpointing)."""
+        return {
+            "bf16": self.bf16,
+            "fp16": False,
+            "use_cpu": not self.cuda,
+            "activation_checkpointing": self.activation_checkpointing,
+        }
+
+    def describe(self) -> str:
+        device = f"{self.visible_gpus} GPU(s)" if self.cuda else "CPU"
+        return f"{device}, {self.world_size} process(es), {'bf16' if self.bf16 else 'fp32'}"
+
+
+def runtime(cfg: TrainConfig) -> Runtime:
+    """Choose device and precision for `cfg` (bf16 + checkpointing on GPU; fp32, no checkpointing on CPU)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    visible = torch.cuda.device_count() if cuda else 0
+    if cfg.precision == "bf16" and not (cuda and torch.cuda.is_bf16_supported()):
+        raise GuardsmithError("precision bf16 needs a GPU with bf16 support; use precision auto or fp32 here")
+    bf16 = cuda and torch.cuda.is_bf16_supported() and cfg.precision != "fp32"
+    checkpointing = cuda if cfg.activation_checkpointing is None else bool(cfg.activation_checkpointing)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return Runtime(cuda=cuda, visible_gpus=visible, world_size=world, bf16=bf16, activation_checkpointing=checkpointing)
+
+
+def wanted_processes(cfg: TrainConfig, rt: Runtime) -> int:
+    """Processes the run should use: 1 on CPU, else `cfg.gpus` (0 = every visible GPU)."""
+    if not rt.cuda:
+        if cfg.gpus > 1:
+            raise GuardsmithError(f"gpus={cfg.gpus} was asked for but no GPU is visible")
+        return 1
+    if cfg.gpus > rt.visible_gpus:
+        raise GuardsmithError(f"gpus={cfg.gpus} was asked for but only {rt.visible_gpus} GPU(s) are visible")
+    return cfg.gpus or rt.visible_gpus
+
+
+def gradient_accumulation(cfg: TrainConfig, processes: int) -> int:
+    """Accumulation steps so that per-device batch x accumulation x processes = `batch_size`."""
+    per_step = cfg.per_device_batch_size * processes
+    if cfg.batch_size < 1 or cfg.per_device_batch_size < 1 or cfg.batch_size % per_step:
+        raise GuardsmithError(
+            f"batch_size {cfg.batch_size} must be a positive multiple of per_device_batch_size "
+            f"{cfg.per_device_batch_size} x {processes} process(es)"
+        )
+    return cfg.batch_size // per_step
+
+
+def trainer_args(cfg: TrainConfig, rt: Runtime, output_dir: Path, *, save: bool) -> dict[str, Any]:
+    """Keyword arguments shared by `SFTConfig`, `DPOConfig` and `GRPOConfig`."""
+    if not 0 <= cfg.warmup_ratio < 1:
+        raise GuardsmithError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
+    return {
+        "output_dir": str(output_dir),
+        "learning_rate": cfg.learning_rate,
+        "lr_scheduler_type": cfg.lr_scheduler,
+        "warmup_steps": cfg.warmup_ratio,
+        "num_train_epochs": cfg.epochs,
+        "max_steps": cfg.max_steps,
+        "per_device_train_batch_size": cfg.per_device_batch_size,
+        "gradient_accumulation_steps": gradient_accumulation(cfg, rt.world_size),
+        "seed": cfg.seed,
+        "logging_steps": cfg.logging_steps,
+        "save_strategy": "steps" if save else "no",
+        "save_steps": cfg.save_steps,
+        "save_total_limit": cfg.save_total_limit,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        **rt.precision_args(),
+    }
+
+
+def model_init_kwargs(cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
+    """How TRL loads the start model: fp32 master weights, bf16 frozen base for LoRA on GPU."""
+    return {"dtype": "bfloat16" if cfg.finetune == "lora" and rt.bf16 else "float32"}
+
+
+def peft_config(cfg: TrainConfig):
+    """A peft `LoraConfig` for `finetune: lora`, else None."""
+    if cfg.finetune != "lora":
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
+
+
+def load_tokenizer(model_dir: Path):
+    """The model's tokenizer, with a pad token (eos when the model has none)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not tok.chat_template:
+        raise GuardsmithError(f"{model_dir}: the tokenizer has no chat template; guard training needs one")
+    return tok
+
+
+# --------------------------------------------------------------------------- datasets
+
+def expand_weights(records: Sequence[dict[str, Any]], seed: int, key: str = "weight") -> list[dict[str, Any]]:
+    """Repeat each record by its weight: floor(w) copies plus one more with probability frac(w).
+
+    Weight 1 keeps a record once, 3 oversamples it three times, 0.5 keeps it with probability 1/2
+    (a seeded draw, so reruns give the same set).
+    """
+    rng = random.Random(f"{seed}:weights")
+    out: list[dict[str, Any]] = []
+    for rec in records:
+        w = float(rec.get(key, 1.0))
+        if w < 0 or math.isnan(w):
+            raise GuardsmithError(f"example {rec.get('id')!r}: weight must be >= 0, got {w}")
+        copies = int(w) + (1 if rng.random() < w - int(w) else 0)
+        out.extend([rec] * copies)
+    return out
+
+
+def sft_dataset(examples: Sequence[dict[str, Any]]):
+    """A TRL conversational prompt/completion `Dataset` from `sft_examples` records (loss on the completion)."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({
+        "prompt": [list(e["messages"]) for e in examples],
+        "completion": [[{"role": "assistant", "content": e["completion"]}] for e in examples],
+    })
+
+
+def token_lengths(tokenizer, examples: Sequence[dict[str, Any]], limit: int = 2000) -> dict[str, float]:
+    """Prompt/completion token statistics of (at most `limit`) examples, rendered with the chat template."""
+    prompt_lens, total_lens = [], []
+    for e in list(examples)[:limit]:
+        p = tokenizer.apply_chat_template(list(e["messages"]), add_generation_prompt=True, tokenize=True)
+        full = tokenizer.apply_chat_template(
+            list(e["messages"]) + [{"role": "assistant", "content": e["completion"]}], tokenize=True)
+        prompt_lens.append(len(_ids(p)))
+        total_lens.append(len(_ids(full)))
+    if not prompt_lens:
+        return {}
+    return {
+        "prompt_tokens_mean": round(sum(prompt_lens) / len(prompt_lens), 1),
+        "prompt_tokens_max": max(prompt_lens),
+        "total_tokens_mean": round(sum(total_lens) / len(total_lens), 1),
+        "total_tokens_max": max(total_lens),
+    }
+
+
+def _ids(encoded: Any) -> list[int]:
+    """Token ids from `apply_chat_template(tokenize=True)` (a list, or a BatchEncoding in transformers 5)."""
+    if isinstance(encoded, list):
+        return encoded
+    return list(encoded["input_ids"])
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def _step(name: str) -> int | None:
+    if not name.startswith(CHECKPOINT_PREFIX):
+        return None
+    tail = name[len(CHECKPOINT_PREFIX):]
+    return int(tail) if tail.isdigit() else None
+
+
+def committed_checkpoints(uri: str) -> list[tuple[int, str]]:
+    """(step, uri) of every committed checkpoint folder under `uri`, oldest first."""
+    from guardsmith import storage
+
+    if not storage.exists(uri):
+        return []
+    found = []
+    for name in storage.list_dir(uri):
+        step = _step(name)
+        if step is not None and storage.is_committed(storage.join(uri, name)):
+            found.append((step, storage.join(uri, name)))
+    return sorted(found)
+
+
+def latest_checkpoint(uri: str | None) -> tuple[int, str] | None:
+    """The newest committed checkpoint under `uri` as (step, uri), or None."""
+    found = committed_checkpoints(uri) if uri else []
+    return found[-1] if found else None
+
+
+def restore_checkpoint(cfg: TrainConfig, work_dir: Path) -> tuple[str | None, int]:
+    """Download the newest committed checkpoint (when resuming) into `work_dir`; (local path, step)."""
+    if not cfg.resume:
+        return None, 0
+    latest = latest_checkpoint(cfg.checkpoint_uri)
+    if latest is None:
+        return None, 0
+    step, uri = latest
+    from accelerate import PartialState
+
+    from guardsmith import storage
+
+    local = work_dir / f"{CHECKPOINT_PREFIX}{step}"
+    with PartialState().main_process_first():  # launched processes share work_dir: one download
+        if not (local / "trainer_state.json").exists():
+            storage.download_dir(uri, str(local))
+    return str(local), step
+
+
+def _prune(uri: str, keep: int) -> None:
+    """Delete all but the newest `keep` committed checkpoints under `uri`."""
+    if keep <= 0:
+        return
+    from guardsmith import storage
+
+    for _, old in committed_checkpoints(uri)[:-keep]:
+        storage.remove(old)
+
+
+def checkpoint_callback(uri: str, keep: int):
+    """A `TrainerCallback` that uploads each saved checkpoint to `uri` (main process only)."""
+    from transformers import TrainerCallback
+
+    from guardsmith import storage
+
+    class CheckpointSync(TrainerCallback):
+        """Upload `checkpoint-<step>` after the trainer has written it completely."""
+
+        def on_save(self, args, state, control, **kwargs):  # noqa: D102 (TrainerCallback hook)
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()  # every rank's files are in the folder
+            if state.is_world_process_zero:
+                name = f"{CHECKPOINT_PREFIX}{state.global_step}"
+                local = Path(args.output_dir) / name
+                if local.is_dir():
+                    storage.upload_dir(str(local), storage.join(uri, name))
+                    _prune(uri, keep)
+            return control
+
+    return CheckpointSync()
+
+
+# --------------------------------------------------------------------------- multi-GPU launch
+
+def accelerate_config(n_gpus: int, *, bf16: bool = True, distributed: str = "ddp",
+                      activation_checkpointing: bool = False) -> dict[str, Any]:
+    """An accelerate config for one machine with `n_gpus` processes (DDP or FSDP2)."""
+    if n_gpus < 1:
+        raise GuardsmithError(f"n_gpus must be >= 1, got {n_gpus}")
+    conf: dict[str, Any] = {
+        "compute_environment": "LOCAL_MACHINE",
+        "distributed_type": "MULTI_GPU" if distributed == "ddp" else "FSDP",
+        "num_machines": 1,
+        "machine_rank": 0,
+        "num_processes": n_gpus,
+        "gpu_ids": "all",
+        "mixed_precision": "bf16" if bf16 else "no",
+        "downcast_bf16": "no",
+        "rdzv_backend": "static",
+        "same_network": True,
+        "main_training_function": "main",
+        "use_cpu": False,
+        "debug": False,
+    }
+    if distributed == "fsdp":
+        conf["fsdp_config"] = {
+            "fsdp_version": 2,
+            "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "fsdp_cpu_ram_efficient_loading": True,
+            "fsdp_offload_params": False,
+            "fsdp_reshard_after_forward": True,
+            "fsdp_state_dict_type": "FULL_STATE_DICT",
+            "fsdp_activation_checkpointing": activation_checkpointing,
+        }
+    elif distributed != "ddp":
+        raise GuardsmithError(f"unknown distributed strategy {distributed!r}: expected ddp or fsdp")
+    return conf
+
+
+def launch_command(cfg: TrainConfig, n_gpus: int, stage: str, folder: str | Path | None = None) -> list[str]:
+    """Write `accelerate.yaml` and `<stage>.yaml` into `folder`; return the argv that trains on `n_gpus`.
+
+    The stage config is written with `gpus` set to `n_gpus` and a `work_dir` shared by the
+    processes (`<folder>/work` unless set); each launched process runs
+    `guardsmith <stage> --config <stage>.yaml` and sees WORLD_SIZE, so it trains instead of
+    relaunching. With FSDP, activation checkpointing is done by FSDP itself.
+    """
+    import yaml
+
+    out = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix=f"guardsmith-{stage}-launch-"))
+    out.mkdir(parents=True, exist_ok=True)
+    fsdp = cfg.distributed == "fsdp"
+    checkpointing = cfg.activation_checkpointing is not False
+    acc = accelerate_config(n_gpus, bf16=cfg.precision != "fp32", distributed=cfg.distributed,
+                            activation_checkpointing=fsdp and checkpointing)
+    acc_path = out / "accelerate.yaml"
+    acc_path.write_text(yaml.safe_dump(acc, sort_keys=False), encoding="utf-8")
+    launched = _replace(cfg, gpus=n_gpus, work_dir=cfg.work_dir or str(out / "work"),
+                        activation_checkpointing=False if fsdp else cfg.activation_checkpointing)
+    stage_path = out / f"{stage}.yaml"
+    stage_path.write_text(dump_yaml(launched), encoding="utf-8")
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(acc_path),
+            "-m", "guardsmith.cli", stage, "--config", str(stage_path)]
+
+
+def _replace(cfg: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(cfg, **changes)
+
+
+def relaunch_if_needed(cfg: TrainConfig, rt: Runtime, stage: str) -> dict[str, Any] | None:
+    """On several GPUs outside a launch: run the stage under accelerate and return its summary.
+
+    Returns None when this process should train itself (CPU, one GPU, or already launched).
+    """
+    if rt.launched:
+        return None
+    processes = wanted_processes(cfg, rt)
+    if processes <= 1:
+        return None
+    with tempfile.TemporaryDirectory(prefix=f"guardsmith-{stage}-launch-") as tmp:
+        argv = launch_command(cfg, processes, stage, tmp)
+        log_line(stage, f"launching {processes} processes: {' '.join(argv)}")
+        code = subprocess.run(argv, check=False).returncode
+    if code != 0:
+        raise GuardsmithError(f"{stage}: distributed training failed (exit code {code}); see the log above")
+    return read_summary(cfg.output)
+
+
+# --------------------------------------------------------------------------- work folders, outputs
+
+@dataclass
+class TrainResult:
+    """What a training stage reports: the model URI and the run's numbers."""
+
+    output: str
+    method: str
+    examples: int
+    global_step: int
+    train_loss: float | None
+    seconds_per_step: float | None
+    counts: dict[str, Any]
+
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any]) -> TrainResult:
+        """Build from the `guardsmith_training.json` summary dict."""
+        return cls(output=summary["output"], method=summary["method"], examples=summary["examples"],
+                   global_step=summary["global_step"], train_loss=summary.get("train_loss"),
+                   seconds_per_step=summary.get("seconds_per_step"), counts=summary.get("counts", {}))
+
+    def __str__(self) -> str:
+        loss = "-" if self.train_loss is None else f"{self.train_loss:.4f}"
+        sps = "-" if self.seconds_per_step is None else f"{self.seconds_per_step:.3f}"
+        counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        return "\n".join([
+            f"method {self.method}: {self.examples} training examples, step {self.global_step}, "
+            f"train loss {loss}, {sps} s/step",
+            f"rows: {counts}",
+            f"model: {self.output}",
+        ])
+
+
+@contextmanager
+def work_folder(cfg: TrainConfig, stage: str) -> Iterator[Path]:
+    """`cfg.work_dir` (kept) or a temporary folder (removed afterwards)."""
+    if cfg.work_dir:
+        path = Path(cfg.work_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix=f"guardsmith-{stage}-") as tmp:
+        yield Path(tmp)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def write_model_card(folder: Path, *, title: str, stage: str, cfg: Any, data: Sequence[tuple[str, str | None, int | None]],
+                     facts: dict[str, Any]) -> Path:
+    """Write README.md: what the model is, its data URIs and row counts, the run facts, the full config."""
+    base = getattr(cfg, "base_model", None)
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: text-generation",
+        f"tags: [guardsmith, safety, guard, {stage}]",
+        "---",
+        "",
+        f"# {title}",
+        "",
+        f"A safety guard model trained by `guardsmith {stage}` from `{base}`. It classifies a "
+        "user prompt and an optional assistant response (prompt harm, response harm, response "
+        "refusal); prompts are rendered with `guardsmith.guard.render_guard_messages` and answers "
+        "parsed with `guardsmith.guard.parse_guard_output`.",
+        "",
+        "## Data",
+        "",
+        "| input | URI | rows used |",
+        "|---|---|---|",
+        *[f"| {name} | `{uri or '-'}` | {_fmt(rows)} |" for name, uri, rows in data],
+        "",
+        "## Run",
+        "",
+        "| fact | value |",
+        "|---|---|",
+        *[f"| {k} | {_fmt(v)} |" for k, v in facts.items()],
+        "",
+        "## Full config",
+        "",
+        "```yaml",
+        dump_yaml(cfg).rstrip(),
+        "```",
+        "",
+    ]
+    path = folder / "README.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def train_and_publish(trainer, cfg: TrainConfig, rt: Runtime, *, stage: str, method: str, title: str,
+                      resume: tuple[str | None, int], examples: int, counts: dict[str, Any],
+                      data: Sequence[tuple[str, str | None, int | None]], facts: dict[str, Any],
+                      extra_files: Callable[[], dict[str, str]] | None = None) -> dict[str, Any]:
+    """Train (resuming from `resume` = (local checkpoint, step)), save and publish the model.
+
+    The published folder holds the model (LoRA merged when `merge_lora`), its tokenizer,
+    README.md (model card), `guardsmith_training.json` (summary + full config) and
+    `training_log.jsonl` (the trainer's log history: loss, learning rate, rewards...), plus the
+    files `extra_files()` returns (name -> text). Returns the summary dict.
+    """
+    from guardsmith.models import publish_model
+
+    resume_from, resume_step = resume
+    start = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    wall = time.monotonic() - start
+    state = trainer.state
+    steps_run = max(state.global_step - resume_step, 0)
+    summary = {
+        "stage": stage, "method": method, "output": cfg.output, "examples": examples, **facts,
+        "global_step": state.global_step,
+        "resumed_from_step": resume_step if resume_from else None,
+        "train_loss": result.training_loss,
+        "train_seconds": round(wall, 2),
+        "seconds_per_step": round(wall / steps_run, 4) if steps_run else None,
+        "runtime": rt.describe(),
+        "counts": dict(counts),
+    }
+    with tempfile.TemporaryDirectory(prefix=f"guardsmith-{stage}-model-") as tmp:
+        out = Path(tmp)
+        trainer.save_model(str(out))
+        if not trainer.accelerator.is_main_process:
+            return summary
+        if cfg.finetune == "lora" and cfg.merge_lora:
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            for stale in ("adapter_config.json", "adapter_model.safetensors"):
+                (out / stale).unlink(missing_ok=True)
+            merged.save_pretrained(str(out))
+        trainer.processing_class.save_pretrained(str(out))
+        (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in the summary
+        with open(out / LOG_FILE, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(entry) + "\n" for entry in state.log_history)
+        for name, text in (extra_files() if extra_files else {}).items():
+            (out / name).write_text(text, encoding="utf-8")
+        (out / SUMMARY_FILE).write_text(json.dumps({**summary, "config": to_dict(cfg)}, indent=2, default=str),
+                                        encoding="utf-8")
+        card = {k: v for k, v in summary.items() if k not in ("stage", "counts", "output")}
+        card.update({f"rows {k}": v for k, v in counts.items()})
+        write_model_card(out, title=title, stage=stage, cfg=cfg, data=data, facts=card)
+        publish_model(out, cfg.output)
+    log_line(stage, f"published {cfg.output} (step {state.global_step}, {wall:.1f} s)")
+    return summary
+
+
+def read_summary(output_uri: str) -> dict[str, Any]:
+    """The `guardsmith_training.json` summary of a published model (after a multi-GPU launch)."""
+    from guardsmith import storage
+
+    return storage.read_json(storage.join(output_uri, SUMMARY_FILE))
+
+
+def log_line(stage: str, message: str) -> None:
+    """One progress line on stderr."""
+    print(f"[guardsmith] {stage}: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,160 @@
+"""continual: label reward, config checks, and a few steps of SFT (+difficult), DPO and GRPO on a tiny model."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pyarrow as pa  # noqa: E402
+import pytest  # noqa: E402
+
+from guardsmith import storage, tables  # noqa: E402
+from guardsmith.errors import DataError, GuardsmithError  # noqa: E402
+from guardsmith.guard import render_guard_messages  # noqa: E402
+from guardsmith.stages import continual, sft  # noqa: E402
+from guardsmith.stages.mine import PAIRS_SCHEMA  # noqa: E402
+
+pytestmark = pytest.mark.timeout(180)
+
+H = "Prompt harm: harmful\nResponse harm: None\nResponse refusal: None"
+U = "Prompt harm: unharmful\nResponse harm: None\nResponse refusal: None"
+
+
+def _row(i: int, **kw) -> dict:
+    harmful = i % 2 == 0
+    base = {"id": f"r{i}", "source": "hand", "taxonomy": "aegis2", "policy": None,
+            "prompt": f"How do I {'make a pipe bomb' if harmful else 'bake bread'} ({i})?", "response": None,
+            "prompt_harm": "harmful" if harmful else "unharmful", "response_harm": None, "response_refusal": None,
+            "categories": [], "reasoning": f"Reason {i}."}
+    return {**base, **kw}
+
+
+def _write(uri: str | Path, rows: list[dict], columns: list[str]) -> str:
+    schema = pa.schema([tables.SCHEMAS["judged_traces"].field(c) for c in columns])
+    storage.write_table(str(uri), pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows], schema=schema))
+    return str(uri)
+
+
+TRACES = [*sft.GUARD_COLUMNS, "reasoning"]
+MINED = [*sft.GUARD_COLUMNS, "categories"]
+
+
+# --------------------------------------------------------------------------- reward
+
+def test_label_reward_scores():
+    w = continual.RewardWeights(prompt=1.0, response=1.0, refusal=0.0, false_positive=0.5, false_negative=2.0,
+                                parse_failure=-3.0)
+    prompt_only = {"prompt_harm": "harmful", "response_harm": None, "response_refusal": None}
+    assert continual.score_completion(H, prompt_only, w) == (1.0, {"prompt_harm": True})
+    assert continual.score_completion(U, prompt_only, w)[0] == -2.0            # false negative
+    benign = {**prompt_only, "prompt_harm": "unharmful"}
+    assert continual.score_completion(H, benign, w)[0] == -0.5                 # false positive
+    assert continual.score_completion("no idea", benign, w) == (-3.0, None)    # parse failure: lowest
+    both = {"prompt_harm": "harmful", "response_harm": "harmful", "response_refusal": "compliance"}
+    half = "<think>x</think>\nPrompt harm: harmful\nResponse harm: unharmful\nResponse refusal: compliance"
+    assert continual.score_completion(half, both, w)[0] == pytest.approx((1.0 - 2.0) / 2)
+    with pytest.raises(GuardsmithError, match="below every other reward"):
+        continual.RewardWeights(parse_failure=-1.0)
+
+    reward = continual.LabelReward(w)
+    logged = {}
+    out = reward(prompts=[[], []], completions=[[{"role": "assistant", "content": H}], [{"role": "assistant", "content": "?"}]],
+                 prompt_harm=["harmful", "harmful"], response_harm=[None, None], response_refusal=[None, None],
+                 log_metric=lambda k, v: logged.__setitem__(k, v))
+    assert out == [1.0, -3.0] and reward.__name__ == "label_reward"
+    assert logged == {"guard/parse_failure_rate": 0.5, "guard/accuracy_prompt_harm": 1.0}
+    assert json.loads(reward.jsonl())["reward_mean"] == -1.0
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"method": "ppo"}, "unknown continual method"),
+    ({"method": "dpo"}, "needs `pairs`"),
+    ({"method": "sft"}, "needs `train` and/or `difficult`"),
+    ({"method": "grpo", "train": "t", "num_generations": 3}, "num_generations"),
+    ({"method": "sft", "train": "t", "mode": "both"}, "unknown mode"),
+])
+def test_bad_config(tmp_path, kw, match):
+    with pytest.raises(GuardsmithError, match=match):
+        continual.run(continual.ContinualConfig(base_model="m", output=str(tmp_path / "o"), **kw))
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_pairs_table(tmp_path):
+    rows = [{"id": "a", "prompt": "not json", "chosen": H, "rejected": U}]
+    storage.write_table(str(tmp_path / "pairs"), pa.Table.from_pylist(rows))
+    with pytest.raises(DataError, match=r"column 'prompt', row 0"):
+        continual.read_pairs(str(tmp_path / "pairs"))
+    storage.write_table(str(tmp_path / "p2"), pa.Table.from_pylist([{"id": "a", "prompt": "[]", "chosen": H}]))
+    with pytest.raises(DataError, match=r"p2, column 'rejected'"):
+        continual.read_pairs(str(tmp_path / "p2"))
+
+
+def test_sft_examples_oversample_difficult_with_reasoning_lookup(tmp_path):
+    _write(tmp_path / "train", [_row(i) for i in range(6)], TRACES)
+    _write(tmp_path / "difficult", [_row(i) for i in (10, 11)], MINED)
+    _write(tmp_path / "pool_traces", [_row(10, reasoning="Pool reason.")], TRACES)
+    cfg = continual.ContinualConfig(base_model="m", output="o", train=str(tmp_path / "train"),
+                                    difficult=str(tmp_path / "difficult"), oversample=3,
+                                    reasoning_source=str(tmp_path / "pool_traces"))
+    prep = continual.prepare_sft(cfg)
+    weights = {e["id"]: e["weight"] for e in prep.examples}
+    assert weights == {**{f"r{i}": 1.0 for i in range(6)}, "r10": 3.0, "r11": 3.0}
+    by_id = {e["id"]: e["completion"] for e in prep.examples}
+    assert "Pool reason." in by_id["r10"] and "policy does not allow" not in by_id["r10"]
+    assert "stays within" in by_id["r11"]  # no trace for r11: short generated reason
+    assert prep.counts["difficult_reasoning_found"] == 1 and prep.counts["short_reason"] == 1
+
+
+# --------------------------------------------------------------------------- training
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from guardsmith.tiny import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("continual") / "tiny")
+
+
+def _cfg(tmp_path, tiny_model, **kw) -> continual.ContinualConfig:
+    base = dict(base_model=str(tiny_model), output=str(tmp_path / "out"), learning_rate=1e-4, lr_scheduler="constant",
+                batch_size=4, per_device_batch_size=4, max_length=640, logging_steps=1, max_steps=2)
+    return continual.ContinualConfig(**{**base, **kw})
+
+
+def _summary(tmp_path) -> dict:
+    return json.loads((tmp_path / "out" / "guardsmith_training.json").read_text())
+
+
+def test_continual_sft_runs(tmp_path, tiny_model):
+    _write(tmp_path / "train", [_row(i) for i in range(4)], TRACES)
+    _write(tmp_path / "difficult", [_row(10)], MINED)
+    res = continual.run(_cfg(tmp_path, tiny_model, method="sft", mode="NR", train=str(tmp_path / "train"),
+                             difficult=str(tmp_path / "difficult"), oversample=2))
+    assert res.method == "sft" and res.examples == 6 and res.global_step == 2
+    assert "| difficult |" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_dpo_runs_and_logs(tmp_path, tiny_model):
+    rows = [{"id": f"p{i}", "source": "hand", "prompt": json.dumps(render_guard_messages(_row(i), "NR")),
+             "chosen": H if i % 2 == 0 else U, "rejected": U if i % 2 == 0 else H, "mode": "NR", "n": 4,
+             "n_correct": 2, "bucket": "difficult", "chosen_index": 0, "rejected_index": 1} for i in range(4)]
+    storage.write_table(str(tmp_path / "pairs"), pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA))
+    res = continual.run(_cfg(tmp_path, tiny_model, method="dpo", pairs=str(tmp_path / "pairs")))
+    assert res.method == "dpo" and res.examples == 4 and res.global_step == 2
+    logs = [json.loads(x) for x in (tmp_path / "out" / "training_log.jsonl").read_text().splitlines()]
+    assert any("rewards/accuracies" in e for e in logs)
+
+
+def test_grpo_runs_and_writes_reward_log(tmp_path, tiny_model):
+    _write(tmp_path / "difficult", [_row(i) for i in range(4)], MINED)
+    res = continual.run(_cfg(tmp_path, tiny_model, method="grpo", difficult=str(tmp_path / "difficult"),
+                             mode="dual", oversample=1, num_generations=2, max_completion_length=12))
+    assert res.method == "grpo" and res.global_step == 2
+    out = tmp_path / "out"
+    rewards = [json.loads(x) for x in (out / continual.REWARDS_FILE).read_text().splitlines()]
+    assert len(rewards) == 2 and all(r["completions"] == 4 for r in rewards)
+    assert all(r["parse_failure_rate"] == 1.0 and r["reward_mean"] == -2.0 for r in rewards)  # random model
+    logs = [json.loads(x) for x in (out / "training_log.jsonl").read_text().splitlines()]
+    assert any("rewards/label_reward/mean" in e and "guard/parse_failure_rate" in e for e in logs)
+    assert _summary(tmp_path)["method"] == "grpo"

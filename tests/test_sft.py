@@ -1,0 +1,229 @@
+"""sft: example building (R/NR/dual, subset, topic-following mix), bad input, training, resume, S3."""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pyarrow as pa  # noqa: E402
+import pytest  # noqa: E402
+
+from guardsmith import storage, tables, training  # noqa: E402
+from guardsmith.errors import DataError, GuardsmithError  # noqa: E402
+from guardsmith.guard import MODE_TAGS, parse_guard_output  # noqa: E402
+from guardsmith.stages import sft  # noqa: E402
+
+pytestmark = pytest.mark.timeout(180)
+
+TRACE_COLUMNS = [*sft.GUARD_COLUMNS, "reasoning", "accepted", "pred_response_refusal"]
+
+
+def _row(i: int, **kw) -> dict:
+    harmful = i % 2 == 0
+    with_response = i % 3 == 0
+    base = {
+        "id": f"r{i}", "source": "hand", "taxonomy": "aegis2" if i % 4 else "wildguard", "policy": None,
+        "prompt": f"How do I {'build a pipe bomb' if harmful else 'bake bread'} number {i}?",
+        "response": ("I can't help with that." if harmful else "Sure, mix flour and water.") if with_response else None,
+        "prompt_harm": "harmful" if harmful else "unharmful",
+        "response_harm": "unharmful" if with_response else None,
+        "response_refusal": ("refusal" if harmful else "compliance") if with_response else None,
+        "reasoning": f"Row {i} is {'about a weapon' if harmful else 'about baking'}.",
+        "accepted": True, "pred_response_refusal": None,
+    }
+    return {**base, **kw}
+
+
+def _write(uri: str | Path, rows: list[dict], columns: list[str] = TRACE_COLUMNS) -> str:
+    schema = pa.schema([tables.SCHEMAS["judged_traces"].field(c) for c in columns])
+    storage.write_table(str(uri), pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows], schema=schema))
+    return str(uri)
+
+
+def _tree(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+# --------------------------------------------------------------------------- examples
+
+def test_modes_r_nr_dual():
+    rows = [_row(i) for i in range(40)]
+    nr = sft.build_examples(rows, "NR")
+    assert {e["mode"] for e in nr} == {"NR"}
+    assert nr[0]["completion"] == "Prompt harm: harmful\nResponse harm: unharmful\nResponse refusal: refusal"
+    r = sft.build_examples(rows, "R")
+    assert all(e["completion"].startswith("<think>\nRow ") for e in r)
+    assert parse_guard_output(r[1]["completion"]).prompt_harm == "unharmful"
+    assert not any(e["messages"][1]["content"].startswith(tuple(MODE_TAGS.values())) for e in r + nr)
+
+    dual = sft.build_examples(rows, "dual", seed=7)
+    modes = Counter(e["mode"] for e in dual)
+    assert modes == {"R": 20, "NR": 20}
+    for e in dual:
+        assert e["messages"][1]["content"].startswith(MODE_TAGS[e["mode"]] + "\n")
+        assert e["completion"].startswith("<think>") == (e["mode"] == "R")
+    again = [e["mode"] for e in sft.build_examples(rows, "dual", seed=7)]
+    other = [e["mode"] for e in sft.build_examples(rows, "dual", seed=8)]
+    assert again == [e["mode"] for e in dual] and other != again
+    with pytest.raises(GuardsmithError, match="unknown mode"):
+        sft.build_examples(rows, "fast")
+
+
+def test_missing_reasoning_policies():
+    rows = [_row(0, reasoning=None), _row(1, reasoning="  <think> </think> "), _row(2)]
+    counts = Counter()
+    short = sft.build_examples(rows, "R", missing_reasoning="short", counts=counts)
+    assert counts["short_reason"] == 2 and "does not allow" in short[0]["completion"]
+    assert "stays within" in short[1]["completion"]
+    as_nr = sft.build_examples(rows, "R", missing_reasoning="nr")
+    assert [e["mode"] for e in as_nr] == ["NR", "NR", "R"]
+    assert "only the three answer lines" in as_nr[0]["messages"][0]["content"]
+    assert [e["id"] for e in sft.build_examples(rows, "R", missing_reasoning="drop")] == ["r2"]
+    with pytest.raises(DataError, match="column 'reasoning', row 0"):
+        sft.build_examples(rows, "R", missing_reasoning="error", file="t.parquet")
+
+
+def test_labels_accepted_and_teacher_fallback(tmp_path):
+    rows = [
+        _row(0), _row(1, accepted=False),
+        _row(3, response_refusal=None, pred_response_refusal="refusal"),  # label from the teacher's answer
+        _row(6, response_refusal=None),                                    # response label unknown: skipped
+        _row(8, prompt_harm=None),                                         # prompt label unknown: skipped
+    ]
+    got, counts = sft.read_guard_rows(_write(tmp_path / "t", rows), need_reasoning=True)
+    assert [r["id"] for r in got] == ["r0", "r3"] and got[1]["response_refusal"] == "refusal"
+    assert counts == {"read": 5, "not_accepted": 1, "unlabelled": 2}
+
+
+def _cfg(tmp_path, **kw) -> sft.SftConfig:
+    base = {"base_model": str(tmp_path / "no-model"), "output": str(tmp_path / "out"), "train": str(tmp_path / "train")}
+    return sft.SftConfig(**{**base, **kw})
+
+
+def test_subset_and_topic_following_ratio(tmp_path):
+    _write(tmp_path / "train", [_row(i) for i in range(30)])
+    tf_cols = [*sft.GUARD_COLUMNS]  # interactions only: no reasoning column
+    tf = [_row(100 + i, taxonomy="topic:bank", policy="Only talk about banking.", response=None,
+               response_harm=None, response_refusal=None) for i in range(3)]
+    _write(tmp_path / "tf", tf, tf_cols)
+
+    def ids(**kw):
+        return [e["id"] for e in sft.prepare(_cfg(tmp_path, **kw)).examples]
+
+    ten = ids(subset=10, seed=1)
+    assert len(ten) == 10 and ten == ids(subset=10, seed=1) and ten != ids(subset=10, seed=2)
+    assert set(ids(subset=5, seed=1)) <= set(ten)  # nested subsets for one seed
+    assert len(ids(subset=0)) == 30
+    with pytest.raises(GuardsmithError, match="subset 31"):
+        ids(subset=31)
+
+    prep = sft.prepare(_cfg(tmp_path, subset=12, topic_following=str(tmp_path / "tf"), topic_following_ratio=0.25))
+    sources = Counter(e["id"].startswith("r1") and len(e["id"]) == 4 for e in prep.examples)
+    assert len(prep.examples) == 16 and sources[True] == 4  # 4 / 16 = 0.25
+    assert prep.counts["topic_following_used"] == 4 and prep.counts["short_reason"] == 4
+    assert [d[0] for d in prep.data] == ["train", "topic_following"]
+    tf_all = sft.prepare(_cfg(tmp_path, subset=10, topic_following=str(tmp_path / "tf"), mode="NR"))
+    assert len(tf_all.examples) == 13
+
+
+@pytest.mark.parametrize("problem", ["missing_column", "empty", "mode", "no_reasoning_column", "no_table"])
+def test_bad_input_writes_nothing(tmp_path, problem):
+    rows = [_row(i) for i in range(4)]
+    kw: dict = {"examples_output": str(tmp_path / "examples"), "checkpoint_uri": str(tmp_path / "ckpt")}
+    if problem == "missing_column":
+        _write(tmp_path / "train", rows, [c for c in TRACE_COLUMNS if c != "prompt"])
+        match = r"train, column 'prompt': missing column"
+    elif problem == "empty":
+        _write(tmp_path / "train", [])
+        match = r"train: the input table has no rows"
+    elif problem == "mode":
+        _write(tmp_path / "train", rows)
+        kw["mode"] = "fast"
+        match = "unknown mode 'fast'"
+    elif problem == "no_reasoning_column":
+        _write(tmp_path / "train", rows, list(sft.GUARD_COLUMNS))
+        match = r"train, column 'reasoning': missing column"
+    else:
+        match = "train"
+    before = _tree(tmp_path)
+    with pytest.raises(GuardsmithError, match=match):
+        sft.run(_cfg(tmp_path, **kw))
+    assert _tree(tmp_path) == before
+
+
+# --------------------------------------------------------------------------- training
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from guardsmith.tiny import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("sft") / "tiny")
+
+
+def _train_cfg(tmp_path, tiny_model, **kw) -> sft.SftConfig:
+    base = dict(base_model=str(tiny_model), learning_rate=1e-3, lr_scheduler="constant", batch_size=4,
+                per_device_batch_size=4, max_length=640, logging_steps=1, save_steps=2, max_steps=2)
+    return _cfg(tmp_path, **{**base, **kw})
+
+
+def test_train_publish_and_resume(tmp_path, tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _write(tmp_path / "train", [_row(i) for i in range(12)])
+    ckpt = str(tmp_path / "ckpt")
+    cfg = _train_cfg(tmp_path, tiny_model, mode="dual", subset=8, seed=3, checkpoint_uri=ckpt,
+                     examples_output=str(tmp_path / "examples"))
+    first = sft.run(cfg)
+    assert first.global_step == 2 and first.examples == 8 and first.counts["train_used"] == 8
+    out = tmp_path / "out"
+    assert storage.is_committed(str(out)) and storage.is_committed(storage.join(ckpt, "checkpoint-2"))
+    AutoModelForCausalLM.from_pretrained(out)
+    AutoTokenizer.from_pretrained(out)
+    card = (out / "README.md").read_text()
+    for fact in (f"`{tmp_path / 'train'}` | 8 |", "| mode | dual |", "| subset | 8 |", "| seed | 3 |",
+                 "| examples_R | 4 |", "| rows train_read | 12 |", "subset: 8", "mode: dual"):
+        assert fact in card
+    summary = json.loads((out / "guardsmith_training.json").read_text())
+    assert summary["config"]["seed"] == 3 and summary["prompt_tokens_max"] > 100
+    logs = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    assert any("loss" in e for e in logs)
+    ex = storage.read_table(str(tmp_path / "examples"), "sft_examples")
+    assert ex.num_rows == 8 and sorted(set(ex.column("mode").to_pylist())) == ["NR", "R"]
+
+    second = sft.run(_train_cfg(tmp_path, tiny_model, mode="dual", subset=8, seed=3, checkpoint_uri=ckpt, max_steps=4,
+                                save_total_limit=1))
+    summary = json.loads((out / "guardsmith_training.json").read_text())
+    assert second.global_step == 4 and summary["resumed_from_step"] == 2
+    assert [s for s, _ in training.committed_checkpoints(ckpt)] == [4]  # save_total_limit prunes step 2
+
+
+def test_lora_merged(tmp_path, tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    _write(tmp_path / "train", [_row(i) for i in range(4)])
+    res = sft.run(_train_cfg(tmp_path, tiny_model, mode="NR", finetune="lora", lora_r=4, max_steps=1,
+                             lora_target_modules=["q_proj", "v_proj"]))
+    out = tmp_path / "out"
+    assert res.global_step == 1 and not (out / "adapter_config.json").exists()
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert not any("lora" in name for name, _ in model.named_parameters())
+
+
+@pytest.mark.s3
+def test_s3_input_output_and_checkpoints(tmp_path, tiny_model, s3_prefix):
+    from transformers import AutoModelForCausalLM
+
+    from guardsmith.models import local_model
+
+    train = _write(f"{s3_prefix}/train", [_row(i) for i in range(4)])
+    cfg = _train_cfg(tmp_path, tiny_model, train=train, output=f"{s3_prefix}/model", mode="R",
+                     checkpoint_uri=f"{s3_prefix}/ckpt", max_steps=1, save_steps=1)
+    res = sft.run(cfg)
+    assert res.output == f"{s3_prefix}/model"
+    assert storage.is_committed(f"{s3_prefix}/ckpt/checkpoint-1")
+    folder = local_model(f"{s3_prefix}/model")
+    AutoModelForCausalLM.from_pretrained(folder)
+    assert train in (folder / "README.md").read_text()

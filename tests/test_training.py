@@ -1,0 +1,119 @@
+"""training: CPU precision flags, batch arithmetic, weights, checkpoints, accelerate launch, model card."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from guardsmith import storage, training  # noqa: E402
+from guardsmith.config import load_config  # noqa: E402
+from guardsmith.errors import GuardsmithError  # noqa: E402
+from guardsmith.stages.sft import SftConfig, launch_command  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _cfg(**kw) -> SftConfig:
+    return SftConfig(base_model="m", output="o", train="t", **kw)
+
+
+def test_cpu_runtime_turns_off_bf16_and_checkpointing():
+    rt = training.runtime(_cfg())
+    assert not rt.cuda and rt.world_size == 1 and not rt.launched
+    assert rt.precision_args() == {"bf16": False, "fp16": False, "use_cpu": True, "activation_checkpointing": False}
+    with pytest.raises(GuardsmithError, match="bf16"):
+        training.runtime(_cfg(precision="bf16"))
+    with pytest.raises(GuardsmithError, match="no GPU"):
+        training.wanted_processes(_cfg(gpus=2), rt)
+    assert training.wanted_processes(_cfg(), rt) == 1
+
+
+def test_trainer_args_build_a_cpu_sft_config(tmp_path):
+    from trl import SFTConfig
+
+    cfg = _cfg(batch_size=32, per_device_batch_size=4)
+    rt = training.runtime(cfg)
+    args = SFTConfig(**training.trainer_args(cfg, rt, tmp_path, save=False))
+    assert args.bf16 is False and args.activation_checkpointing is False and args.use_cpu is True
+    assert args.gradient_accumulation_steps == 8 and args.learning_rate == 1e-6
+    assert args.lr_scheduler_type == "cosine" and args.num_train_epochs == 5
+
+
+def test_gradient_accumulation():
+    assert training.gradient_accumulation(_cfg(batch_size=32, per_device_batch_size=4), 8) == 1
+    assert training.gradient_accumulation(_cfg(batch_size=32, per_device_batch_size=2), 2) == 8
+    with pytest.raises(GuardsmithError, match="multiple"):
+        training.gradient_accumulation(_cfg(batch_size=30, per_device_batch_size=4), 1)
+
+
+def test_expand_weights_is_seeded():
+    recs = [{"id": str(i), "weight": w} for i, w in enumerate([1.0, 3.0, 0.0, 0.5] * 50)]
+    out = training.expand_weights(recs, seed=1)
+    assert out == training.expand_weights(recs, seed=1)
+    counts = {w: sum(1 for r in out if r["weight"] == w) for w in (1.0, 3.0, 0.0, 0.5)}
+    assert counts[1.0] == 50 and counts[3.0] == 150 and counts[0.0] == 0
+    assert 15 <= counts[0.5] <= 35
+    with pytest.raises(GuardsmithError, match="weight"):
+        training.expand_weights([{"id": "x", "weight": -1}], seed=0)
+
+
+def _fake_checkpoint(folder: Path, step: int) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text(f'{{"global_step": {step}}}')
+    return folder
+
+
+def test_checkpoints_latest_prune_and_restore(tmp_path):
+    remote = str(tmp_path / "ckpt")
+    assert training.latest_checkpoint(remote) is None
+    for step in (2, 10, 4):
+        storage.upload_dir(str(_fake_checkpoint(tmp_path / f"l{step}", step)), storage.join(remote, f"checkpoint-{step}"))
+    (tmp_path / "ckpt" / "checkpoint-99").mkdir()  # an upload that never committed: ignored
+    assert [s for s, _ in training.committed_checkpoints(remote)] == [2, 4, 10]
+    assert training.latest_checkpoint(remote)[0] == 10
+    training._prune(remote, keep=2)
+    assert [s for s, _ in training.committed_checkpoints(remote)] == [4, 10]
+    local, step = training.restore_checkpoint(_cfg(checkpoint_uri=remote), tmp_path / "work")
+    assert step == 10 and (Path(local) / "trainer_state.json").exists()
+    assert training.restore_checkpoint(_cfg(checkpoint_uri=remote, resume=False), tmp_path / "w2") == (None, 0)
+
+
+@pytest.mark.parametrize("distributed", ["ddp", "fsdp"])
+def test_launch_command_writes_valid_accelerate_config(tmp_path, distributed):
+    from accelerate.commands.config.config_args import ClusterConfig
+    from accelerate.commands.launch import launch_command_parser
+
+    cfg = _cfg(distributed=distributed, batch_size=32, per_device_batch_size=4)
+    argv = launch_command(cfg, 8, str(tmp_path))
+    acc_path, stage_path = tmp_path / "accelerate.yaml", tmp_path / "sft.yaml"
+    assert argv[1:3] == ["-m", "accelerate.commands.launch"]
+    assert argv[argv.index("--config_file") + 1] == str(acc_path)
+    assert argv[-5:] == ["-m", "guardsmith.cli", "sft", "--config", str(stage_path)]
+    cluster = ClusterConfig.from_yaml_file(str(acc_path))  # rejects unknown keys
+    assert cluster.num_processes == 8 and cluster.num_machines == 1
+    assert str(cluster.mixed_precision) == "bf16"
+    assert str(cluster.distributed_type) == ("DistributedType.MULTI_GPU" if distributed == "ddp" else "DistributedType.FSDP")
+    if distributed == "fsdp":
+        assert cluster.fsdp_config["fsdp_version"] == 2
+    args = launch_command_parser().parse_args(argv[3:])
+    assert args.module and args.training_script == "guardsmith.cli"
+    assert args.training_script_args == ["sft", "--config", str(stage_path)]
+    relaunched = load_config(SftConfig, stage_path)
+    assert relaunched.gpus == 8 and relaunched.train == "t" and relaunched.distributed == distributed
+    assert relaunched.work_dir == str(tmp_path / "work")
+    assert training.gradient_accumulation(relaunched, 8) == 1
+    raw = yaml.safe_load(acc_path.read_text())
+    assert raw["gpu_ids"] == "all" and raw["rdzv_backend"] == "static"
+
+
+def test_model_card(tmp_path):
+    path = training.write_model_card(tmp_path, title="T", stage="sft", cfg=_cfg(mode="NR", seed=3),
+                                     data=[("train", "s3://b/train", 12)], facts={"mode": "NR", "examples": 12})
+    text = path.read_text()
+    assert text.startswith("---\nlibrary_name: transformers")
+    assert "| train | `s3://b/train` | 12 |" in text and "| mode | NR |" in text
+    assert "```yaml" in text and "seed: 3" in text and "base_model: m" in text
