@@ -172,6 +172,7 @@ STAGES = {
     "continual": "guardsmith.stages.continual",
     "evaluate": "guardsmith.stages.evaluate",
     "report": "guardsmith.report",
+    "boundary_eval": "guardsmith.stages.boundary_eval",
 }
 
 

@@ -426,6 +426,39 @@ def plot_attribute(data: ReportData, attribute: str) -> bytes | None:
     return _png(fig)
 
 
+# --------------------------------------------------------------------------- shared helpers
+# Public wrappers for other report writers (e.g. guardsmith.stages.boundary_eval).
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]],
+                   best: Sequence[Sequence[bool]] | None = None, left: int = 1) -> list[str]:
+    """Lines of a Markdown table: ``left`` left-aligned columns, the rest right-aligned, best cells bold."""
+    return _md_table(header, body, best, left)
+
+
+def html_table(header: Sequence[str], body: Sequence[Sequence[str]],
+               best: Sequence[Sequence[bool]] | None = None) -> str:
+    """An HTML table (escaped cells; best cells get class ``best``)."""
+    return _html_table(header, body, best)
+
+
+def figure_png(fig: Any) -> bytes:
+    """PNG bytes of a matplotlib ``Figure`` (Agg canvas, no pyplot state)."""
+    return _png(fig)
+
+
+def html_image(alt: str, png: bytes) -> str:
+    """An ``<img>`` tag with ``png`` embedded as base64."""
+    b64 = base64.b64encode(png).decode("ascii")
+    return f"<img alt=\"{html.escape(alt)}\" src=\"data:image/png;base64,{b64}\">"
+
+
+def html_page(title: str, parts: Sequence[str]) -> str:
+    """A self-contained HTML page in the report style: the title as heading, then ``parts`` (HTML)."""
+    head = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+            f"</title><style>{_CSS}</style></head><body>")
+    return "\n".join([head, f"<h1>{html.escape(title)}</h1>", *parts, "</body></html>"])
+
+
 # --------------------------------------------------------------------------- entry point
 
 def render_report(data: ReportData, out_uri: str) -> ReportResult:
