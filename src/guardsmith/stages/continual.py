@@ -127,7 +127,7 @@ def _read_inputs(cfg: ContinualConfig, need_reasoning: bool) -> tuple[list[tuple
         parts.append((rows, 1.0, "train"))
         data.append(("train", cfg.train, len(rows)))
     if cfg.difficult:
-        rows, read = sft.read_guard_rows(cfg.difficult, need_reasoning=False, what="difficult")
+        rows, read = sft.read_guard_rows(cfg.difficult, need_reasoning=False, what="difficult", allow_empty=True)
         counts.update({f"difficult_{k}": v for k, v in read.items()})
         if cfg.reasoning_source and cfg.mode != "NR":
             lookup = reasoning_by_id(cfg.reasoning_source)
@@ -135,7 +135,12 @@ def _read_inputs(cfg: ContinualConfig, need_reasoning: bool) -> tuple[list[tuple
                 if not row.get("reasoning") and str(row["id"]) in lookup:
                     row["reasoning"] = lookup[str(row["id"])]
                     counts["difficult_reasoning_found"] += 1
-        parts.append((rows, cfg.oversample, "difficult"))
+        if rows:
+            parts.append((rows, cfg.oversample, "difficult"))
+        else:  # mining found no difficult rows: continue on the original set alone
+            from guardsmith import training
+
+            training.log_line("continual", f"warning: {cfg.difficult} has no usable rows; training on the original set alone")
         data.append(("difficult", cfg.difficult, len(rows)))
     return parts, counts, data
 

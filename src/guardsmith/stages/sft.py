@@ -101,7 +101,8 @@ def target_labels(row: Mapping[str, Any]) -> dict[str, str | None] | None:
     return labels
 
 
-def read_guard_rows(uri: str, *, need_reasoning: bool, what: str = "train") -> tuple[list[dict[str, Any]], Counter]:
+def read_guard_rows(uri: str, *, need_reasoning: bool, what: str = "train",
+                    allow_empty: bool = False) -> tuple[list[dict[str, Any]], Counter]:
     """Validated rows of `uri` with their target labels filled in; counts of read/skipped rows.
 
     Columns checked: `GUARD_COLUMNS`, plus `reasoning` when `need_reasoning`, plus the optional
@@ -130,7 +131,7 @@ def read_guard_rows(uri: str, *, need_reasoning: bool, what: str = "train") -> t
                 continue
             row.update(labels)
             rows.append(row)
-    if not rows:
+    if not rows and not allow_empty:
         raise DataError(f"no usable rows ({dict(counts)}): need accepted rows with a prompt-harm label", file=uri)
     return rows, counts
 
