@@ -27,3 +27,14 @@ test: $(STAMP)
 
 clean:
 	rm -rf demo-out .pytest_cache build
+
+# ---------------------------------------------------------------------------------------------------
+# images (deployment; scripts/build_images.sh, images/README.md). Needs docker with buildx and a
+# registry login:  make images REGISTRY=ghcr.io/my-org [TAG=0.1.0] [PLATFORM=linux/amd64]
+# Builds and pushes guardsmith-cpu/-train/-infer, records their digests in images/digests.yaml,
+# recompiles the pipelines (which then pin repository@digest) and syncs the Helm chart.
+.PHONY: images
+images: $(STAMP)
+	REGISTRY="$(REGISTRY)" TAG="$(TAG)" PLATFORM="$(or $(PLATFORM),linux/amd64)" PYTHON=$(BIN)/python scripts/build_images.sh
+	$(BIN)/guardsmith pipeline compile
+	$(BIN)/python scripts/sync_chart_files.py

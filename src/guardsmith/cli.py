@@ -29,6 +29,9 @@ def _mount_pipeline_app() -> None:
     from guardsmith.pipeline_cli import pipeline_app
 
     app.add_typer(pipeline_app, name="pipeline", help="Compile, run locally, submit and schedule the Kubeflow pipelines.")
+    from guardsmith.deploy import deploy_app
+
+    app.add_typer(deploy_app, name="deploy", help="Deployment helpers: quality gates, image pinning, KFP upload and submit.")
 
 
 _mount_pipeline_app()

@@ -44,7 +44,10 @@ def image(kind: str) -> str:
     """Base image of a component kind: ``$GUARDSMITH_IMAGE_<KIND>`` or the release tag."""
     if kind not in IMAGE_KINDS:
         raise GuardsmithError(f"unknown image kind {kind!r}; use one of {', '.join(IMAGE_KINDS)}")
-    return os.environ.get(f"GUARDSMITH_IMAGE_{kind.upper()}") or f"{IMAGE_REPOSITORY}/guardsmith-{kind}:{__version__}"
+    from guardsmith.deploy import pinned_image
+
+    return (os.environ.get(f"GUARDSMITH_IMAGE_{kind.upper()}") or pinned_image(kind)
+            or f"{IMAGE_REPOSITORY}/guardsmith-{kind}:{__version__}")
 
 
 def component(kind: str) -> Callable[[Callable[..., Any]], Any]:

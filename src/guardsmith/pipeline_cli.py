@@ -346,9 +346,9 @@ def _mirror_report(run: Any, target: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- cluster runs
 
 def _client(host: str, namespace: str | None) -> Any:
-    import kfp
+    from guardsmith.deploy import kfp_client
 
-    return kfp.Client(host=host, namespace=namespace)
+    return kfp_client(host, namespace)  # token from GUARDSMITH_KFP_TOKEN or the projected SA token
 
 
 def _check_remote_params(params: Mapping[str, Any]) -> None:
@@ -457,10 +457,27 @@ def submit_cmd(
     set_: list[str] = typer.Option([], "--set", help="Override a parameter: key=value (YAML value); repeatable."),
     wait: bool = typer.Option(False, "--wait", help="Wait for the run to finish; exit 1 unless it succeeded."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Let KFP reuse cached results of deterministic tasks."),
+    gate: list[str] = typer.Option([], "--gate", help='Quality gate on the run\'s metrics, "METRIC OP VALUE" (e.g. "harmful_f1_avg>=baseline-0.005"); needs --wait; repeatable.'),
+    gate_model: Optional[str] = typer.Option(None, "--gate-model", help="Model of the metrics table to gate (default: continual for guard_training)."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Baseline metrics (table URI or JSON/YAML file) for 'baseline' gate values."),
+    baseline_model: Optional[str] = typer.Option(None, "--baseline-model", help="Model of the baseline table."),
 ) -> None:
     """Upload (or reuse) the compiled pipeline and start a run with a preset's parameters."""
+    from guardsmith import deploy
+
+    gates = deploy.parse_gates(gate) if gate else []
+    if gates and not wait:
+        raise GuardsmithError("--gate needs --wait")
+    overrides = parse_overrides(set_)
     _echo_dict(submit(name, host, preset, namespace=namespace, experiment=experiment,
-                      overrides=parse_overrides(set_), wait=wait, cache=cache))
+                      overrides=overrides, wait=wait, cache=cache))
+    if gates:
+        report = deploy.gate_run(name, load_preset(name, preset, overrides)["work_root"], gates,
+                                 baseline=baseline, model=gate_model, baseline_model=baseline_model)
+        for result in report.results:
+            typer.echo(str(result))
+        report.raise_for_failure()
+        typer.echo(report.message)
 
 
 @pipeline_app.command("schedule")
