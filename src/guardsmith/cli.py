@@ -194,10 +194,15 @@ def build_cli():
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors print one line on stderr and exit 1 (no traceback)."""
+    return invoke(build_cli(), argv, "guardsmith")
+
+
+def invoke(command, argv: list[str] | None, prog_name: str) -> int:
+    """Run a click command; a GuardsmithError prints one line on stderr and gives exit status 1."""
     import click
 
     try:
-        build_cli().main(args=argv, prog_name="guardsmith", standalone_mode=False)
+        command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except GuardsmithError as exc:
         typer.echo(f"guardsmith: error: {exc}", err=True)
         return 1

@@ -9,7 +9,6 @@ of the guard-training stages.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -23,22 +22,13 @@ def _say(msg: str) -> None:
 def run_demo(out: Path, n_rows: int = 48) -> dict:
     """Run the demo, write outputs under ``out`` and return the metrics it printed."""
     from guardsmith import storage, tables
-    from guardsmith.local_s3 import LocalS3
+    from guardsmith.local_s3 import LocalS3, patched_env
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    with LocalS3(bucket="guardsmith") as s3:
-        saved = {k: os.environ.get(k) for k in s3.env()}
-        os.environ.update(s3.env())
-        try:
-            metrics = _pipeline(out, s3, n_rows, storage, tables)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with LocalS3(bucket="guardsmith") as s3, patched_env(s3.env()):
+        metrics = _pipeline(out, s3, n_rows, storage, tables)
     _say(f"finished in {time.monotonic() - start:.1f} s; outputs under {out}")
     return metrics
 

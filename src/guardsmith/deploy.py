@@ -998,6 +998,16 @@ def upload_cmd(
                    f"id {rec['version_id']}")
 
 
+def enforce_gates(pipeline: str, work_root: str, gates: Sequence[Gate], *, baseline: Any = None,
+                model: str | None = None, baseline_model: str | None = None) -> None:
+    """Evaluate ``gates`` on a finished run, print each result, raise GuardsmithError on a failure."""
+    report = gate_run(pipeline, work_root, gates, baseline=baseline, model=model, baseline_model=baseline_model)
+    for line in report.results:
+        typer.echo(str(line))
+    report.raise_for_failure()
+    typer.echo(report.message)
+
+
 @deploy_app.command("submit")
 def submit_cmd(
     name: str = typer.Argument(..., help="Pipeline name (folder under --dir)."),
@@ -1027,29 +1037,14 @@ def submit_cmd(
     if wait:
         typer.echo(f"state: {wait_for_run(client, result['run_id'], timeout)}")
     if gates:
-        report = gate_run(name, result["work_root"], gates, baseline=baseline, model=model,
-                          baseline_model=baseline_model)
-        for line in report.results:
-            typer.echo(str(line))
-        report.raise_for_failure()
-        typer.echo(report.message)
+        enforce_gates(name, result["work_root"], gates, baseline=baseline, model=model, baseline_model=baseline_model)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m guardsmith.deploy``: user errors print one line and exit 1."""
-    import click
+    from guardsmith.cli import invoke
 
-    try:
-        typer.main.get_command(deploy_app).main(args=argv, prog_name="guardsmith-deploy", standalone_mode=False)
-    except GuardsmithError as exc:
-        typer.echo(f"guardsmith: error: {exc}", err=True)
-        return 1
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    return 0
+    return invoke(typer.main.get_command(deploy_app), argv, "guardsmith-deploy")
 
 
 if __name__ == "__main__":

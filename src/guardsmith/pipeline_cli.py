@@ -32,6 +32,7 @@ from typing import Any, Optional
 import typer
 
 from guardsmith.errors import GuardsmithError
+from guardsmith.local_s3 import patched_env
 
 PIPELINES = ("guard_training", "evaluation")
 COMPONENTS: dict[str, str] = {
@@ -91,25 +92,6 @@ def load_component(stage: str, fresh: bool = False) -> Any:
     if fresh:
         _forget_modules()
     return getattr(importlib.import_module(f"guardsmith.components.{stage}.component"), COMPONENTS[stage])
-
-
-@contextlib.contextmanager
-def patched_env(values: Mapping[str, str | None]) -> Iterator[None]:
-    """Set (or, for None, remove) environment variables for the duration of the block."""
-    saved = {k: os.environ.get(k) for k in values}
-    try:
-        for key, value in values.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def compile_all(out_root: Path | None = None, env: Mapping[str, str | None] | None = None) -> list[Path]:
@@ -472,12 +454,8 @@ def submit_cmd(
     _echo_dict(submit(name, host, preset, namespace=namespace, experiment=experiment,
                       overrides=overrides, wait=wait, cache=cache))
     if gates:
-        report = deploy.gate_run(name, load_preset(name, preset, overrides)["work_root"], gates,
-                                 baseline=baseline, model=gate_model, baseline_model=baseline_model)
-        for result in report.results:
-            typer.echo(str(result))
-        report.raise_for_failure()
-        typer.echo(report.message)
+        deploy.enforce_gates(name, load_preset(name, preset, overrides)["work_root"], gates,
+                           baseline=baseline, model=gate_model, baseline_model=baseline_model)
 
 
 @pipeline_app.command("schedule")
