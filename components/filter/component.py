@@ -31,6 +31,7 @@ def filter_traces(
     judge_min_score: float = 4.0,
     judge_max_tokens: int = 512,
     judge_temperature: float = 0.0,
+    judge_api_key_env: Optional[str] = None,
     teacher: Optional[str] = None,
     rounds: int = 2,
     keep_rounds: bool = False,

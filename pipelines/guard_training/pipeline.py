@@ -22,6 +22,7 @@ from guardsmith.kfp_support import (
     DEFAULT_GPU_NODE_SELECTOR,
     DEFAULT_GPU_TOLERATIONS,
     GPU_RESOURCE,
+    JUDGE_KEY_ENV,
     TEACHER_KEY_ENV,
     GpuPool,
     configure,
@@ -154,8 +155,8 @@ def guard_training(
         judge_min_score=filter_judge_min_score, teacher=distill_teacher, rounds=filter_rounds,
         taxonomy=distill_taxonomy, temperature=distill_temperature, top_p=distill_top_p,
         max_tokens=distill_max_tokens, seed=distill_seed, concurrency=distill_concurrency,
-        api_key_env=TEACHER_KEY_ENV, timeout_s=distill_timeout_s, max_retries=distill_max_retries,
-        shard_size=distill_shard_size), "filter", display_name="filter")
+        api_key_env=TEACHER_KEY_ENV, judge_api_key_env=JUDGE_KEY_ENV, timeout_s=distill_timeout_s,
+        max_retries=distill_max_retries, shard_size=distill_shard_size), "filter", display_name="filter")
 
     tuned = configure(sft(
         base_model=sft_base_model, output=f"{work_root}/sft/model", train=kept.outputs["accepted"], mode=sft_mode,

@@ -227,6 +227,8 @@ class FilterConfig(TeacherSettings):
     judge_min_score: float = option(4.0, "Lowest judge score (1-5) accepted.")
     judge_max_tokens: int = option(512, "Most tokens the judge may generate per request.")
     judge_temperature: float = option(0.0, "Judge sampling temperature.")
+    judge_api_key_env: str | None = option(
+        None, "Environment variable holding the judge endpoint's API key (default: the teacher's api_key_env).")
     teacher: str | None = option(None, "Teacher backend spec for regenerating rejected rows; none or empty = no "
                                        "regeneration.")
     rounds: int = option(2, "Most regeneration rounds (R); 0 = none.")
@@ -351,7 +353,8 @@ class _Judge:
             return []
         if self.backend is None:
             assert self.cfg.judge is not None
-            self.backend = open_teacher(self.cfg.judge, self.cfg)
+            self.backend = open_teacher(
+                self.cfg.judge, dataclasses.replace(self.cfg, api_key_env=self.cfg.judge_api_key_env or self.cfg.api_key_env))
         requests = [render_judge_messages(r, reasoning_text(r), r.get("answer") or "") for r in rows]
         gens = self.backend.generate(requests, n=1, temperature=self.cfg.judge_temperature,
                                      max_tokens=self.cfg.judge_max_tokens, seed=seed)
