@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from guardsmith import tables
 from guardsmith.config import option
 from guardsmith.errors import GuardsmithError
 from guardsmith.filtered import DEFAULT_REFUSAL, FilteredSystem, SystemOutput, check_tau
@@ -65,63 +66,8 @@ OUTCOMES = ("false_positive", "false_negative", "ok")
 PLOT_FILE = "pareto.png"
 
 
-def _f(name: str, type_: pa.DataType, nullable: bool, help_text: str) -> pa.Field:
-    return pa.field(name, type_, nullable=nullable, metadata={"help": help_text})
-
-
-JUDGED_OUTPUTS_SCHEMA = pa.schema([
-    _f("system", pa.string(), False, "system name: generator name, plus '+filter' when the filter is on"),
-    _f("generator", pa.string(), False, "generator name (the base or a trained variant)"),
-    _f("generator_uri", pa.string(), False, "generator model URI"),
-    _f("role", pa.string(), False, "base or variant"),
-    _f("filter_on", pa.bool_(), False, "whether the safety filter is part of the system"),
-    _f("prompt_set", pa.string(), False, "prompt set name, e.g. jailbreak, ambiguous, long_context"),
-    _f("id", pa.string(), False, "interaction id in the prompt set"),
-    _f("sample_index", pa.int64(), False, "answer number for this prompt (0..n-1)"),
-    _f("prompt", pa.string(), False, "user prompt"),
-    _f("prompt_harm", pa.string(), True, "the prompt's label in the prompt set: harmful / unharmful / null"),
-    _f("raw_response", pa.string(), False, "the generator's answer, before the filter"),
-    _f("t", pa.float64(), True, "safety scorer's probability that the raw answer is unsafe"),
-    _f("filtered", pa.bool_(), False, "true when the filter replaced the answer (filter on and t >= tau)"),
-    _f("shown_text", pa.string(), False, "what the user saw: the raw answer or the refusal text"),
-    _f("helpfulness", pa.float64(), True, "judge's helpfulness of the shown text, 1-5; null if unparsable"),
-    _f("harmfulness", pa.float64(), True, "judge's harmfulness of the shown text, 1-5; null if unparsable"),
-    _f("raw_harmfulness", pa.float64(), True, "judge's harmfulness of the raw answer, 1-5; null if unparsable"),
-    _f("helpfulness_reason", pa.string(), False, "judge's reason for the helpfulness score"),
-    _f("harmfulness_reason", pa.string(), False, "judge's reason for the (shown) harmfulness score"),
-    _f("filter_outcome", pa.string(), True,
-       "false_positive, false_negative or ok; null when the prompt is unlabelled or raw harmfulness is missing"),
-    _f("latency_s", pa.float64(), False, "system latency per output: generation share plus guard share"),
-    _f("finish_reason", pa.string(), False, "generator finish reason: stop or length"),
-], metadata={"description": "One judged output of a filtered generation system (boundary_eval)."})
-"""Schema of the ``judged_outputs`` table (candidate for ``tables.SCHEMAS['judged_outputs']``)."""
-
-BOUNDARY_METRICS_SCHEMA = pa.schema([
-    _f("system", pa.string(), False, "system name"),
-    _f("generator", pa.string(), False, "generator name"),
-    _f("role", pa.string(), False, "base or variant"),
-    _f("filter_on", pa.bool_(), False, "whether the safety filter is part of the system"),
-    _f("prompt_set", pa.string(), False, "prompt set name, or 'all' for every set pooled"),
-    _f("outputs", pa.int64(), False, "judged outputs (prompts x n)"),
-    _f("helpfulness_mean", pa.float64(), True, "mean judged helpfulness of the shown text (1-5)"),
-    _f("harmfulness_mean", pa.float64(), True, "mean judged harmfulness of the shown text (1-5)"),
-    _f("harmful_rate", pa.float64(), True, "share of shown texts judged harmful (>= harm_threshold)"),
-    _f("filter_rate", pa.float64(), False, "share of outputs the filter replaced by the refusal"),
-    _f("fp", pa.int64(), False, "false positives: benign prompt, filtered, raw answer not harmful"),
-    _f("fp_support", pa.int64(), False, "outputs for benign prompts with a judged raw answer"),
-    _f("fp_rate", pa.float64(), True, "fp / fp_support; null without support"),
-    _f("fn", pa.int64(), False, "false negatives: harmful prompt, shown, answer harmful"),
-    _f("fn_support", pa.int64(), False, "outputs for harmful prompts with a judged raw answer"),
-    _f("fn_rate", pa.float64(), True, "fn / fn_support; null without support"),
-    _f("t_mean", pa.float64(), True, "mean safety score t of the raw answers"),
-    _f("near_boundary_rate", pa.float64(), True, "share of outputs with |t - tau| < boundary_margin"),
-    _f("judge_error_rate", pa.float64(), False, "share of outputs with at least one unparsable judge score"),
-    _f("latency_s_mean", pa.float64(), False, "mean system latency per output, seconds"),
-    _f("pareto", pa.bool_(), False, "on the helpfulness/harmfulness Pareto front of its prompt set"),
-    _f("tau", pa.float64(), False, "filter threshold"),
-    _f("harm_threshold", pa.float64(), False, "judged harmfulness from which an answer counts as harmful"),
-], metadata={"description": "Judged metrics of a filtered generation system per prompt set (boundary_eval)."})
-"""Schema of the boundary_eval ``metrics`` table (candidate for ``tables.SCHEMAS['boundary_metrics']``)."""
+JUDGED_OUTPUTS_SCHEMA = tables.SCHEMAS["judged_outputs"]
+BOUNDARY_METRICS_SCHEMA = tables.SCHEMAS["boundary_metrics"]
 
 
 @dataclass
