@@ -175,6 +175,7 @@ STAGES = {
     "continual": "guardsmith.stages.continual",
     "evaluate": "guardsmith.stages.evaluate",
     "report": "guardsmith.report",
+    "boundary": "guardsmith.stages.boundary",
     "boundary_eval": "guardsmith.stages.boundary_eval",
 }
 

@@ -479,23 +479,31 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+GUARD_DESCRIPTION = (
+    "A safety guard model trained by `guardsmith {stage}` from `{base}`. It classifies a "
+    "user prompt and an optional assistant response (prompt harm, response harm, response "
+    "refusal); prompts are rendered with `guardsmith.guard.render_guard_messages` and answers "
+    "parsed with `guardsmith.guard.parse_guard_output`."
+)
+
+
 def write_model_card(folder: Path, *, title: str, stage: str, cfg: Any, data: Sequence[tuple[str, str | None, int | None]],
-                     facts: dict[str, Any]) -> Path:
-    """Write README.md: what the model is, its data URIs and row counts, the run facts, the full config."""
+                     facts: dict[str, Any], description: str = GUARD_DESCRIPTION) -> Path:
+    """Write README.md: what the model is, its data URIs and row counts, the run facts, the full config.
+
+    ``description`` may use ``{stage}`` and ``{base}``; the default describes a guard model.
+    """
     base = getattr(cfg, "base_model", None)
     lines = [
         "---",
         "library_name: transformers",
         "pipeline_tag: text-generation",
-        f"tags: [guardsmith, safety, guard, {stage}]",
+        f"tags: [guardsmith, safety, {stage}]",
         "---",
         "",
         f"# {title}",
         "",
-        f"A safety guard model trained by `guardsmith {stage}` from `{base}`. It classifies a "
-        "user prompt and an optional assistant response (prompt harm, response harm, response "
-        "refusal); prompts are rendered with `guardsmith.guard.render_guard_messages` and answers "
-        "parsed with `guardsmith.guard.parse_guard_output`.",
+        description.format(stage=stage, base=base),
         "",
         "## Data",
         "",
@@ -524,7 +532,8 @@ def write_model_card(folder: Path, *, title: str, stage: str, cfg: Any, data: Se
 def train_and_publish(trainer, cfg: TrainConfig, rt: Runtime, *, stage: str, method: str, title: str,
                       resume: tuple[str | None, int], examples: int, counts: dict[str, Any],
                       data: Sequence[tuple[str, str | None, int | None]], facts: dict[str, Any],
-                      extra_files: Callable[[], dict[str, str]] | None = None) -> dict[str, Any]:
+                      extra_files: Callable[[], dict[str, str]] | None = None,
+                      description: str = GUARD_DESCRIPTION) -> dict[str, Any]:
     """Train (resuming from `resume` = (local checkpoint, step)), save and publish the model.
 
     The published folder holds the model (LoRA merged when `merge_lora`), its tokenizer,
@@ -570,7 +579,7 @@ def train_and_publish(trainer, cfg: TrainConfig, rt: Runtime, *, stage: str, met
                                         encoding="utf-8")
         card = {k: v for k, v in summary.items() if k not in ("stage", "counts", "output")}
         card.update({f"rows {k}": v for k, v in counts.items()})
-        write_model_card(out, title=title, stage=stage, cfg=cfg, data=data, facts=card)
+        write_model_card(out, title=title, stage=stage, cfg=cfg, data=data, facts=card, description=description)
         publish_model(out, cfg.output)
     log_line(stage, f"published {cfg.output} (step {state.global_step}, {wall:.1f} s)")
     return summary
