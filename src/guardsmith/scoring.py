@@ -132,7 +132,7 @@ class GuardScorer:
     """t from a guardsmith guard behind any `Backend` with `answer_probability` (see module docs)."""
 
     def __init__(self, backend: Any, *, prompt_line: str = "marginal", taxonomy: str | None = "aegis2",
-                 policy: str | None = None, dual: bool = False) -> None:
+                 policy: str | None = None, dual: bool = False, style: str = "full") -> None:
         if prompt_line not in PROMPT_LINES:
             raise GuardsmithError(f"prompt_line must be one of {', '.join(PROMPT_LINES)}, got {prompt_line!r}")
         self.backend = backend
@@ -140,6 +140,7 @@ class GuardScorer:
         self.taxonomy = taxonomy
         self.policy = policy
         self.dual = bool(dual)
+        self.style = style  # the guard prompt style the guard was trained with
         self.joint = getattr(backend, "kind", "") != "openai"  # exact multi-token scoring available
 
     def __repr__(self) -> str:
@@ -150,7 +151,8 @@ class GuardScorer:
         from guardsmith.guard import render_guard_messages
 
         row = {"prompt": prompt, "response": response, "taxonomy": self.taxonomy, "policy": self.policy}
-        return render_guard_messages(row, "NR", dual=self.dual, taxonomy=None if self.policy else self.taxonomy)
+        return render_guard_messages(row, "NR", dual=self.dual, taxonomy=None if self.policy else self.taxonomy,
+                                     style=self.style)
 
     def _prob(self, requests: list[list[dict[str, str]]], prefix: str, words: tuple[str, ...]) -> list[dict[str, float]]:
         return self.backend.answer_probability(requests, prefix, words) if requests else []
@@ -433,7 +435,9 @@ def make_safety_scorer(spec: str, **options: Any) -> SafetyScorer:
             backend = VLLMBackend(path, dtype=chosen["dtype"])
         else:
             raise GuardsmithError(f"guard scorer backend must be transformers or vllm, got {chosen['backend']!r}")
-        return GuardScorer(backend, **{k: chosen[k] for k in guard_opts})
+        from guardsmith.guard import prompt_style_of
+
+        return GuardScorer(backend, **{k: chosen[k] for k in guard_opts}, style=prompt_style_of(path))
     chosen = _take(opts, {"label": "unsafe", "device": "auto", "dtype": "auto", "batch_size": 8, "max_length": 4096},
                    "classifier scorers")
     model = SequenceModel(_model_dir(location), device=chosen["device"], dtype=chosen["dtype"],
