@@ -6,8 +6,14 @@
 
 Every table and model moves by URI under ``work_root`` (tasks hand each other URIs, never
 copies); metrics, the confusion matrix and the reports are also KFP artifacts.
+:func:`add_guard_training` builds the same tasks inside another pipeline (guard_then_boundary
+uses it).
 """
-from typing import Dict, List
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Dict, List
 
 from kfp import dsl
 
@@ -32,6 +38,99 @@ from guardsmith.pipelines.evaluation.pipeline import BENCHMARKS, add_evaluation,
 PIPELINE_NAME = "guardsmith-guard-training"
 MAX_PARALLEL_DISTILL = 16
 """Most distillation parts running at once (a compile-time constant in KFP)."""
+
+
+@dataclass
+class GuardTraining:
+    """The tasks of :func:`add_guard_training` that later steps build on."""
+
+    check: Any
+    """preflight"""
+    tuned: Any
+    """sft: ``outputs["output"]`` is the SFT guard's URI"""
+    updated: Any
+    """continual: ``outputs["output"]`` is the continually trained guard's URI (the shipped guard)"""
+    scored: Any
+    """evaluate (sft and continual guards on the benchmarks)"""
+    report: Any
+    """report: ``outputs["markdown"]`` is the report's Markdown URI"""
+
+
+def add_guard_training(p: Any, after: Sequence[Any] = ()) -> GuardTraining:
+    """Add the guard-training tasks (preflight to report) to the current pipeline.
+
+    ``p`` carries :func:`guard_training`'s parameters as attributes (pipeline parameters of the
+    calling pipeline, see :data:`PARAMETERS`); the preflight waits for the tasks in ``after``.
+    """
+    pool = GpuPool(p.gpu_accelerator, p.gpu_node_selector, p.gpu_tolerations)
+    check = configure(preflight(work_root=p.work_root, inputs=[p.import_from, p.import_pool_from, p.sft_base_model,
+                                                             p.sft_topic_following]),
+                      "preflight", display_name="preflight")
+    for task in after:
+        check.after(task)
+    train_rows = configure(data_import(source=p.import_source, split=p.import_split, from_uri=p.import_from,
+                                       output=f"{p.work_root}/data/train"), "data_import", display_name="import train")
+    pool_rows = configure(data_import(source=p.import_pool_source, split=p.import_pool_split, from_uri=p.import_pool_from,
+                                      output=f"{p.work_root}/data/pool"), "data_import", display_name="import pool")
+    train_rows.after(check)
+    pool_rows.after(check)
+    chosen = configure(subset(input=train_rows.outputs["output"], output=f"{p.work_root}/subset", n=p.subset_n,
+                              seed=p.subset_seed), "subset", display_name="subset")
+
+    parts = configure(distill_split(input=chosen.outputs["output"], output_prefix=f"{p.work_root}/distill",
+                                    parts=p.distill_workers), "distill_split", display_name="split for distillation")
+    with dsl.ParallelFor(parts.output, parallelism=MAX_PARALLEL_DISTILL) as part:
+        traces = configure(distill(
+            input=part.part_input, output=part.part_output, teacher=p.distill_teacher, taxonomy=p.distill_taxonomy,
+            temperature=p.distill_temperature, top_p=p.distill_top_p, max_tokens=p.distill_max_tokens, seed=p.distill_seed,
+            concurrency=p.distill_concurrency, api_key_env=TEACHER_KEY_ENV, timeout_s=p.distill_timeout_s,
+            max_retries=p.distill_max_retries, shard_size=p.distill_shard_size), "distill", display_name="distill part")
+    merged = configure(distill_merge(parts=dsl.Collected(traces.outputs["output"]),
+                                     output=f"{p.work_root}/distill/traces"), "distill_merge", display_name="merge traces")
+
+    kept = configure(filter_traces(
+        input=merged.outputs["output"], output=f"{p.work_root}/filter", rules=p.filter_rules,
+        max_words=p.filter_max_words, max_completion_tokens=p.filter_max_completion_tokens, judge=p.filter_judge,
+        judge_min_score=p.filter_judge_min_score, teacher=p.distill_teacher, rounds=p.filter_rounds,
+        taxonomy=p.distill_taxonomy, temperature=p.distill_temperature, top_p=p.distill_top_p,
+        max_tokens=p.distill_max_tokens, seed=p.distill_seed, concurrency=p.distill_concurrency,
+        api_key_env=TEACHER_KEY_ENV, judge_api_key_env=JUDGE_KEY_ENV, timeout_s=p.distill_timeout_s,
+        max_retries=p.distill_max_retries, shard_size=p.distill_shard_size), "filter", display_name="filter")
+
+    tuned = configure(sft(
+        base_model=p.sft_base_model, output=f"{p.work_root}/sft/model", train=kept.outputs["accepted"], mode=p.sft_mode,
+        prompt_style=p.sft_prompt_style,
+        topic_following=p.sft_topic_following, learning_rate=p.sft_learning_rate, lr_scheduler=p.sft_lr_scheduler,
+        warmup_ratio=p.sft_warmup_ratio, epochs=p.sft_epochs, max_steps=p.sft_max_steps, batch_size=p.sft_batch_size,
+        per_device_batch_size=p.sft_per_device_batch_size, max_length=p.sft_max_length, packing=p.sft_packing,
+        finetune=p.sft_finetune, precision=p.sft_precision, distributed=p.sft_distributed, gpus=p.sft_gpus,
+        checkpoint_uri=f"{p.work_root}/sft/checkpoints", save_steps=p.sft_save_steps, seed=p.sft_seed),
+        "sft", gpus=p.sft_gpus, pool=pool, display_name="sft")
+
+    mined = configure(mine(
+        model=tuned.outputs["output"], pool=pool_rows.outputs["output"], output=f"{p.work_root}/mine",
+        exclude=chosen.outputs["output"], mode=p.mine_mode, dual=p.mine_dual, n=p.mine_n, temperature=p.mine_temperature,
+        top_p=p.mine_top_p, max_tokens=p.mine_max_tokens, limit=p.mine_limit, noise_max=p.mine_noise_max, seed=p.mine_seed, backend=p.mine_backend,
+        batch_size=p.mine_batch_size), "mine", gpus=p.mine_gpus, pool=pool, display_name="mine hard samples")
+
+    updated = configure(continual(
+        base_model=tuned.outputs["output"], output=f"{p.work_root}/continual/model", method=p.continual_method,
+        train=kept.outputs["accepted"], difficult=mined.outputs["difficult"], pairs=mined.outputs["pairs"],
+        oversample=p.continual_oversample, mode=p.sft_mode, learning_rate=p.continual_learning_rate,
+        epochs=p.continual_epochs, max_steps=p.continual_max_steps, batch_size=p.continual_batch_size,
+        per_device_batch_size=p.continual_per_device_batch_size, max_length=p.continual_max_length,
+        dpo_beta=p.continual_dpo_beta, precision=p.sft_precision, distributed=p.sft_distributed, gpus=p.continual_gpus,
+        checkpoint_uri=f"{p.work_root}/continual/checkpoints", save_steps=p.sft_save_steps, seed=p.continual_seed),
+        "continual", gpus=p.continual_gpus, pool=pool, display_name="continual training")
+
+    scored, built = add_evaluation(
+        work_root=p.work_root,
+        models=[f"sft={tuned.outputs['output']}", f"continual={updated.outputs['output']}"],
+        benchmarks=p.benchmarks, pool=pool, gpus=p.evaluate_gpus, modes=p.evaluate_modes, dual=p.evaluate_dual,
+        k=p.evaluate_k, temperature=p.evaluate_temperature, top_p=p.evaluate_top_p, max_tokens=p.evaluate_max_tokens,
+        seed=p.evaluate_seed, tasks=p.evaluate_tasks, limit=p.evaluate_limit, backend=p.evaluate_backend,
+        batch_size=p.evaluate_batch_size, title=p.report_title, after=[check])
+    return GuardTraining(check=check, tuned=tuned, updated=updated, scored=scored, report=built)
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Distil, filter, fine-tune, mine and continually train a "
@@ -125,73 +224,9 @@ def guard_training(
     gpu_tolerations: List[Dict] = DEFAULT_GPU_TOLERATIONS,
 ) -> str:
     """Train a guard end to end under `work_root`; returns the report's Markdown URI."""
-    pool = GpuPool(gpu_accelerator, gpu_node_selector, gpu_tolerations)
-    check = configure(preflight(work_root=work_root, inputs=[import_from, import_pool_from, sft_base_model,
-                                                             sft_topic_following]),
-                      "preflight", display_name="preflight")
-    train_rows = configure(data_import(source=import_source, split=import_split, from_uri=import_from,
-                                       output=f"{work_root}/data/train"), "data_import", display_name="import train")
-    pool_rows = configure(data_import(source=import_pool_source, split=import_pool_split, from_uri=import_pool_from,
-                                      output=f"{work_root}/data/pool"), "data_import", display_name="import pool")
-    train_rows.after(check)
-    pool_rows.after(check)
-    chosen = configure(subset(input=train_rows.outputs["output"], output=f"{work_root}/subset", n=subset_n,
-                              seed=subset_seed), "subset", display_name="subset")
-
-    parts = configure(distill_split(input=chosen.outputs["output"], output_prefix=f"{work_root}/distill",
-                                    parts=distill_workers), "distill_split", display_name="split for distillation")
-    with dsl.ParallelFor(parts.output, parallelism=MAX_PARALLEL_DISTILL) as part:
-        traces = configure(distill(
-            input=part.part_input, output=part.part_output, teacher=distill_teacher, taxonomy=distill_taxonomy,
-            temperature=distill_temperature, top_p=distill_top_p, max_tokens=distill_max_tokens, seed=distill_seed,
-            concurrency=distill_concurrency, api_key_env=TEACHER_KEY_ENV, timeout_s=distill_timeout_s,
-            max_retries=distill_max_retries, shard_size=distill_shard_size), "distill", display_name="distill part")
-    merged = configure(distill_merge(parts=dsl.Collected(traces.outputs["output"]),
-                                     output=f"{work_root}/distill/traces"), "distill_merge", display_name="merge traces")
-
-    kept = configure(filter_traces(
-        input=merged.outputs["output"], output=f"{work_root}/filter", rules=filter_rules,
-        max_words=filter_max_words, max_completion_tokens=filter_max_completion_tokens, judge=filter_judge,
-        judge_min_score=filter_judge_min_score, teacher=distill_teacher, rounds=filter_rounds,
-        taxonomy=distill_taxonomy, temperature=distill_temperature, top_p=distill_top_p,
-        max_tokens=distill_max_tokens, seed=distill_seed, concurrency=distill_concurrency,
-        api_key_env=TEACHER_KEY_ENV, judge_api_key_env=JUDGE_KEY_ENV, timeout_s=distill_timeout_s,
-        max_retries=distill_max_retries, shard_size=distill_shard_size), "filter", display_name="filter")
-
-    tuned = configure(sft(
-        base_model=sft_base_model, output=f"{work_root}/sft/model", train=kept.outputs["accepted"], mode=sft_mode,
-        prompt_style=sft_prompt_style,
-        topic_following=sft_topic_following, learning_rate=sft_learning_rate, lr_scheduler=sft_lr_scheduler,
-        warmup_ratio=sft_warmup_ratio, epochs=sft_epochs, max_steps=sft_max_steps, batch_size=sft_batch_size,
-        per_device_batch_size=sft_per_device_batch_size, max_length=sft_max_length, packing=sft_packing,
-        finetune=sft_finetune, precision=sft_precision, distributed=sft_distributed, gpus=sft_gpus,
-        checkpoint_uri=f"{work_root}/sft/checkpoints", save_steps=sft_save_steps, seed=sft_seed),
-        "sft", gpus=sft_gpus, pool=pool, display_name="sft")
-
-    mined = configure(mine(
-        model=tuned.outputs["output"], pool=pool_rows.outputs["output"], output=f"{work_root}/mine",
-        exclude=chosen.outputs["output"], mode=mine_mode, dual=mine_dual, n=mine_n, temperature=mine_temperature,
-        top_p=mine_top_p, max_tokens=mine_max_tokens, limit=mine_limit, noise_max=mine_noise_max, seed=mine_seed, backend=mine_backend,
-        batch_size=mine_batch_size), "mine", gpus=mine_gpus, pool=pool, display_name="mine hard samples")
-
-    updated = configure(continual(
-        base_model=tuned.outputs["output"], output=f"{work_root}/continual/model", method=continual_method,
-        train=kept.outputs["accepted"], difficult=mined.outputs["difficult"], pairs=mined.outputs["pairs"],
-        oversample=continual_oversample, mode=sft_mode, learning_rate=continual_learning_rate,
-        epochs=continual_epochs, max_steps=continual_max_steps, batch_size=continual_batch_size,
-        per_device_batch_size=continual_per_device_batch_size, max_length=continual_max_length,
-        dpo_beta=continual_dpo_beta, precision=sft_precision, distributed=sft_distributed, gpus=continual_gpus,
-        checkpoint_uri=f"{work_root}/continual/checkpoints", save_steps=sft_save_steps, seed=continual_seed),
-        "continual", gpus=continual_gpus, pool=pool, display_name="continual training")
-
-    _, built = add_evaluation(
-        work_root=work_root,
-        models=[f"sft={tuned.outputs['output']}", f"continual={updated.outputs['output']}"],
-        benchmarks=benchmarks, pool=pool, gpus=evaluate_gpus, modes=evaluate_modes, dual=evaluate_dual,
-        k=evaluate_k, temperature=evaluate_temperature, top_p=evaluate_top_p, max_tokens=evaluate_max_tokens,
-        seed=evaluate_seed, tasks=evaluate_tasks, limit=evaluate_limit, backend=evaluate_backend,
-        batch_size=evaluate_batch_size, title=report_title, after=[check])
-    return built.outputs["markdown"]
+    return add_guard_training(SimpleNamespace(**locals())).report.outputs["markdown"]
 
 
 PIPELINE = guard_training
+PARAMETERS = inspect.signature(guard_training.pipeline_func).parameters
+"""guard_training's parameters (name -> inspect.Parameter), reused by pipelines that train a guard first."""

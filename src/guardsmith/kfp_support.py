@@ -69,6 +69,8 @@ STAGE_MODULES: dict[str, str] = {
     "mine": "guardsmith.stages.mine",
     "evaluate": "guardsmith.stages.evaluate",
     "report": "guardsmith.report",
+    "boundary": "guardsmith.stages.boundary",
+    "boundary_eval": "guardsmith.stages.boundary_eval",
 }
 """Stage name -> module exposing ``CONFIG``, ``HELP`` and ``run``."""
 
@@ -284,6 +286,65 @@ def log_evaluation(result: Any, metrics: Any, confusion: Any, markdown: Any | No
         copy_to_artifact(result.report_md, markdown)
 
 
+def log_boundary_training(result: Any, metrics: Any) -> None:
+    """Fill a Metrics artifact from a ``boundary`` result: steps, examples and the first and last
+    reward-log entries (``first/reward_mean``, ``last/safety_mean``, ``last/filter_rate``, ...)."""
+    metrics.log_metric("global_step", float(result.global_step))
+    metrics.log_metric("examples", float(result.examples))
+    if result.train_loss is not None:
+        metrics.log_metric("train_loss", float(result.train_loss))
+    for name, entry in (("first", result.first), ("last", result.last)):
+        for key in ("reward_mean", "utility_mean", "safety_mean", "margin_mean", "filter_rate"):
+            if entry and entry.get(key) is not None:
+                metrics.log_metric(f"{name}/{key}", float(entry[key]))
+
+
+def log_boundary_evaluation(result: Any, scores: Any, markdown: Any | None = None, html: Any | None = None) -> None:
+    """Fill KFP artifacts from a ``boundary_eval`` result.
+
+    ``scores`` (Metrics): ``<metric>/<system>`` over all prompt sets pooled (helpfulness and
+    harmfulness means, harmful, filter, false-positive, false-negative and near-boundary rates);
+    ``markdown`` / ``html``: the report (the HTML embeds the Pareto plot).
+    """
+    keys = ("helpfulness_mean", "harmfulness_mean", "harmful_rate", "filter_rate", "fp_rate", "fn_rate",
+            "near_boundary_rate")
+    for row in getattr(result, "summary", []) or []:
+        for key in keys:
+            if row.get(key) is not None:
+                scores.log_metric(f"{key}/{row['system']}", float(row[key]))
+    if markdown is not None:
+        copy_to_artifact(result.report_md, markdown)
+    if html is not None:
+        copy_to_artifact(result.report_html, html)
+
+
+def scorer_locations(specs: Sequence[str]) -> list[str]:
+    """Model URIs inside scorer specs (``guard:URI``, ``classifier:URI?...``, ``reward_model:URI``), for
+    :func:`preflight`; rules, endpoints and empty specs give nothing, any other text is kept as is."""
+    out = []
+    for spec in specs:
+        kind, sep, rest = str(spec).strip().partition(":")
+        if not kind or kind == "rule" or (sep and kind == "openai"):
+            continue
+        out.append(rest.split("?", 1)[0] if sep and kind in ("guard", "classifier", "reward_model") else str(spec).strip())
+    return out
+
+
+def check_rewards(rewards: Sequence[str]) -> None:
+    """Fail fast on a reward-variant list a Boundary Guidance pipeline cannot train: empty, an unknown
+    name (see ``guardsmith.rewards.REWARDS``) or a repeated one (each variant names its generator)."""
+    from guardsmith.rewards import REWARDS
+
+    if not rewards:
+        raise GuardsmithError("rewards is empty: name at least one reward variant")
+    unknown = [r for r in rewards if r not in REWARDS]
+    if unknown:
+        raise GuardsmithError(f"unknown reward(s) {', '.join(unknown)}; choose from {', '.join(REWARDS)}")
+    repeated = sorted({r for r in rewards if list(rewards).count(r) > 1})
+    if repeated:
+        raise GuardsmithError(f"reward(s) {', '.join(repeated)} given twice")
+
+
 def copy_to_artifact(uri: str, artifact: Any) -> None:
     """Copy a small object (a report) to a KFP artifact's local path, for the KFP UI."""
     from pathlib import Path
@@ -357,6 +418,8 @@ PROFILES: dict[str, Profile] = {
     "mine": Profile("8", "64Gi", gpu=True, shm="16Gi", cache=False),
     "evaluate": Profile("8", "64Gi", gpu=True, shm="16Gi", cache=False),
     "report": Profile("1", "2Gi", cache=False),
+    "boundary_train": Profile("8", "96Gi", gpu=True, shm="32Gi", cache=False, secrets=(*_S3, "hf")),
+    "boundary_eval": Profile("8", "64Gi", gpu=True, shm="16Gi", cache=False, secrets=(*_S3, "judge", "hf")),
 }
 """Task kind -> pod settings. Caching is on only where a task is deterministic *and* every input
 is a parameter or the output of a cached task: outputs are addressed by URI, not by content, so a
@@ -385,6 +448,7 @@ def configure(task: Any, kind: str, *, gpus: Any = None, pool: GpuPool | None = 
     type, node selector and tolerations plus a memory-backed ``/dev/shm``.
     """
     from kfp import kubernetes
+    from kfp.dsl.pipeline_channel import PipelineChannel
 
     profile = PROFILES[kind]
     task.set_cpu_request(profile.cpu).set_memory_request(profile.memory)
@@ -393,6 +457,9 @@ def configure(task: Any, kind: str, *, gpus: Any = None, pool: GpuPool | None = 
     if profile.gpu:
         pool = pool or GpuPool()
         task.set_accelerator_type(pool.accelerator).set_accelerator_limit(1 if gpus is None else gpus)
+        # KFP tracks a channel used only as the accelerator type nowhere; inside a ParallelFor the
+        # loop would then not receive it. Register it like kfp-kubernetes does for its settings.
+        task.register_pipeline_channels([v for v in (pool.accelerator,) if isinstance(v, PipelineChannel)])
         kubernetes.add_node_selector_json(task, pool.node_selector)
         kubernetes.add_toleration_json(task, pool.tolerations)
     if profile.shm:

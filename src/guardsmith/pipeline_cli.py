@@ -12,8 +12,11 @@ Mounted on the main CLI with ``app.add_typer(pipeline_app, name="pipeline")``.
   run / a recurring run with a preset's parameters.
 
 Local-only preset values: ``tiny:causal-lm`` (a tiny random-weight model built for the run; also
-inside ``name=tiny:causal-lm``) and ``offline:teacher`` (the offline template teacher/judge,
-served on 127.0.0.1 for the run). ``submit`` refuses presets that still contain them.
+inside ``name=tiny:causal-lm`` or a scorer spec such as ``guard:tiny:causal-lm``),
+``tiny:reward-model`` / ``tiny:classifier`` (tiny random-weight sequence-classification models
+with one / two outputs, for ``reward_model:`` and ``classifier:`` scorer specs) and
+``offline:teacher`` (the offline template teacher/judge, served on 127.0.0.1 for the run).
+``submit`` refuses presets that still contain them.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -40,9 +43,21 @@ COMPONENTS: dict[str, str] = {
     "sft": "sft", "mine": "mine", "continual": "continual", "evaluate": "evaluate", "report": "report",
 }
 """Component folder -> the component function compiled to its component.yaml."""
+BOUNDARY_PIPELINES = ("boundary_guidance", "guard_then_boundary")
+BOUNDARY_COMPONENTS: dict[str, str] = {"boundary_train": "boundary_train", "boundary_eval": "boundary_eval"}
+"""Boundary Guidance (method B) pipelines and components, kept apart from PIPELINES / COMPONENTS
+(the guard recipe's, which tests/test_kfp_*.py enumerate with its assumptions)."""
+ALL_PIPELINES = PIPELINES + BOUNDARY_PIPELINES
+ALL_COMPONENTS: dict[str, str] = {**COMPONENTS, **BOUNDARY_COMPONENTS}
 
 TINY_MODEL = "tiny:causal-lm"
 OFFLINE_TEACHER = "offline:teacher"
+TINY_REWARD_MODEL = "tiny:reward-model"
+TINY_CLASSIFIER = "tiny:classifier"
+TINY_MODELS: dict[str, str] = {TINY_MODEL: "tiny-causal-lm", TINY_REWARD_MODEL: "tiny-reward-model",
+                               TINY_CLASSIFIER: "tiny-classifier"}
+"""Local-only model markers -> folder name of the tiny model built for a local run."""
+LOCAL_MARKERS = (*TINY_MODELS, OFFLINE_TEACHER)
 LOCAL_BUCKET = "guardsmith"
 COMPILE_ENV_PREFIXES = ("GUARDSMITH_IMAGE_", "GUARDSMITH_SECRET_", "GUARDSMITH_KUEUE_QUEUE")
 
@@ -67,8 +82,8 @@ def pipelines_dir() -> Path:
 
 
 def _check_name(name: str) -> None:
-    if name not in PIPELINES:
-        raise GuardsmithError(f"unknown pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
+    if name not in ALL_PIPELINES:
+        raise GuardsmithError(f"unknown pipeline {name!r}; choose one of {', '.join(ALL_PIPELINES)}")
 
 
 def _forget_modules() -> None:
@@ -87,30 +102,34 @@ def load_pipeline(name: str, fresh: bool = False) -> Any:
 
 def load_component(stage: str, fresh: bool = False) -> Any:
     """The component compiled to ``components/<stage>/component.yaml``."""
-    if stage not in COMPONENTS:
-        raise GuardsmithError(f"unknown component {stage!r}; choose one of {', '.join(COMPONENTS)}")
+    if stage not in ALL_COMPONENTS:
+        raise GuardsmithError(f"unknown component {stage!r}; choose one of {', '.join(ALL_COMPONENTS)}")
     if fresh:
         _forget_modules()
-    return getattr(importlib.import_module(f"guardsmith.components.{stage}.component"), COMPONENTS[stage])
+    return getattr(importlib.import_module(f"guardsmith.components.{stage}.component"), ALL_COMPONENTS[stage])
 
 
-def compile_all(out_root: Path | None = None, env: Mapping[str, str | None] | None = None) -> list[Path]:
-    """Compile every component and pipeline; returns the written YAML paths.
+def compile_all(out_root: Path | None = None, env: Mapping[str, str | None] | None = None, *,
+                components: Iterable[str] | None = None, pipelines: Iterable[str] | None = None) -> list[Path]:
+    """Compile components and pipelines; returns the written YAML paths.
 
     ``out_root`` None writes the committed files in place; otherwise the same layout
     (``components/<stage>/component.yaml``, ``pipelines/<name>/pipeline.yaml``) under it.
     ``env`` overrides compile-time settings (images, Kueue queue, Secret names) for this call.
+    ``components`` / ``pipelines`` choose what is compiled (default: the guard recipe's
+    :data:`COMPONENTS` and :data:`PIPELINES`); ``guardsmith pipeline compile`` passes
+    :data:`ALL_COMPONENTS` and :data:`ALL_PIPELINES`.
     """
     written: list[Path] = []
     with patched_env(env or {}):
         _forget_modules()
         try:
-            for stage in COMPONENTS:
+            for stage in (COMPONENTS if components is None else components):
                 folder = components_dir() / stage if out_root is None else Path(out_root) / "components" / stage
                 folder.mkdir(parents=True, exist_ok=True)
                 _compile(load_component(stage), folder / "component.yaml")
                 written.append(folder / "component.yaml")
-            for name in PIPELINES:
+            for name in (PIPELINES if pipelines is None else pipelines):
                 folder = pipelines_dir() / name if out_root is None else Path(out_root) / "pipelines" / name
                 folder.mkdir(parents=True, exist_ok=True)
                 _compile(load_pipeline(name), folder / "pipeline.yaml")
@@ -259,21 +278,31 @@ def run_local(name: str, preset: str, store: str | Path | None = None,
     return report
 
 
-def _resolve_local_markers(params: dict[str, Any], root: str, out_dir: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
-    """Replace ``tiny:causal-lm`` and ``offline:teacher`` by a built model URI and a served endpoint."""
-    repl: dict[str, str] = {}
-    if _uses(params, TINY_MODEL):
-        from guardsmith import storage
-        from guardsmith.tiny import build_tiny_causal_lm
+def _build_tiny(marker: str, local: Path) -> None:
+    from guardsmith.tiny import build_tiny_causal_lm, build_tiny_classifier
 
-        local = out_dir / "models" / "tiny-causal-lm"
+    if marker == TINY_MODEL:
+        build_tiny_causal_lm(local)
+    else:
+        build_tiny_classifier(local, num_labels=1 if marker == TINY_REWARD_MODEL else 2)
+
+
+def _resolve_local_markers(params: dict[str, Any], root: str, out_dir: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
+    """Replace the ``tiny:*`` markers and ``offline:teacher`` by built model URIs and a served endpoint."""
+    repl: dict[str, str] = {}
+    for marker, folder in TINY_MODELS.items():
+        if not _uses(params, marker):
+            continue
+        from guardsmith import storage
+
+        local = out_dir / "models" / folder
         if not (local / "config.json").exists():
-            build_tiny_causal_lm(local)
+            _build_tiny(marker, local)
         uri = str(local)
         if root.startswith("s3://"):
-            uri = f"{root}/models/tiny-causal-lm"
+            uri = f"{root}/models/{folder}"
             storage.upload_dir(str(local), uri)
-        repl[TINY_MODEL] = uri
+        repl[marker] = uri
     if _uses(params, OFFLINE_TEACHER):
         from guardsmith.offline import offline_spec, serve_offline
 
@@ -334,7 +363,7 @@ def _client(host: str, namespace: str | None) -> Any:
 
 
 def _check_remote_params(params: Mapping[str, Any]) -> None:
-    for marker in (TINY_MODEL, OFFLINE_TEACHER):
+    for marker in LOCAL_MARKERS:
         if _uses(params, marker):
             raise GuardsmithError(f"{marker!r} exists only in local runs; set a model/endpoint URI with --set")
     if "work_root" not in params:
@@ -410,13 +439,13 @@ def compile_cmd(
 ) -> None:
     """Compile every component and pipeline to YAML (images and Kueue queue from the environment)."""
     env = {} if kueue_queue is None else {"GUARDSMITH_KUEUE_QUEUE": kueue_queue}
-    for path in compile_all(out, env):
+    for path in compile_all(out, env, components=ALL_COMPONENTS, pipelines=ALL_PIPELINES):
         typer.echo(f"wrote {path}")
 
 
 @pipeline_app.command("run")
 def run_cmd(
-    name: str = typer.Argument(..., help="Pipeline: guard_training or evaluation."),
+    name: str = typer.Argument(..., help=f"Pipeline: {', '.join(ALL_PIPELINES)}."),
     preset: str = typer.Option(..., "--preset", help="Parameter set (pipelines/<name>/presets/<preset>.yaml)."),
     local_run: bool = typer.Option(False, "--local", help="Run with kfp.local in this environment (required; cluster runs use `submit`)."),
     store: Optional[Path] = typer.Option(None, "--store", help="Keep objects in this folder instead of a throw-away local S3."),
@@ -431,7 +460,7 @@ def run_cmd(
 
 @pipeline_app.command("submit")
 def submit_cmd(
-    name: str = typer.Argument(..., help="Pipeline: guard_training or evaluation."),
+    name: str = typer.Argument(..., help=f"Pipeline: {', '.join(ALL_PIPELINES)}."),
     host: str = typer.Option(..., "--host", help="KFP API endpoint, e.g. http://localhost:8080."),
     preset: str = typer.Option(..., "--preset", help="Parameter set (pipelines/<name>/presets/<preset>.yaml)."),
     namespace: Optional[str] = typer.Option(None, "--namespace", help="Kubeflow profile namespace (multi-user installs)."),
@@ -460,7 +489,7 @@ def submit_cmd(
 
 @pipeline_app.command("schedule")
 def schedule_cmd(
-    name: str = typer.Argument(..., help="Pipeline: guard_training or evaluation."),
+    name: str = typer.Argument(..., help=f"Pipeline: {', '.join(ALL_PIPELINES)}."),
     cron: str = typer.Option(..., "--cron", help="KFP cron expression, six fields with seconds first, e.g. '0 0 3 * * 1'."),
     host: str = typer.Option(..., "--host", help="KFP API endpoint."),
     preset: str = typer.Option(..., "--preset", help="Parameter set."),

@@ -1,0 +1,1 @@
+"""The boundary_guidance pipeline (see README.md); compiled form in pipeline.yaml."""

@@ -1,0 +1,316 @@
+"""Boundary Guidance on KFP: components `boundary_train` / `boundary_eval` in sync with their stage
+configs, pipelines `boundary_guidance` / `guard_then_boundary` (compiled IR: GPU pod settings also
+inside ParallelFor, Kueue, secrets; committed YAML in sync; presets; wiring of the trained guard),
+local-only markers, and a local run of `boundary_guidance` on tiny models with the offline judge."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import json
+import re
+import time
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("kfp")
+yaml = pytest.importorskip("yaml")
+
+from guardsmith import kfp_support  # noqa: E402
+from guardsmith import pipeline_cli as pc  # noqa: E402
+from guardsmith.errors import GuardsmithError  # noqa: E402
+
+STAGES = {"boundary_train": "boundary", "boundary_eval": "boundary_eval"}
+KINDS = {"boundary_train": "train", "boundary_eval": "infer"}
+FAKE_SECRETS = {
+    "AWS_ACCESS_KEY_ID": "AKIAFAKEKEY0000TEST",
+    "AWS_SECRET_ACCESS_KEY": "fake-secret-Zq8mV2rX9pL4",
+    "HF_TOKEN": "hf_fakeTokenQ7w3e9r",
+    "OPENAI_API_KEY": "sk-fake-openai-5t6y7u",
+    "GUARDSMITH_TEACHER_API_KEY": "fake-teacher-key-1a2b",
+    "GUARDSMITH_JUDGE_API_KEY": "fake-judge-key-3c4d",
+}
+CLEAN_ENV: dict[str, str | None] = {
+    **{f"GUARDSMITH_IMAGE_{k.upper()}": None for k in kfp_support.IMAGE_KINDS},
+    **{f"GUARDSMITH_SECRET_{k.upper()}": None for k in ("s3", "teacher", "judge", "hf")},
+    kfp_support.KUEUE_ENV: None,
+}
+GPU_EXECUTORS = {
+    "boundary_guidance": {"exec-boundary-train", "exec-boundary-eval"},
+    "guard_then_boundary": {"exec-boundary-train", "exec-boundary-eval", "exec-sft", "exec-continual", "exec-mine",
+                            "exec-evaluate"},
+}
+PLACEHOLDER = re.compile(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}")
+
+
+def compile_boundary(out: Path, env: dict[str, str | None]) -> list[Path]:
+    return pc.compile_all(out, env, components=pc.BOUNDARY_COMPONENTS, pipelines=pc.BOUNDARY_PIPELINES)
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fresh")
+    compile_boundary(out, CLEAN_ENV)
+    return out
+
+
+@pytest.fixture(scope="module")
+def custom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("custom")
+    compile_boundary(out, {**CLEAN_ENV, **FAKE_SECRETS, kfp_support.KUEUE_ENV: "team-guard",
+                           "GUARDSMITH_IMAGE_TRAIN": "registry.local/guardsmith-train:dev"})
+    return out
+
+
+def ir(root: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    spec, platform = yaml.safe_load_all((root / "pipelines" / name / "pipeline.yaml").read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def dag_tasks(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any], str, dict[str, Any]]]:
+    """(DAG component name, its spec, task name, task spec) for the root DAG and every sub-DAG (loops)."""
+    dags = {"root": spec["root"], **{n: c for n, c in spec["components"].items() if "dag" in c}}
+    return [(dn, d, tn, t) for dn, d in dags.items() for tn, t in d["dag"]["tasks"].items()]
+
+
+# --------------------------------------------------------------------------- components
+
+def component_params(comp: str) -> dict[str, inspect.Parameter]:
+    fn = pc.load_component(comp).python_func
+    return {n: p for n, p in inspect.signature(fn).parameters.items()
+            if typing.get_origin(p.annotation) is not typing.Annotated}
+
+
+@pytest.mark.parametrize("comp", list(pc.BOUNDARY_COMPONENTS))
+def test_component_parameters_mirror_stage_config(comp: str) -> None:
+    cls = kfp_support.stage_module(STAGES[comp]).CONFIG
+    hints = typing.get_type_hints(cls)
+    params = component_params(comp)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    assert set(params) == set(fields), f"{comp}: component and {cls.__name__} differ: {set(params) ^ set(fields)}"
+    for name, f in fields.items():
+        p = params[name]
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            assert p.default is inspect.Parameter.empty, f"{comp}.{name} should be required"
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        if default is None and kfp_support._optional_inner(hints[name]) is int:
+            assert p.default == 0, f"{comp}.{name}: optional int is 0 (= unset) in the component"
+        else:
+            assert p.default == default, f"{comp}.{name}: default {p.default!r} != {default!r}"
+
+
+@pytest.mark.parametrize("comp", list(pc.BOUNDARY_COMPONENTS))
+def test_component_yaml_installs_nothing_uses_its_image_and_readme_lists_inputs(comp: str) -> None:
+    text = (pc.components_dir() / comp / "component.yaml").read_text()
+    assert "pip install" not in text
+    assert f"image: {kfp_support.IMAGE_REPOSITORY}/guardsmith-{KINDS[comp]}:" in text
+    readme = (pc.components_dir() / comp / "README.md").read_text()
+    missing = [n for n in component_params(comp) if f"`{n}`" not in readme]
+    assert not missing, f"components/{comp}/README.md does not list {missing}"
+
+
+# --------------------------------------------------------------------------- compiling
+
+def test_committed_yaml_matches_a_fresh_compile(fresh: Path) -> None:
+    committed = [pc.components_dir() / c / "component.yaml" for c in pc.BOUNDARY_COMPONENTS]
+    committed += [pc.pipelines_dir() / n / "pipeline.yaml" for n in pc.BOUNDARY_PIPELINES]
+    stale = [str(p.relative_to(p.parents[2])) for p in committed
+             if not p.exists() or p.read_text() != (fresh / p.relative_to(p.parents[2])).read_text()]
+    assert not stale, f"out of date (run `guardsmith pipeline compile`): {stale}"
+
+
+def test_compile_command_writes_every_registered_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    seen: dict[str, Any] = {}
+
+    def fake(out: Any, env: Any, *, components: Any = None, pipelines: Any = None) -> list[Path]:
+        seen.update(components=list(components), pipelines=list(pipelines))
+        return []
+
+    monkeypatch.setattr(pc, "compile_all", fake)
+    assert CliRunner().invoke(pc.pipeline_app, ["compile", "--out", str(tmp_path)]).exit_code == 0
+    assert set(pc.BOUNDARY_COMPONENTS) <= set(seen["components"]) and set(pc.COMPONENTS) <= set(seen["components"])
+    assert set(seen["pipelines"]) == set(pc.ALL_PIPELINES)
+
+
+@pytest.mark.parametrize("name", pc.BOUNDARY_PIPELINES)
+def test_every_gpu_task_has_accelerator_placement_and_shm(fresh: Path, name: str) -> None:
+    spec, k8s = ir(fresh, name)
+    executors = spec["deploymentSpec"]["executors"]
+    gpu = {e for e, x in executors.items() if "accelerator" in x["container"].get("resources", {})}
+    assert gpu == GPU_EXECUTORS[name]
+    for ex in gpu:
+        acc = executors[ex]["container"]["resources"]["accelerator"]
+        assert acc["resourceType"] and acc["resourceCount"], ex
+        cfg = k8s[ex]
+        assert cfg["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"].endswith("gpu_node_selector"), ex
+        assert cfg["tolerations"][0]["tolerationJson"]["componentInputParameter"].endswith("gpu_tolerations"), ex
+        assert {"mountPath": "/dev/shm", "medium": "Memory"}.items() <= cfg["emptyDirMounts"][0].items(), ex
+    # every placeholder of a GPU task's resources resolves: inside a ParallelFor the loop must receive it
+    gpu_components = {c for c, x in spec["components"].items() if x.get("executorLabel") in gpu}
+    checked = 0
+    for dag_name, dag, task_name, task in dag_tasks(spec):
+        if task["componentRef"]["name"] not in gpu_components:
+            continue
+        inputs = task["inputs"]["parameters"]
+        for key in ("accelerator_type", "accelerator_count"):
+            for channel in PLACEHOLDER.findall(inputs[key]["runtimeValue"]["constant"]):
+                assert channel in inputs, (task_name, channel)
+                if dag_name != "root":
+                    assert channel in dag["inputDefinitions"]["parameters"], (dag_name, channel)
+                checked += 1
+    assert checked >= 2 * len(gpu)
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["gpu_node_selector"]["defaultValue"] == kfp_support.DEFAULT_GPU_NODE_SELECTOR
+    assert params["gpu_tolerations"]["defaultValue"] == kfp_support.DEFAULT_GPU_TOLERATIONS
+    assert params["gpu_accelerator"]["defaultValue"] == "nvidia.com/gpu"
+
+
+@pytest.mark.parametrize("name", pc.BOUNDARY_PIPELINES)
+def test_kueue_label_only_when_set(fresh: Path, custom: Path, name: str) -> None:
+    _, plain = ir(fresh, name)
+    _, queued = ir(custom, name)
+    assert all("podMetadata" not in cfg for cfg in plain.values())
+    for ex, cfg in queued.items():
+        assert cfg["podMetadata"]["labels"] == {kfp_support.KUEUE_LABEL: "team-guard"}, ex
+
+
+def test_no_secret_value_in_any_compiled_yaml_and_secrets_as_env(custom: Path) -> None:
+    texts = {p: p.read_text() for p in custom.rglob("*.yaml")}
+    assert len(texts) == len(pc.BOUNDARY_COMPONENTS) + len(pc.BOUNDARY_PIPELINES)
+    leaks = [(str(p), k) for p, text in texts.items() for k, v in FAKE_SECRETS.items() if v in text]
+    assert not leaks
+    credential = re.compile(r"(^|_)(api_key|key|token|password|secret|access_key)(_|$)")
+    for name in pc.BOUNDARY_PIPELINES:
+        spec, k8s = ir(custom, name)
+        for ex, cfg in k8s.items():
+            assert "guardsmith-s3" in {s["secretName"] for s in cfg["secretAsEnv"]}, ex
+        judge = [s for s in k8s["exec-boundary-eval"]["secretAsEnv"] if s["secretName"] == "guardsmith-judge"]
+        assert judge and judge[0]["keyToEnv"] == [{"envVar": kfp_support.JUDGE_KEY_ENV, "secretKey": "api_key"}]
+        assert not [p for p in spec["root"]["inputDefinitions"]["parameters"] if credential.search(p)]
+        (evaluated,) = [t for _, _, n, t in dag_tasks(spec) if n == "boundary-eval"]
+        assert evaluated["inputs"]["parameters"]["judge_api_key_env"]["runtimeValue"]["constant"] == kfp_support.JUDGE_KEY_ENV
+    assert "registry.local/guardsmith-train:dev" in texts[custom / "components" / "boundary_train" / "component.yaml"]
+
+
+def test_caching_off_for_training_and_evaluation(fresh: Path) -> None:
+    for name in pc.BOUNDARY_PIPELINES:
+        spec, _ = ir(fresh, name)
+        tasks = {n: t for _, _, n, t in dag_tasks(spec)}
+        for sampling in ("boundary-train", "boundary-eval"):
+            assert not tasks[sampling]["cachingOptions"].get("enableCache"), (name, sampling)
+            assert "retryPolicy" not in tasks[sampling]
+
+
+def test_guard_then_boundary_uses_the_trained_guard_as_the_filter(fresh: Path) -> None:
+    spec, _ = ir(fresh, "guard_then_boundary")
+    tasks = {n: t for _, _, n, t in dag_tasks(spec)}
+    guard = "guard:{{$.inputs.parameters['pipelinechannel--continual-output']}}" \
+            "{{$.inputs.parameters['pipelinechannel--safety_options']}}"
+    assert tasks["boundary-eval"]["inputs"]["parameters"]["scorer"]["runtimeValue"]["constant"] == guard
+    assert tasks["plan-variants"]["inputs"]["parameters"]["safety"]["runtimeValue"]["constant"] == guard
+    for task in ("boundary-eval", "plan-variants"):
+        assert tasks[task]["inputs"]["parameters"]["pipelinechannel--continual-output"]["taskOutputParameter"] == \
+            {"outputParameterKey": "output", "producerTask": "continual"}
+    assert tasks["boundary-train"]["inputs"]["parameters"]["safety"]["parameterExpressionSelector"] == \
+        'parseJson(string_value)["safety"]'
+    assert "preflight" in tasks and "boundary-preflight" in tasks["preflight"]["dependentTasks"]
+
+
+# --------------------------------------------------------------------------- parameters and presets
+
+def test_guard_then_boundary_parameters_are_the_two_pipelines() -> None:
+    guard = inspect.signature(pc.load_pipeline("guard_training").pipeline_func).parameters
+    boundary = inspect.signature(pc.load_pipeline("boundary_guidance").pipeline_func).parameters
+    both = inspect.signature(pc.load_pipeline("guard_then_boundary").pipeline_func).parameters
+    expected = (set(guard) | set(boundary) | {"safety_options"}) - {"safety"}
+    assert set(both) == expected
+    for name, p in [*guard.items(), *boundary.items()]:
+        if name != "safety":
+            assert (both[name].default, both[name].annotation) == (p.default, p.annotation), name
+    assert [n for n, p in both.items() if p.default is inspect.Parameter.empty] == \
+        ["work_root", "sft_base_model", "distill_teacher", "generator", "utility", "judge"]
+
+
+@pytest.mark.parametrize("name", pc.BOUNDARY_PIPELINES)
+def test_presets(name: str) -> None:
+    assert set(pc.presets(name)) == {"paper-qwen2.5", "tiny-cpu"}
+    paper = pc.load_preset(name, "paper-qwen2.5")
+    pc._check_remote_params(paper)
+    assert paper["tau"] == 0.5 and "Qwen2.5" in paper["generator"] and "boundary" in paper["rewards"]
+    tiny = pc.load_preset(name, "tiny-cpu", {"work_root": "s3://b/x"})
+    with pytest.raises(GuardsmithError, match="only in local runs"):
+        pc._check_remote_params(tiny)
+    readme = (pc.pipelines_dir() / name / "README.md").read_text()
+    assert all(f"`{p}`" in readme for p in pc.presets(name))
+    if name == "boundary_guidance":
+        missing = [p for p in pc.pipeline_parameters(name) if f"`{p}`" not in readme]
+        assert not missing, f"pipelines/{name}/README.md does not list {missing}"
+
+
+def test_local_only_markers_are_refused_remotely_and_built_locally(tmp_path: Path) -> None:
+    for marker in ("tiny:reward-model", "tiny:classifier"):
+        with pytest.raises(GuardsmithError, match="only in local runs"):
+            pc._check_remote_params({"work_root": "s3://b/x", "utility": f"reward_model:{marker}"})
+    with contextlib.ExitStack() as stack:
+        out = pc._resolve_local_markers({"safety": "classifier:tiny:classifier?label=unsafe"}, str(tmp_path),
+                                        tmp_path, stack)
+    built = tmp_path / "models" / "tiny-classifier"
+    assert out == {"safety": f"classifier:{built}?label=unsafe"}
+    assert json.loads((built / "config.json").read_text())["id2label"] == {"0": "safe", "1": "unsafe"}
+
+
+def test_support_helpers() -> None:
+    assert kfp_support.scorer_locations(["guard:s3://b/g?dual=true", "classifier:/m/c?label=unsafe", "rule:keywords",
+                                         "reward_model:s3://b/rm", "openai:http://h/v1?model=m", "", "s3://b/x"]) == \
+        ["s3://b/g", "/m/c", "s3://b/rm", "s3://b/x"]
+    kfp_support.check_rewards(["boundary", "filter_avoid"])
+    for bad, match in (([], "empty"), (["boundary", "nope"], "unknown"), (["boundary", "boundary"], "twice")):
+        with pytest.raises(GuardsmithError, match=match):
+            kfp_support.check_rewards(bad)
+
+
+# --------------------------------------------------------------------------- local run
+
+@pytest.mark.slow
+def test_local_boundary_guidance_run_on_tiny_models(tmp_path: Path) -> None:
+    """The real graph through kfp.local: tiny generator (also the guard), tiny reward model, offline judge."""
+    from guardsmith.local_s3 import weed_binary
+
+    try:
+        weed_binary()
+        store = None
+    except Exception:
+        store = tmp_path / "store"
+    start = time.monotonic()
+    result = pc.run_local("boundary_guidance", "tiny-cpu", store=store, out=tmp_path / "out")
+    seconds = time.monotonic() - start
+    assert seconds < 120, f"local boundary_guidance run took {seconds:.0f} s"
+    assert result["report_uri"].startswith("s3://" if store is None else str(store))
+    assert result["report_uri"].endswith("/boundary/eval/report/report.md")
+    report = Path(result["report_md"]).read_text()
+    assert "tiny-cpu Boundary Guidance" in report
+    for system in ("| base |", "| base+filter |", "| boundary+filter |", "| filter_avoid+filter |"):
+        assert system in report, system
+    assert (Path(result["report_md"]).parent / "pareto.png").exists()
+    assert Path(result["report_html"]).read_text().lstrip().startswith("<")
+
+    (run,) = list((tmp_path / "out" / "kfp-root").iterdir())
+    trained = sorted(run.glob("for-loop-*-iteration-*/boundary-train/executor_output.json"))
+    assert len(trained) == 2
+    outputs = [json.loads(p.read_text()) for p in trained]
+    assert {o["parameterValues"]["output"].rsplit("/", 1)[-1] for o in outputs} == {"boundary", "filter_avoid"}
+    for out in outputs:
+        meta = out["artifacts"]["rewards"]["artifacts"][0]["metadata"]
+        assert meta["global_step"] == 2 and {"first/reward_mean", "last/safety_mean", "last/filter_rate"} <= set(meta)
+    evaluated = json.loads((run / "boundary-eval" / "executor_output.json").read_text())["artifacts"]
+    scores = evaluated["scores"]["artifacts"][0]["metadata"]
+    assert {"helpfulness_mean/base", "harmfulness_mean/boundary+filter", "filter_rate/base+filter"} <= set(scores)
+    assert scores["filter_rate/base"] == 0.0 and scores["filter_rate/base+filter"] > 0.0
+    assert (run / "boundary-eval" / "summary").read_text().startswith("# tiny-cpu Boundary Guidance")
+    assert (run / "boundary-eval" / "summary_html").read_text().lstrip().startswith("<")
