@@ -46,6 +46,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from guardsmith.errors import GuardsmithError
+from guardsmith.inference import option_value
 
 HARM_WORDS = ("harmful", "unharmful")
 PROMPT_PREFIX = "Prompt harm: "
@@ -69,16 +70,6 @@ class SafetyScorer(Protocol):
 
 # --------------------------------------------------------------------------- spec parsing
 
-def _value(text: str) -> Any:
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 def parse_scorer_spec(spec: str, kinds: Sequence[str]) -> tuple[str, str, dict[str, Any]]:
@@ -95,7 +86,7 @@ def parse_scorer_spec(spec: str, kinds: Sequence[str]) -> tuple[str, str, dict[s
         key, eq, val = part.partition("=")
         if not eq or not key:
             raise GuardsmithError(f"bad option {part!r} in scorer spec {spec!r}: expected key=value")
-        options[key] = _value(val)
+        options[key] = option_value(val)
     if not location:
         raise GuardsmithError(f"scorer spec {spec!r} has no location after '{kind}:'")
     return kind, location, options

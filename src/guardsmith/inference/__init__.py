@@ -17,7 +17,7 @@ from guardsmith.inference.vllm_backend import VLLMBackend
 
 __all__ = [
     "Backend", "Generation", "Message", "SamplingParams", "OpenAIBackend", "TransformersBackend",
-    "VLLMBackend", "BACKENDS", "make_backend", "parse_spec",
+    "VLLMBackend", "BACKENDS", "make_backend", "option_value", "parse_spec",
 ]
 
 BACKENDS: dict[str, type[Backend]] = {
@@ -27,7 +27,7 @@ BACKENDS: dict[str, type[Backend]] = {
 }
 
 
-def _option_value(text: str) -> Any:
+def option_value(text: str) -> Any:
     """Query-string option text -> bool/int/float/str."""
     low = text.lower()
     if low in ("true", "false"):
@@ -72,7 +72,7 @@ def parse_spec(spec: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
     _check_kind(kind)
     if kind == "openai":
         parts = urlsplit(rest)
-        opts = {k: _option_value(v) for k, v in parse_qsl(parts.query)}
+        opts = {k: option_value(v) for k, v in parse_qsl(parts.query)}
         if "model" in opts:
             opts["model"] = str(opts["model"])
         opts["base_url"] = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
