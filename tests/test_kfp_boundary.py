@@ -314,3 +314,18 @@ def test_local_boundary_guidance_run_on_tiny_models(tmp_path: Path) -> None:
     assert scores["filter_rate/base"] == 0.0 and scores["filter_rate/base+filter"] > 0.0
     assert (run / "boundary-eval" / "summary").read_text().startswith("# tiny-cpu Boundary Guidance")
     assert (run / "boundary-eval" / "summary_html").read_text().lstrip().startswith("<")
+
+
+@pytest.mark.slow
+def test_local_guard_then_boundary_uses_the_trained_guard_as_filter(tmp_path: Path) -> None:
+    """guard_training's steps, then Boundary Guidance whose safety scorer is that run's guard."""
+    result = pc.run_local("guard_then_boundary", "tiny-cpu", out=tmp_path / "out")
+    work_root = result["work_root"]
+    (run,) = list((tmp_path / "out" / "kfp-root").iterdir())
+    plan = json.loads((run / "plan-variants" / "executor_output.json").read_text())["parameterValues"]["Output"]
+    assert {item["reward"] for item in plan} == {"boundary", "filter_avoid"}
+    assert {item["safety"] for item in plan} == {f"guard:{work_root}/continual/model"}
+    assert (run / "continual" / "executor_output.json").exists()
+    report = Path(result["report_md"]).read_text()
+    for system in ("| base+filter |", "| boundary+filter |", "| filter_avoid+filter |"):
+        assert system in report, system
