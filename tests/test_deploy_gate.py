@@ -3,6 +3,7 @@ row lists, flat mappings and files, production-baseline comparison, clear errors
 `python -m guardsmith.deploy` entry points, image-digest records and KFP upload/submit naming."""
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -362,10 +363,11 @@ def repo_pipelines() -> Path:
 
 
 def test_upload_names_match_pipeline_cli_and_are_reused() -> None:
-    pc = pytest.importorskip("guardsmith.pipeline_cli")
+    from guardsmith import pipeline_cli as pc
+
     client = FakeClient()
     first = deploy.upload_all(client, repo_pipelines())
-    assert {r["pipeline"] for r in first} == {"guardsmith-guard-training", "guardsmith-evaluation"}
+    assert {r["pipeline"] for r in first} == {f"guardsmith-{n.replace('_', '-')}" for n in pc.ALL_PIPELINES}
     assert all(r["created"] for r in first)
     again = deploy.upload_all(client, repo_pipelines())
     assert not any(r["created"] for r in again)
@@ -396,7 +398,7 @@ def test_submit_from_a_folder_expands_placeholders_and_checks_parameters() -> No
 
 
 def test_kfp_client_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    kfp = pytest.importorskip("kfp")
+    kfp = importlib.import_module("kfp")
     seen: list[dict[str, Any]] = []
     monkeypatch.setattr(kfp, "Client", lambda **kw: seen.append(kw) or kw)  # the real one calls the server
     monkeypatch.delenv(deploy.KFP_TOKEN_ENV, raising=False)

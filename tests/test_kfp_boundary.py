@@ -4,6 +4,7 @@ inside ParallelFor, Kueue, secrets; committed YAML in sync; presets; wiring of t
 local-only markers, and a local run of `boundary_guidance` on tiny models with the offline judge."""
 from __future__ import annotations
 
+import importlib
 import contextlib
 import dataclasses
 import inspect
@@ -16,8 +17,8 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("kfp")
-yaml = pytest.importorskip("yaml")
+importlib.import_module("kfp")
+yaml = importlib.import_module("yaml")
 
 from guardsmith import kfp_support  # noqa: E402
 from guardsmith import pipeline_cli as pc  # noqa: E402

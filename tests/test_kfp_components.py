@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("kfp")
+importlib.import_module("kfp")
 
 from guardsmith import kfp_support, storage, tables  # noqa: E402
 from guardsmith.pipeline_cli import COMPONENTS, components_dir, load_component  # noqa: E402

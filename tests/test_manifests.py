@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import importlib
 import pytest
 import yaml
 
@@ -73,7 +74,7 @@ def test_a100_pool_labels_and_taints(rendered: dict[str, list[dict[str, Any]]], 
 
 
 def test_base_flavor_matches_the_compiled_gpu_placement(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    kfp_support = pytest.importorskip("guardsmith.kfp_support")
+    kfp_support = importlib.import_module("guardsmith.kfp_support")
     flavor = find(rendered["base"], "ResourceFlavor", "a100-80gb")[0]["spec"]
     assert flavor["nodeLabels"] == kfp_support.DEFAULT_GPU_NODE_SELECTOR
     # the pipelines' default GPU tolerations let task pods onto every flavor's tainted nodes
@@ -129,7 +130,7 @@ def test_teacher_server(rendered: dict[str, list[dict[str, Any]]]) -> None:
 
 
 def test_secret_names_match_the_compiled_pipelines(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    kfp_support = pytest.importorskip("guardsmith.kfp_support")
+    kfp_support = importlib.import_module("guardsmith.kfp_support")
     c = find(rendered["base"], "Deployment", "teacher")[0]["spec"]["template"]["spec"]["containers"][0]
     refs = {e["valueFrom"]["secretKeyRef"]["name"]: e["valueFrom"]["secretKeyRef"]["key"]
             for e in c["env"] if "valueFrom" in e}

@@ -1,6 +1,7 @@
 """mine: best-of-N buckets (scripted backend), DPO pairs, report, bad input, tiny model end to end."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -185,7 +186,7 @@ def pa_table(cols: dict):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    pytest.importorskip("transformers")
+    importlib.import_module("transformers")
     from guardsmith.tiny import build_tiny_causal_lm
 
     return build_tiny_causal_lm(tmp_path_factory.mktemp("mine") / "tiny-guard", seed=0)
