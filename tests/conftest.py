@@ -38,3 +38,25 @@ def s3_env(s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> SeaweedS3:
 def s3_prefix(s3_env: SeaweedS3) -> str:
     """A unique, empty ``s3://`` prefix for this test."""
     return s3_env.uri(f"t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def compiled_fresh(tmp_path_factory: pytest.TempPathFactory):
+    """Every component and pipeline compiled now with default settings (no overrides)."""
+    from guardsmith import pipeline_cli
+    from helpers.kfp_ir import CLEAN_ENV
+
+    out = tmp_path_factory.mktemp("compiled-fresh")
+    pipeline_cli.compile_all(out, CLEAN_ENV)
+    return out
+
+
+@pytest.fixture(scope="session")
+def compiled_custom(tmp_path_factory: pytest.TempPathFactory):
+    """Every component and pipeline compiled with a Kueue queue, an image override and fake secrets."""
+    from guardsmith import pipeline_cli
+    from helpers.kfp_ir import CUSTOM_ENV
+
+    out = tmp_path_factory.mktemp("compiled-custom")
+    pipeline_cli.compile_all(out, CUSTOM_ENV)
+    return out

@@ -23,22 +23,10 @@ yaml = importlib.import_module("yaml")
 from guardsmith import kfp_support  # noqa: E402
 from guardsmith import pipeline_cli as pc  # noqa: E402
 from guardsmith.errors import GuardsmithError  # noqa: E402
+from helpers.kfp_ir import ir  # noqa: E402
 
 STAGES = {"boundary_train": "boundary", "boundary_eval": "boundary_eval"}
 KINDS = {"boundary_train": "train", "boundary_eval": "infer"}
-FAKE_SECRETS = {
-    "AWS_ACCESS_KEY_ID": "AKIAFAKEKEY0000TEST",
-    "AWS_SECRET_ACCESS_KEY": "fake-secret-Zq8mV2rX9pL4",
-    "HF_TOKEN": "hf_fakeTokenQ7w3e9r",
-    "OPENAI_API_KEY": "sk-fake-openai-5t6y7u",
-    "GUARDSMITH_TEACHER_API_KEY": "fake-teacher-key-1a2b",
-    "GUARDSMITH_JUDGE_API_KEY": "fake-judge-key-3c4d",
-}
-CLEAN_ENV: dict[str, str | None] = {
-    **{f"GUARDSMITH_IMAGE_{k.upper()}": None for k in kfp_support.IMAGE_KINDS},
-    **{f"GUARDSMITH_SECRET_{k.upper()}": None for k in ("s3", "teacher", "judge", "hf")},
-    kfp_support.KUEUE_ENV: None,
-}
 GPU_EXECUTORS = {
     "boundary_guidance": {"exec-boundary-train", "exec-boundary-eval"},
     "guard_then_boundary": {"exec-boundary-train", "exec-boundary-eval", "exec-sft", "exec-continual", "exec-mine",
@@ -47,28 +35,14 @@ GPU_EXECUTORS = {
 PLACEHOLDER = re.compile(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}")
 
 
-def compile_boundary(out: Path, env: dict[str, str | None]) -> list[Path]:
-    return pc.compile_all(out, env, components=pc.BOUNDARY_COMPONENTS, pipelines=pc.BOUNDARY_PIPELINES)
+@pytest.fixture
+def fresh(compiled_fresh: Path) -> Path:
+    return compiled_fresh
 
 
-@pytest.fixture(scope="module")
-def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("fresh")
-    compile_boundary(out, CLEAN_ENV)
-    return out
-
-
-@pytest.fixture(scope="module")
-def custom(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("custom")
-    compile_boundary(out, {**CLEAN_ENV, **FAKE_SECRETS, kfp_support.KUEUE_ENV: "team-guard",
-                           "GUARDSMITH_IMAGE_TRAIN": "registry.local/guardsmith-train:dev"})
-    return out
-
-
-def ir(root: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    spec, platform = yaml.safe_load_all((root / "pipelines" / name / "pipeline.yaml").read_text())
-    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+@pytest.fixture
+def custom(compiled_custom: Path) -> Path:
+    return compiled_custom
 
 
 def dag_tasks(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any], str, dict[str, Any]]]:
@@ -116,27 +90,14 @@ def test_component_yaml_installs_nothing_uses_its_image_and_readme_lists_inputs(
 
 # --------------------------------------------------------------------------- compiling
 
-def test_committed_yaml_matches_a_fresh_compile(fresh: Path) -> None:
-    committed = [pc.components_dir() / c / "component.yaml" for c in pc.BOUNDARY_COMPONENTS]
-    committed += [pc.pipelines_dir() / n / "pipeline.yaml" for n in pc.BOUNDARY_PIPELINES]
-    stale = [str(p.relative_to(p.parents[2])) for p in committed
-             if not p.exists() or p.read_text() != (fresh / p.relative_to(p.parents[2])).read_text()]
-    assert not stale, f"out of date (run `guardsmith pipeline compile`): {stale}"
-
-
-def test_compile_command_writes_every_registered_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_compile_command_writes_every_registered_file(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    seen: dict[str, Any] = {}
-
-    def fake(out: Any, env: Any, *, components: Any = None, pipelines: Any = None) -> list[Path]:
-        seen.update(components=list(components), pipelines=list(pipelines))
-        return []
-
-    monkeypatch.setattr(pc, "compile_all", fake)
-    assert CliRunner().invoke(pc.pipeline_app, ["compile", "--out", str(tmp_path)]).exit_code == 0
-    assert set(pc.BOUNDARY_COMPONENTS) <= set(seen["components"]) and set(pc.COMPONENTS) <= set(seen["components"])
-    assert set(seen["pipelines"]) == set(pc.ALL_PIPELINES)
+    result = CliRunner().invoke(pc.pipeline_app, ["compile", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.yaml")}
+    assert written == {f"components/{c}/component.yaml" for c in pc.ALL_COMPONENTS} | \
+        {f"pipelines/{n}/pipeline.yaml" for n in pc.ALL_PIPELINES}
 
 
 @pytest.mark.parametrize("name", pc.BOUNDARY_PIPELINES)
@@ -172,20 +133,8 @@ def test_every_gpu_task_has_accelerator_placement_and_shm(fresh: Path, name: str
     assert params["gpu_accelerator"]["defaultValue"] == "nvidia.com/gpu"
 
 
-@pytest.mark.parametrize("name", pc.BOUNDARY_PIPELINES)
-def test_kueue_label_only_when_set(fresh: Path, custom: Path, name: str) -> None:
-    _, plain = ir(fresh, name)
-    _, queued = ir(custom, name)
-    assert all("podMetadata" not in cfg for cfg in plain.values())
-    for ex, cfg in queued.items():
-        assert cfg["podMetadata"]["labels"] == {kfp_support.KUEUE_LABEL: "team-guard"}, ex
-
-
-def test_no_secret_value_in_any_compiled_yaml_and_secrets_as_env(custom: Path) -> None:
+def test_boundary_secrets_arrive_as_env(custom: Path) -> None:
     texts = {p: p.read_text() for p in custom.rglob("*.yaml")}
-    assert len(texts) == len(pc.BOUNDARY_COMPONENTS) + len(pc.BOUNDARY_PIPELINES)
-    leaks = [(str(p), k) for p, text in texts.items() for k, v in FAKE_SECRETS.items() if v in text]
-    assert not leaks
     credential = re.compile(r"(^|_)(api_key|key|token|password|secret|access_key)(_|$)")
     for name in pc.BOUNDARY_PIPELINES:
         spec, k8s = ir(custom, name)

@@ -15,49 +15,24 @@ yaml = importlib.import_module("yaml")
 
 from guardsmith import kfp_support  # noqa: E402
 from guardsmith import pipeline_cli as pc  # noqa: E402
+from helpers.kfp_ir import FAKE_SECRETS, ir  # noqa: E402
 
-FAKE_SECRETS = {
-    "AWS_ACCESS_KEY_ID": "AKIAFAKEKEY0000TEST",
-    "AWS_SECRET_ACCESS_KEY": "fake-secret-Zq8mV2rX9pL4",
-    "HF_TOKEN": "hf_fakeTokenQ7w3e9r",
-    "OPENAI_API_KEY": "sk-fake-openai-5t6y7u",
-    "GUARDSMITH_TEACHER_API_KEY": "fake-teacher-key-1a2b",
-    "GUARDSMITH_JUDGE_API_KEY": "fake-judge-key-3c4d",
-}
-CLEAN_ENV: dict[str, str | None] = {
-    **{f"GUARDSMITH_IMAGE_{k.upper()}": None for k in kfp_support.IMAGE_KINDS},
-    **{f"GUARDSMITH_SECRET_{k.upper()}": None for k in ("s3", "teacher", "judge", "hf")},
-    kfp_support.KUEUE_ENV: None,
-}
 GPU_KINDS = {"sft", "continual", "mine", "evaluate"}
 
 
 def committed_files() -> list[Path]:
-    files = [pc.components_dir() / s / "component.yaml" for s in pc.COMPONENTS]
-    return files + [pc.pipelines_dir() / n / "pipeline.yaml" for n in pc.PIPELINES]
+    files = [pc.components_dir() / s / "component.yaml" for s in pc.ALL_COMPONENTS]
+    return files + [pc.pipelines_dir() / n / "pipeline.yaml" for n in pc.ALL_PIPELINES]
 
 
-@pytest.fixture(scope="module")
-def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Everything compiled now with default settings (no compile-time overrides in the environment)."""
-    out = tmp_path_factory.mktemp("fresh")
-    pc.compile_all(out, CLEAN_ENV)
-    return out
+@pytest.fixture
+def fresh(compiled_fresh: Path) -> Path:
+    return compiled_fresh
 
 
-@pytest.fixture(scope="module")
-def custom(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Everything compiled with a Kueue queue, an image override and fake secret values in the environment."""
-    out = tmp_path_factory.mktemp("custom")
-    pc.compile_all(out, {**CLEAN_ENV, **FAKE_SECRETS, kfp_support.KUEUE_ENV: "team-guard",
-                         "GUARDSMITH_IMAGE_TRAIN": "registry.local/guardsmith-train:dev"})
-    return out
-
-
-def ir(root: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(pipeline spec, kubernetes executor configs) of a compiled pipeline."""
-    spec, platform = yaml.safe_load_all((root / "pipelines" / name / "pipeline.yaml").read_text())
-    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+@pytest.fixture
+def custom(compiled_custom: Path) -> Path:
+    return compiled_custom
 
 
 def test_committed_yaml_matches_a_fresh_compile(fresh: Path) -> None:
@@ -89,7 +64,7 @@ def test_every_gpu_task_has_accelerator_placement_and_shm(fresh: Path, name: str
     assert params["gpu_accelerator"]["defaultValue"] == "nvidia.com/gpu"
 
 
-@pytest.mark.parametrize("name", pc.PIPELINES)
+@pytest.mark.parametrize("name", pc.ALL_PIPELINES)
 def test_kueue_label_only_when_set(fresh: Path, custom: Path, name: str) -> None:
     _, plain = ir(fresh, name)
     _, queued = ir(custom, name)
@@ -100,7 +75,7 @@ def test_kueue_label_only_when_set(fresh: Path, custom: Path, name: str) -> None
 
 def test_no_secret_value_in_any_compiled_yaml(custom: Path) -> None:
     texts = {p: p.read_text() for p in custom.rglob("*.yaml")}
-    assert len(texts) == len(pc.COMPONENTS) + len(pc.PIPELINES)
+    assert len(texts) == len(pc.ALL_COMPONENTS) + len(pc.ALL_PIPELINES)
     leaks = [(str(p), name) for p, text in texts.items() for name, value in FAKE_SECRETS.items() if value in text]
     assert not leaks
     _, k8s = ir(custom, "guard_training")

@@ -116,20 +116,19 @@ def compile_all(out_root: Path | None = None, env: Mapping[str, str | None] | No
     ``out_root`` None writes the committed files in place; otherwise the same layout
     (``components/<stage>/component.yaml``, ``pipelines/<name>/pipeline.yaml``) under it.
     ``env`` overrides compile-time settings (images, Kueue queue, Secret names) for this call.
-    ``components`` / ``pipelines`` choose what is compiled (default: the guard recipe's
-    :data:`COMPONENTS` and :data:`PIPELINES`); ``guardsmith pipeline compile`` passes
-    :data:`ALL_COMPONENTS` and :data:`ALL_PIPELINES`.
+    ``components`` / ``pipelines`` choose what is compiled (default: everything,
+    :data:`ALL_COMPONENTS` and :data:`ALL_PIPELINES`).
     """
     written: list[Path] = []
     with patched_env(env or {}):
         _forget_modules()
         try:
-            for stage in (COMPONENTS if components is None else components):
+            for stage in (ALL_COMPONENTS if components is None else components):
                 folder = components_dir() / stage if out_root is None else Path(out_root) / "components" / stage
                 folder.mkdir(parents=True, exist_ok=True)
                 _compile(load_component(stage), folder / "component.yaml")
                 written.append(folder / "component.yaml")
-            for name in (PIPELINES if pipelines is None else pipelines):
+            for name in (ALL_PIPELINES if pipelines is None else pipelines):
                 folder = pipelines_dir() / name if out_root is None else Path(out_root) / "pipelines" / name
                 folder.mkdir(parents=True, exist_ok=True)
                 _compile(load_pipeline(name), folder / "pipeline.yaml")
@@ -439,7 +438,7 @@ def compile_cmd(
 ) -> None:
     """Compile every component and pipeline to YAML (images and Kueue queue from the environment)."""
     env = {} if kueue_queue is None else {"GUARDSMITH_KUEUE_QUEUE": kueue_queue}
-    for path in compile_all(out, env, components=ALL_COMPONENTS, pipelines=ALL_PIPELINES):
+    for path in compile_all(out, env):
         typer.echo(f"wrote {path}")
 
 
