@@ -58,12 +58,9 @@ def data_sample(
     split: Optional[str] = typer.Option(None, "--split", help="train, pool or test; all rows when omitted."),
 ) -> None:
     """Write the bundled synthetic sample corpus as an interactions table."""
-    from guardsmith import storage, tables
-    from guardsmith.sample import load_sample
+    from guardsmith.stages.data_import import DataImportConfig, run
 
-    rows = load_sample(split)
-    storage.write_table(out, tables.from_records(rows, "interactions"), schema_name="interactions")
-    typer.echo(f"wrote {len(rows)} rows to {out}")
+    typer.echo(str(run(DataImportConfig(source="sample", split=split or "all", from_uri="", output=out))))
 
 
 @data_app.command("show")

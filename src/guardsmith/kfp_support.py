@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guardsmith import __version__
-from guardsmith.config import option
 from guardsmith.errors import GuardsmithError
 
 # --------------------------------------------------------------------------- images
@@ -60,7 +59,7 @@ def component(kind: str) -> Callable[[Callable[..., Any]], Any]:
 # --------------------------------------------------------------------------- running stages
 
 STAGE_MODULES: dict[str, str] = {
-    "data_import": "guardsmith.kfp_support",
+    "data_import": "guardsmith.stages.data_import",
     "subset": "guardsmith.stages.subset",
     "distill": "guardsmith.stages.distill",
     "filter": "guardsmith.stages.filter",
@@ -128,55 +127,6 @@ def outputs(result: Any, *names: str) -> tuple[Any, ...]:
         value = getattr(result, name)
         values.append("" if value is None else value)
     return tuple(values)
-
-
-# --------------------------------------------------------------------------- data import
-
-@dataclass(kw_only=True)
-class DataImportConfig:
-    """Settings of the ``data_import`` component."""
-
-    source: str = option(help="Public data set name (see guardsmith.sources.SOURCES), or 'sample' "
-                              "for the bundled synthetic corpus.")
-    split: str = option(help="The source's split (e.g. train, test); for 'sample': train, pool, "
-                             "test or all.")
-    from_uri: str = option("hf", "Source file URI(s) as shipped (comma-separated when a split has "
-                                 "several files), or 'hf' / 'hf://owner/name' for the Hugging Face "
-                                 "hub; ignored for 'sample'.")
-    output: str = option(help="Output interactions table URI.")
-
-
-@dataclass
-class DataImportResult:
-    """Where the import wrote and how many rows."""
-
-    output: str
-    rows: int
-    summary: str
-
-    def __str__(self) -> str:
-        return self.summary
-
-
-CONFIG = DataImportConfig
-HELP = "Normalise a public data set split (or the bundled sample) into an interactions table."
-
-
-def run(cfg: DataImportConfig) -> DataImportResult:
-    """Import ``cfg.source``/``cfg.split`` into an interactions table at ``cfg.output``."""
-    from guardsmith import storage, tables
-
-    if cfg.source == "sample":
-        from guardsmith.sample import load_sample
-
-        rows = load_sample(None if cfg.split in ("", "all") else cfg.split)
-        storage.write_table(cfg.output, tables.from_records(rows, "interactions"), schema_name="interactions")
-        return DataImportResult(cfg.output, len(rows), f"bundled sample/{cfg.split}: {len(rows)} rows -> {cfg.output}")
-    from guardsmith.sources import import_source
-
-    files = [p.strip() for p in cfg.from_uri.split(",") if p.strip()]
-    report = import_source(cfg.source, cfg.split, files[0] if len(files) == 1 else files, cfg.output)
-    return DataImportResult(cfg.output, report.rows, str(report))
 
 
 # --------------------------------------------------------------------------- distillation fan-out

@@ -1,0 +1,69 @@
+"""The `guardsmith` command line, run as users run it: a subprocess of the installed entry point."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from guardsmith import storage
+from guardsmith.cli import STAGES, build_cli, main
+
+FIXTURES = Path(__file__).parent / "fixtures" / "sources"
+GUARDSMITH = str(Path(sys.executable).with_name("guardsmith"))
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([GUARDSMITH, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+def _commands(group, prefix=()):
+    for name, command in group.commands.items():
+        yield (*prefix, name)
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*prefix, name))
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    paths = list(_commands(build_cli()))
+    assert {"data", "tiny", "serve", "models", "pipeline", "deploy", "demo", *STAGES} <= {p[0] for p in paths}
+    for path in paths:
+        assert main([*path, "--help"]) == 0, path
+        assert "Usage: guardsmith " + " ".join(path) in capsys.readouterr().out, path
+
+
+def test_data_import_prints_counts_and_writes_the_table(tmp_path: Path) -> None:
+    out = tmp_path / "aegis-test"
+    done = cli("data", "import", "aegis2", "--split", "test", "--from", str(FIXTURES / "test.json"), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "prompt_harm" in done.stdout and f"wrote {out}" in done.stdout
+    rows = storage.read_table(str(out), schema_name="interactions").num_rows
+    shown = cli("data", "show", str(out), "--schema", "interactions", "--limit", "1")
+    assert shown.returncode == 0 and f"{rows} rows, valid interactions table" in shown.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["data", "import", "nosuch", "--split", "test", "--from", "x", "--out", "y"], "nosuch"),
+    (["data", "show", "/nonexistent/table"], "/nonexistent/table"),
+    (["tiny", "build", "TMP", "--kind", "giant"], "unknown --kind 'giant'"),
+    (["sft", "--train", "/nonexistent/t", "--base-model", "/nonexistent/m", "--output", "TMP", "--mode", "XR"], "mode"),
+])
+def test_user_errors_exit_1_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
+    done = cli(*[str(tmp_path / "o") if a == "TMP" else a for a in args])
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("guardsmith: error: ") and needle in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_data_sample_then_tiny_build(tmp_path: Path) -> None:
+    done = cli("data", "sample", "--out", str(tmp_path / "sample"), "--split", "pool")
+    assert done.returncode == 0, done.stderr
+    assert storage.read_table(str(tmp_path / "sample"), schema_name="interactions").num_rows > 50
+    built = cli("tiny", "build", str(tmp_path / "tiny"), "--kind", "classifier", "--num-labels", "2")
+    assert built.returncode == 0, built.stderr
+    assert (tmp_path / "tiny" / "config.json").exists()
