@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from guardsmith.local_s3 import LocalS3
-from helpers.seaweed import apply_s3_env
+from helpers.s3env import apply_s3_env
 
 SeaweedS3 = LocalS3
 

@@ -17,7 +17,7 @@ import pytest
 from guardsmith import storage, tables
 from guardsmith.errors import DataError, GuardsmithError
 from helpers.data import interactions
-from helpers.seaweed import apply_s3_env
+from helpers.s3env import apply_s3_env
 
 HELPERS = Path(__file__).parent / "helpers"
 
