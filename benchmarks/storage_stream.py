@@ -143,7 +143,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(prefix="gs-bench-")
     try:
         if args.seaweed:
-            from guardsmith.local_s3 import LocalS3
+            from guardsmith.standins.local_s3 import LocalS3
 
             server = LocalS3(bucket="gs-bench").start()
             os.environ.update(server.env())

@@ -1,6 +1,6 @@
 """Shared fixtures: a real SeaweedFS S3 server for the session, and its environment per test.
 
-``s3``        session-scoped :class:`guardsmith.local_s3.LocalS3` (``weed mini`` on 127.0.0.1 with
+``s3``        session-scoped :class:`guardsmith.standins.local_s3.LocalS3` (``weed mini`` on 127.0.0.1 with
               random free ports and random credentials; bucket ``s3.bucket`` created).
 ``s3_env``    applies ``s3.env()`` with monkeypatch (``GUARDSMITH_S3_ENDPOINT``, ``AWS_*``) and
               hides other AWS settings; returns the server.
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from guardsmith.local_s3 import LocalS3
+from guardsmith.standins.local_s3 import LocalS3
 from helpers.s3env import apply_s3_env
 
 SeaweedS3 = LocalS3

@@ -43,7 +43,7 @@ def _write_prompts(uri: str | Path, rows: list[dict]) -> str:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    from guardsmith.tiny import build_tiny_causal_lm, build_tiny_classifier
+    from guardsmith.standins.tiny import build_tiny_causal_lm, build_tiny_classifier
 
     root = tmp_path_factory.mktemp("boundary")
     return {"gen": build_tiny_causal_lm(root / "gen"), "guard": build_tiny_causal_lm(root / "guard", seed=1),

@@ -13,10 +13,10 @@ import pytest  # noqa: E402
 
 from guardsmith import storage, tables  # noqa: E402
 from guardsmith.errors import DataError, GuardsmithError  # noqa: E402
-from guardsmith.filtered import DEFAULT_REFUSAL  # noqa: E402
+from guardsmith.filtered_system import DEFAULT_REFUSAL  # noqa: E402
 from guardsmith.inference import Backend, Generation  # noqa: E402
-from guardsmith.offline import offline_spec, serve_offline  # noqa: E402
-from guardsmith.sample import load_sample  # noqa: E402
+from guardsmith.standins.offline import offline_spec, serve_offline  # noqa: E402
+from guardsmith.standins.sample import load_sample  # noqa: E402
 from guardsmith.stages import boundary_eval as be  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -48,7 +48,7 @@ def _cfg(tmp: Path, **kw) -> be.BoundaryEvalConfig:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from guardsmith.tiny import build_tiny_causal_lm
+    from guardsmith.standins.tiny import build_tiny_causal_lm
 
     root = tmp_path_factory.mktemp("tiny")
     return str(build_tiny_causal_lm(root / "gen0", seed=0)), str(build_tiny_causal_lm(root / "gen1", seed=1))
@@ -245,7 +245,7 @@ def test_cli_runs_with_preset(tmp_path, scripted, judge):
 
 
 def test_filtered_system_with_a_tiny_guard_scorer(tiny):
-    from guardsmith.filtered import FilteredSystem
+    from guardsmith.filtered_system import FilteredSystem
     from guardsmith.inference import make_backend
     from guardsmith.scoring import make_safety_scorer
 

@@ -111,7 +111,7 @@ def test_sft_examples_oversample_difficult_with_reasoning_lookup(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from guardsmith.tiny import build_tiny_causal_lm
+    from guardsmith.standins.tiny import build_tiny_causal_lm
 
     return build_tiny_causal_lm(tmp_path_factory.mktemp("continual") / "tiny")
 

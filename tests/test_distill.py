@@ -17,8 +17,8 @@ from guardsmith import storage, tables
 from guardsmith.config import load_config
 from guardsmith.errors import DataError, GuardsmithError
 from guardsmith.guard import sentence_count
-from guardsmith.offline import offline_spec, serve_offline
-from guardsmith.sample import load_sample
+from guardsmith.standins.offline import offline_spec, serve_offline
+from guardsmith.standins.sample import load_sample
 from guardsmith.stages import distill
 from guardsmith.stages.distill import (
     DistillConfig,

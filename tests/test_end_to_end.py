@@ -8,11 +8,11 @@ import pytest
 
 from guardsmith import storage, tables
 from guardsmith.config import load_config
-from guardsmith.offline import offline_spec, serve_offline
-from guardsmith.sample import load_sample
+from guardsmith.standins.offline import offline_spec, serve_offline
+from guardsmith.standins.sample import load_sample
 from guardsmith.stages import continual, distill, evaluate, mine, sft
 from guardsmith.stages import filter as filter_stage
-from guardsmith.tiny import build_tiny_causal_lm
+from guardsmith.standins.tiny import build_tiny_causal_lm
 
 pytestmark = pytest.mark.slow
 

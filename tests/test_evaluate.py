@@ -203,13 +203,13 @@ def test_bad_input_writes_nothing(tmp_path, bench, monkeypatch, problem):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     importlib.import_module("transformers")
-    from guardsmith.tiny import build_tiny_causal_lm
+    from guardsmith.standins.tiny import build_tiny_causal_lm
 
     return build_tiny_causal_lm(tmp_path_factory.mktemp("evaluate") / "tiny-guard", seed=0)
 
 
 def test_tiny_model_end_to_end(tmp_path, tiny_model):
-    from guardsmith.sample import load_sample
+    from guardsmith.standins.sample import load_sample
 
     rows = [r for r in load_sample("test") if r["response_harm"] is not None][:3] + \
         [r for r in load_sample("test") if r["response"] is None][:3]

@@ -11,8 +11,8 @@ from guardsmith import storage, tables
 from guardsmith.config import load_config
 from guardsmith.errors import DataError, GuardsmithError
 from guardsmith.guard import render_teacher_messages
-from guardsmith.offline import DEFECTS, offline_spec, serve_offline
-from guardsmith.sample import load_sample
+from guardsmith.standins.offline import DEFECTS, offline_spec, serve_offline
+from guardsmith.standins.sample import load_sample
 from guardsmith.stages import distill
 from guardsmith.stages.filter import (
     JUDGE,

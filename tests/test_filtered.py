@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from guardsmith.errors import GuardsmithError
-from guardsmith.filtered import DEFAULT_REFUSAL, FilteredSystem, SystemOutput, check_scores
+from guardsmith.filtered_system import DEFAULT_REFUSAL, FilteredSystem, SystemOutput, check_scores
 from guardsmith.inference import Backend, Generation
 
 pytestmark = pytest.mark.timeout(60)

@@ -121,13 +121,13 @@ def test_bad_arguments():
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     importlib.import_module("transformers")
-    from guardsmith.tiny import build_tiny_causal_lm
+    from guardsmith.standins.tiny import build_tiny_causal_lm
 
     return build_tiny_causal_lm(tmp_path_factory.mktemp("runner") / "tiny-guard", seed=0)
 
 
 def test_tiny_model_yields_n_parsed_samples_per_row(tiny_model):
-    from guardsmith.sample import load_sample
+    from guardsmith.standins.sample import load_sample
 
     rows = load_sample("test")[:3]
     with open_backend(str(tiny_model), batch_size=2) as backend:

@@ -25,7 +25,7 @@ REQS = [
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    from guardsmith.tiny import build_tiny_causal_lm
+    from guardsmith.standins.tiny import build_tiny_causal_lm
 
     return build_tiny_causal_lm(tmp_path_factory.mktemp("inference") / "tiny-lm", seed=0)
 

@@ -1,4 +1,4 @@
-"""Boundary Guidance on KFP: components `boundary_train` / `boundary_eval` in sync with their stage
+"""Boundary Guidance on KFP: components `boundary` / `boundary_eval` in sync with their stage
 configs, pipelines `boundary_guidance` / `guard_then_boundary` (compiled IR: GPU pod settings also
 inside ParallelFor, Kueue, secrets; committed YAML in sync; presets; wiring of the trained guard),
 local-only markers, and a local run of `boundary_guidance` on tiny models with the offline judge."""
@@ -25,11 +25,11 @@ from guardsmith import pipeline_cli as pc  # noqa: E402
 from guardsmith.errors import GuardsmithError  # noqa: E402
 from helpers.kfp_ir import ir  # noqa: E402
 
-STAGES = {"boundary_train": "boundary", "boundary_eval": "boundary_eval"}
-KINDS = {"boundary_train": "train", "boundary_eval": "infer"}
+STAGES = {"boundary": "boundary", "boundary_eval": "boundary_eval"}
+KINDS = {"boundary": "train", "boundary_eval": "infer"}
 GPU_EXECUTORS = {
-    "boundary_guidance": {"exec-boundary-train", "exec-boundary-eval"},
-    "guard_then_boundary": {"exec-boundary-train", "exec-boundary-eval", "exec-sft", "exec-continual", "exec-mine",
+    "boundary_guidance": {"exec-boundary", "exec-boundary-eval"},
+    "guard_then_boundary": {"exec-boundary", "exec-boundary-eval", "exec-sft", "exec-continual", "exec-mine",
                             "exec-evaluate"},
 }
 PLACEHOLDER = re.compile(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}")
@@ -145,14 +145,14 @@ def test_boundary_secrets_arrive_as_env(custom: Path) -> None:
         assert not [p for p in spec["root"]["inputDefinitions"]["parameters"] if credential.search(p)]
         (evaluated,) = [t for _, _, n, t in dag_tasks(spec) if n == "boundary-eval"]
         assert evaluated["inputs"]["parameters"]["judge_api_key_env"]["runtimeValue"]["constant"] == kfp_support.JUDGE_KEY_ENV
-    assert "registry.local/guardsmith-train:dev" in texts[custom / "components" / "boundary_train" / "component.yaml"]
+    assert "registry.local/guardsmith-train:dev" in texts[custom / "components" / "boundary" / "component.yaml"]
 
 
 def test_caching_off_for_training_and_evaluation(fresh: Path) -> None:
     for name in pc.BOUNDARY_PIPELINES:
         spec, _ = ir(fresh, name)
         tasks = {n: t for _, _, n, t in dag_tasks(spec)}
-        for sampling in ("boundary-train", "boundary-eval"):
+        for sampling in ("boundary", "boundary-eval"):
             assert not tasks[sampling]["cachingOptions"].get("enableCache"), (name, sampling)
             assert "retryPolicy" not in tasks[sampling]
 
@@ -167,7 +167,7 @@ def test_guard_then_boundary_uses_the_trained_guard_as_the_filter(fresh: Path) -
     for task in ("boundary-eval", "plan-variants"):
         assert tasks[task]["inputs"]["parameters"]["pipelinechannel--continual-output"]["taskOutputParameter"] == \
             {"outputParameterKey": "output", "producerTask": "continual"}
-    assert tasks["boundary-train"]["inputs"]["parameters"]["safety"]["parameterExpressionSelector"] == \
+    assert tasks["boundary"]["inputs"]["parameters"]["safety"]["parameterExpressionSelector"] == \
         'parseJson(string_value)["safety"]'
     assert "preflight" in tasks and "boundary-preflight" in tasks["preflight"]["dependentTasks"]
 
@@ -230,7 +230,7 @@ def test_support_helpers() -> None:
 @pytest.mark.slow
 def test_local_boundary_guidance_run_on_tiny_models(tmp_path: Path) -> None:
     """The real graph through kfp.local: tiny generator (also the guard), tiny reward model, offline judge."""
-    from guardsmith.local_s3 import weed_binary
+    from guardsmith.standins.local_s3 import weed_binary
 
     try:
         weed_binary()
@@ -251,7 +251,7 @@ def test_local_boundary_guidance_run_on_tiny_models(tmp_path: Path) -> None:
     assert Path(result["report_html"]).read_text().lstrip().startswith("<")
 
     (run,) = list((tmp_path / "out" / "kfp-root").iterdir())
-    trained = sorted(run.glob("for-loop-*-iteration-*/boundary-train/executor_output.json"))
+    trained = sorted(run.glob("for-loop-*-iteration-*/boundary/executor_output.json"))
     assert len(trained) == 2
     outputs = [json.loads(p.read_text()) for p in trained]
     assert {o["parameterValues"]["output"].rsplit("/", 1)[-1] for o in outputs} == {"boundary", "filter_avoid"}

@@ -83,7 +83,7 @@ def test_unset_markers_become_none() -> None:
 
 
 def _interactions(uri: str, n: int) -> None:
-    from guardsmith.sample import load_sample
+    from guardsmith.standins.sample import load_sample
 
     storage.write_table(uri, tables.from_records(load_sample()[:n], "interactions"), schema_name="interactions")
 

@@ -176,7 +176,7 @@ def test_submit_and_schedule_reuse_the_uploaded_version(monkeypatch: pytest.Monk
 @pytest.mark.slow
 def test_local_evaluation_run_on_a_tiny_model(tmp_path: Path) -> None:
     """The real graph through kfp.local; objects in a throw-away SeaweedFS S3 when `weed` is installed."""
-    from guardsmith.local_s3 import weed_binary
+    from guardsmith.standins.local_s3 import weed_binary
 
     try:
         weed_binary()

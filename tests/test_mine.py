@@ -187,13 +187,13 @@ def pa_table(cols: dict):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     importlib.import_module("transformers")
-    from guardsmith.tiny import build_tiny_causal_lm
+    from guardsmith.standins.tiny import build_tiny_causal_lm
 
     return build_tiny_causal_lm(tmp_path_factory.mktemp("mine") / "tiny-guard", seed=0)
 
 
 def test_tiny_model_end_to_end(tmp_path, tiny_model):
-    from guardsmith.sample import load_sample
+    from guardsmith.standins.sample import load_sample
 
     rows = load_sample("pool")[:6]
     storage.write_table(str(tmp_path / "pool"), tables.from_records(rows, "interactions"), "interactions")

@@ -8,7 +8,7 @@ import pytest
 
 from guardsmith import tables
 from guardsmith.errors import GuardsmithError
-from guardsmith.sample import (
+from guardsmith.standins.sample import (
     CUSTOM_POLICIES,
     HARMFUL_PHRASES,
     SPLITS,

@@ -30,7 +30,7 @@ RESPONSES = ["Mix flour, water and yeast.", "I will not help with that.", "The N
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    from guardsmith.tiny import build_tiny_causal_lm, build_tiny_classifier
+    from guardsmith.standins.tiny import build_tiny_causal_lm, build_tiny_classifier
 
     root = tmp_path_factory.mktemp("scoring")
     return {

@@ -158,7 +158,7 @@ def test_bad_input_writes_nothing(tmp_path, problem):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from guardsmith.tiny import build_tiny_causal_lm
+    from guardsmith.standins.tiny import build_tiny_causal_lm
 
     return build_tiny_causal_lm(tmp_path_factory.mktemp("sft") / "tiny")
 
@@ -216,7 +216,7 @@ def test_lora_merged(tmp_path, tiny_model):
 def test_s3_input_output_and_checkpoints(tmp_path, tiny_model, s3_prefix):
     from transformers import AutoModelForCausalLM
 
-    from guardsmith.models import local_model
+    from guardsmith.model_store import local_model
 
     train = _write(f"{s3_prefix}/train", [_row(i) for i in range(4)])
     cfg = _train_cfg(tmp_path, tiny_model, train=train, output=f"{s3_prefix}/model", mode="R",

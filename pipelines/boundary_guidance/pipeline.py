@@ -1,6 +1,6 @@
 """The `boundary_guidance` pipeline: Boundary Guidance generators and their judged evaluation (method B).
 
-    preflight ┬─ import training prompts -> plan variants -> ParallelFor(reward): boundary_train ─┐
+    preflight ┬─ import training prompts -> plan variants -> ParallelFor(reward): boundary ─┐
               └─ plan prompt-set imports -> ParallelFor(prompt set): data_import ────────────────┴─> boundary_eval
 
 One generator is trained per reward variant (`rewards`, e.g. boundary and filter_avoid) from the
@@ -20,9 +20,9 @@ from typing import Any, Dict, List
 from kfp import dsl
 
 from guardsmith.components.boundary_eval import boundary_eval
-from guardsmith.components.boundary_train import boundary_train
+from guardsmith.components.boundary import boundary
 from guardsmith.components.data_import import data_import
-from guardsmith.filtered import DEFAULT_REFUSAL
+from guardsmith.filtered_system import DEFAULT_REFUSAL
 from guardsmith.kfp_support import (
     DEFAULT_GPU_NODE_SELECTOR,
     DEFAULT_GPU_TOLERATIONS,
@@ -83,7 +83,7 @@ class BoundaryGuidance:
     prompts: Any
     """data_import of the training prompts"""
     trained: Any
-    """boundary_train inside the ParallelFor over rewards (collect ``outputs["output"]``)"""
+    """boundary inside the ParallelFor over rewards (collect ``outputs["output"]``)"""
     evaluated: Any
     """boundary_eval: ``outputs["report_md"]`` is the report's Markdown URI"""
 
@@ -113,7 +113,7 @@ def add_boundary_guidance(p: Any, safety: Any, after: Sequence[Any] = ()) -> Bou
     variants = configure(plan_variants(rewards=p.rewards, work_root=p.work_root, prompts=prompts.outputs["output"],
                                        safety=safety), "plan", display_name="plan generator variants")
     with dsl.ParallelFor(variants.output) as variant:
-        trained = configure(boundary_train(
+        trained = configure(boundary(
             generator=p.generator, output=variant.output, prompts=variant.prompts,
             prompt_labels=p.boundary_prompt_labels, max_prompts=p.boundary_max_prompts, system_prompt=p.system_prompt,
             safety=variant.safety, utility=p.utility, reward=variant.reward, tau=p.tau, w_utility=p.boundary_w_utility,
@@ -130,7 +130,7 @@ def add_boundary_guidance(p: Any, safety: Any, after: Sequence[Any] = ()) -> Bou
             max_length=p.boundary_max_length, finetune=p.boundary_finetune, precision=p.boundary_precision,
             distributed=p.boundary_distributed, gpus=p.boundary_gpus, checkpoint_uri=variant.checkpoint,
             save_steps=p.boundary_save_steps, logging_steps=p.boundary_logging_steps, seed=p.boundary_seed),
-            "boundary_train", gpus=p.boundary_gpus, pool=pool, display_name="train generator")
+            "boundary", gpus=p.boundary_gpus, pool=pool, display_name="train generator")
 
     evaluated = configure(boundary_eval(
         base=f"base={p.generator}", models=dsl.Collected(trained.outputs["output"]), scorer=safety, judge=p.judge,

@@ -3,7 +3,7 @@
     boundary preflight -> guard_training's tasks (preflight, import, subset, distill, filter, sft, mine,
                           continual, evaluate, report)
                        -> boundary_guidance's tasks with safety = guard:<continual guard URI>
-                          (import prompts, ParallelFor(reward): boundary_train, boundary_eval)
+                          (import prompts, ParallelFor(reward): boundary, boundary_eval)
 
 The guard steps are exactly guard_training's (:func:`add_guard_training`, same parameters, same
 layout under ``work_root``); the Boundary Guidance steps are exactly boundary_guidance's

@@ -91,7 +91,7 @@ def tiny_build(
     seed: int = typer.Option(0, "--seed", help="Seed for the random weights."),
 ) -> None:
     """Build a tiny Llama model with random weights and a locally trained tokenizer."""
-    from guardsmith import tiny
+    from guardsmith.standins import tiny
 
     if kind == "causal-lm":
         path = tiny.build_tiny_causal_lm(out, seed=seed)
@@ -126,7 +126,7 @@ def serve_offline_teacher(
     delay_s: float = typer.Option(0.0, "--delay-s", help="Delay before every answer (to simulate a slow teacher)."),
 ) -> None:
     """Serve the offline template teacher and rule judge (stand-ins for a real teacher LLM) until interrupted."""
-    from guardsmith.offline import offline_spec, parse_defects, serve_offline
+    from guardsmith.standins.offline import offline_spec, parse_defects, serve_offline
 
     server = serve_offline(port=port, defects=parse_defects(defects) if defects else None, seed=seed, delay_s=delay_s)
     with server:

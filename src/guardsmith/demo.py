@@ -22,7 +22,7 @@ def _say(msg: str) -> None:
 def run_demo(out: Path, n_rows: int = 48) -> dict:
     """Run the demo, write outputs under ``out`` and return the metrics it printed."""
     from guardsmith import storage, tables
-    from guardsmith.local_s3 import LocalS3, patched_env
+    from guardsmith.standins.local_s3 import LocalS3, patched_env
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -37,8 +37,8 @@ def _pipeline(out: Path, s3, n_rows: int, storage, tables) -> dict:
     from guardsmith.guard import parse_guard_output, render_guard_messages
     from guardsmith.inference import make_backend
     from guardsmith.metrics import harm_f1
-    from guardsmith.sample import load_sample
-    from guardsmith.tiny import build_tiny_causal_lm
+    from guardsmith.standins.sample import load_sample
+    from guardsmith.standins.tiny import build_tiny_causal_lm
 
     root = f"s3://{s3.bucket}/demo"
     _say(f"local S3 (SeaweedFS) at {s3.endpoint}, bucket {s3.bucket}")

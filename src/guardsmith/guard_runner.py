@@ -95,12 +95,12 @@ def open_backend(model: str, *, backend: str = "transformers", batch_size: int =
     """Build an inference backend for a guard model URI.
 
     ``model`` is a model folder URI (local path, ``file://`` or ``s3://``; S3 models are
-    downloaded and cached by :func:`guardsmith.models.local_model`), or an OpenAI-compatible
+    downloaded and cached by :func:`guardsmith.model_store.local_model`), or an OpenAI-compatible
     endpoint spec ``openai:http://host:port/v1?model=NAME`` (then ``backend`` is ignored).
     ``batch_size`` applies to the transformers backend; ``options`` are extra backend keywords.
     """
     from guardsmith.inference import make_backend
-    from guardsmith.models import local_model
+    from guardsmith.model_store import local_model
 
     extra = dict(options or {})
     if str(model).startswith("openai:"):

@@ -368,7 +368,7 @@ PROFILES: dict[str, Profile] = {
     "mine": Profile("8", "64Gi", gpu=True, shm="16Gi", cache=False),
     "evaluate": Profile("8", "64Gi", gpu=True, shm="16Gi", cache=False),
     "report": Profile("1", "2Gi", cache=False),
-    "boundary_train": Profile("8", "96Gi", gpu=True, shm="32Gi", cache=False, secrets=(*_S3, "hf")),
+    "boundary": Profile("8", "96Gi", gpu=True, shm="32Gi", cache=False, secrets=(*_S3, "hf")),
     "boundary_eval": Profile("8", "64Gi", gpu=True, shm="16Gi", cache=False, secrets=(*_S3, "judge", "hf")),
 }
 """Task kind -> pod settings. Caching is on only where a task is deterministic *and* every input

@@ -35,7 +35,7 @@ from typing import Any, Optional
 import typer
 
 from guardsmith.errors import GuardsmithError
-from guardsmith.local_s3 import patched_env
+from guardsmith.standins.local_s3 import patched_env
 
 PIPELINES = ("guard_training", "evaluation")
 COMPONENTS: dict[str, str] = {
@@ -44,7 +44,7 @@ COMPONENTS: dict[str, str] = {
 }
 """Component folder -> the component function compiled to its component.yaml."""
 BOUNDARY_PIPELINES = ("boundary_guidance", "guard_then_boundary")
-BOUNDARY_COMPONENTS: dict[str, str] = {"boundary_train": "boundary_train", "boundary_eval": "boundary_eval"}
+BOUNDARY_COMPONENTS: dict[str, str] = {"boundary": "boundary", "boundary_eval": "boundary_eval"}
 """Boundary Guidance (method B) pipelines and components, kept apart from PIPELINES / COMPONENTS
 (the guard recipe's, which tests/test_kfp_*.py enumerate with its assumptions)."""
 ALL_PIPELINES = PIPELINES + BOUNDARY_PIPELINES
@@ -259,7 +259,7 @@ def run_local(name: str, preset: str, store: str | Path | None = None,
     start = time.monotonic()
     with contextlib.ExitStack() as stack:
         if store is None:
-            from guardsmith.local_s3 import LocalS3
+            from guardsmith.standins.local_s3 import LocalS3
 
             s3 = stack.enter_context(LocalS3(bucket=LOCAL_BUCKET))
             stack.enter_context(patched_env(s3.env()))
@@ -278,7 +278,7 @@ def run_local(name: str, preset: str, store: str | Path | None = None,
 
 
 def _build_tiny(marker: str, local: Path) -> None:
-    from guardsmith.tiny import build_tiny_causal_lm, build_tiny_classifier
+    from guardsmith.standins.tiny import build_tiny_causal_lm, build_tiny_classifier
 
     if marker == TINY_MODEL:
         build_tiny_causal_lm(local)
@@ -303,7 +303,7 @@ def _resolve_local_markers(params: dict[str, Any], root: str, out_dir: Path, sta
             storage.upload_dir(str(local), uri)
         repl[marker] = uri
     if _uses(params, OFFLINE_TEACHER):
-        from guardsmith.offline import offline_spec, serve_offline
+        from guardsmith.standins.offline import offline_spec, serve_offline
 
         server = serve_offline(seed=0)
         stack.callback(server.stop)

@@ -105,7 +105,7 @@ def _check_pairs(prompts: Sequence[str], responses: Sequence[str]) -> None:
 
 
 def _model_dir(uri: str) -> Path:
-    from guardsmith.models import local_model
+    from guardsmith.model_store import local_model
 
     return local_model(uri)
 

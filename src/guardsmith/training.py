@@ -541,7 +541,7 @@ def train_and_publish(trainer, cfg: TrainConfig, rt: Runtime, *, stage: str, met
     `training_log.jsonl` (the trainer's log history: loss, learning rate, rewards...), plus the
     files `extra_files()` returns (name -> text). Returns the summary dict.
     """
-    from guardsmith.models import publish_model
+    from guardsmith.model_store import publish_model
 
     resume_from, resume_step = resume
     start = time.monotonic()

@@ -1,4 +1,4 @@
-"""Test-side S3 environment isolation (the server itself is `guardsmith.local_s3.LocalS3`)."""
+"""Test-side S3 environment isolation (the server itself is `guardsmith.standins.local_s3.LocalS3`)."""
 from __future__ import annotations
 
 import os

@@ -411,7 +411,7 @@ def _train(cfg: BoundaryConfig, records: list[dict[str, Any]], counts: Counter) 
     from datasets import Dataset
 
     from guardsmith import storage, training
-    from guardsmith.models import local_model
+    from guardsmith.model_store import local_model
 
     rt = training.runtime(cfg)
     model_dir = local_model(cfg.generator)

@@ -4,7 +4,7 @@ Systems: the base generator without a filter (``<base>``), the base behind the s
 (``<base>+filter``), and each trained variant behind the filter (``<name>+filter``; also without
 it when ``unfiltered_variants`` is set). Every generator answers every prompt of every prompt set
 (``name=URI`` of an interactions table, e.g. ``jailbreak``, ``ambiguous``, ``long_context``) ``n``
-times through :class:`guardsmith.filtered.FilteredSystem`; a system with and without the filter
+times through :class:`guardsmith.filtered_system.FilteredSystem`; a system with and without the filter
 shares one set of generations, so their comparison is paired.
 
 An LLM judge (OpenAI protocol) scores, on 1-5 scales (see
@@ -48,7 +48,7 @@ import pyarrow as pa
 from guardsmith import tables
 from guardsmith.config import option
 from guardsmith.errors import GuardsmithError
-from guardsmith.filtered import DEFAULT_REFUSAL, FilteredSystem, SystemOutput, check_tau
+from guardsmith.filtered_system import DEFAULT_REFUSAL, FilteredSystem, SystemOutput, check_tau
 from guardsmith.inference import Backend
 
 HELP = (
@@ -257,7 +257,7 @@ def open_generator(gen: Generator, cfg: BoundaryEvalConfig) -> Backend:
 
 def check_generators(generators: Sequence[Generator]) -> None:
     """Fail early when a generator URI is not a model folder (S3 folders are downloaded and cached)."""
-    from guardsmith.models import local_model
+    from guardsmith.model_store import local_model
 
     for gen in generators:
         if not gen.uri.startswith("openai:"):

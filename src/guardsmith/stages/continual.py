@@ -150,7 +150,7 @@ def prompt_style(cfg: ContinualConfig) -> str:
     if cfg.prompt_style:
         return cfg.prompt_style
     from guardsmith.guard import prompt_style_of
-    from guardsmith.models import local_model
+    from guardsmith.model_store import local_model
 
     try:
         return prompt_style_of(local_model(cfg.base_model))
@@ -310,7 +310,7 @@ def _train_preference(cfg: ContinualConfig, records: list[dict[str, Any]], count
     from datasets import Dataset
 
     from guardsmith import training
-    from guardsmith.models import local_model
+    from guardsmith.model_store import local_model
 
     rt = training.runtime(cfg)
     model_dir = local_model(cfg.base_model)

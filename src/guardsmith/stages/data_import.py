@@ -44,7 +44,7 @@ def run(cfg: DataImportConfig) -> DataImportResult:
     from guardsmith import storage, tables
 
     if cfg.source == "sample":
-        from guardsmith.sample import load_sample
+        from guardsmith.standins.sample import load_sample
 
         rows = load_sample(None if cfg.split in ("", "all") else cfg.split)
         storage.write_table(cfg.output, tables.from_records(rows, "interactions"), schema_name="interactions")

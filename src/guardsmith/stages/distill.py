@@ -159,7 +159,7 @@ def open_teacher(spec: str, settings: TeacherSettings) -> Backend:
     kind, _, rest = str(spec).partition(":")
     kind = kind.strip().lower()
     if kind in ("vllm", "transformers") and rest.startswith("s3://"):
-        from guardsmith.models import local_model
+        from guardsmith.model_store import local_model
 
         spec = f"{kind}:{local_model(rest)}"
     kind, given = parse_spec(spec)

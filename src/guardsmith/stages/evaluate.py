@@ -264,7 +264,7 @@ def load_benchmark(name: str, uri: str, tasks: list[str], limit: int | None) -> 
 
 def resolve_models(models: list[ModelSpec]) -> list[ModelSpec]:
     """Check every model folder exists (downloading S3 models) and fill in card attributes."""
-    from guardsmith.models import local_model
+    from guardsmith.model_store import local_model
 
     for spec in models:
         if spec.uri.startswith("openai:"):

@@ -292,7 +292,7 @@ def train_examples(cfg: TrainConfig, prepared: Prepared, *, stage: str = "sft", 
     from trl import SFTConfig, SFTTrainer
 
     from guardsmith import training
-    from guardsmith.models import local_model
+    from guardsmith.model_store import local_model
 
     rt = training.runtime(cfg)
     model_dir = local_model(cfg.base_model)

@@ -1,7 +1,7 @@
 """The bundled synthetic sample corpus: ~600 short A.1 interactions with a crisp, learnable rule.
 
 The corpus (``guardsmith/data/sample.jsonl``) is generated deterministically by
-``python -m guardsmith.sample --write``; :func:`load_sample` reads it. Every text has fewer than
+``python -m guardsmith.standins.sample --write``; :func:`load_sample` reads it. Every text has fewer than
 30 words, so it fits the tiny models' 256 positions together with a guard prompt.
 
 Contents (``source = "sample"``):
@@ -336,7 +336,7 @@ def load_sample(split: str | None = None) -> list[dict[str, Any]]:
         body = resources.files("guardsmith").joinpath("data", DATA_FILE).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise GuardsmithError(
-            f"the bundled sample corpus guardsmith/data/{DATA_FILE} is missing; run python -m guardsmith.sample --write"
+            f"the bundled sample corpus guardsmith/data/{DATA_FILE} is missing; run python -m guardsmith.standins.sample --write"
         ) from None
     rows = [json.loads(line) for line in body.splitlines() if line.strip()]
     if split is not None:
@@ -359,7 +359,7 @@ def sample_texts() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m guardsmith.sample", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m guardsmith.standins.sample", description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help=f"regenerate guardsmith/data/{DATA_FILE}")
     parser.add_argument("--out", help="write to this path instead of the package data file")
     args = parser.parse_args(argv)

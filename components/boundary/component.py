@@ -1,4 +1,4 @@
-"""KFP component `boundary_train`: thin shell over guardsmith.stages.boundary."""
+"""KFP component `boundary`: thin shell over guardsmith.stages.boundary."""
 from typing import List, NamedTuple, Optional
 
 from kfp.dsl import Metrics, Output
@@ -7,7 +7,7 @@ from guardsmith.kfp_support import component
 
 
 @component("train")
-def boundary_train(
+def boundary(
     output: str,
     prompts: str,
     safety: str,

@@ -48,7 +48,7 @@ def default_texts() -> list[str]:
     """Text to train the tokenizer on: the bundled sample corpus and guard prompts rendered from it."""
     texts: list[str] = []
     try:
-        from guardsmith.sample import load_sample
+        from guardsmith.standins.sample import load_sample
 
         rows = load_sample()
     except (ImportError, FileNotFoundError):  # corpus not available: fall back to the label vocabulary
