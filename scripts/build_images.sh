@@ -7,7 +7,7 @@
 # Each image kind is built from images/<dir>/Dockerfile (cpu: base, train: train, infer: infer)
 # with the repository root as build context, pushed as $REGISTRY/guardsmith-<kind>:$TAG, and its
 # pushed manifest digest is written to images/digests.yaml. `guardsmith pipeline compile` then pins
-# the compiled pipelines to repository@digest (guardsmith.deploy.image_env), and
+# the compiled pipelines to repository@digest (guardsmith.ops.images.image_env), and
 # scripts/sync_chart_files.py copies the same references into the Helm chart's values.
 #
 # Base images: each Dockerfile names an exact tag (ARG BASE_IMAGE). On the first build the digest
@@ -28,7 +28,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-.venv/bin/python}
 [ -x "$PYTHON" ] || PYTHON=python3
-DEPLOY=("$PYTHON" -m guardsmith.deploy)
+DEPLOY=("$PYTHON" -m guardsmith deploy)
 REGISTRY=${REGISTRY:?set REGISTRY, e.g. REGISTRY=ghcr.io/my-org make images}
 REGISTRY=${REGISTRY%/}
 TAG=${TAG:-$("$PYTHON" -c 'import guardsmith; print(guardsmith.__version__)')}

@@ -43,20 +43,20 @@ def s3_prefix(s3_env: SeaweedS3) -> str:
 @pytest.fixture(scope="session")
 def compiled_fresh(tmp_path_factory: pytest.TempPathFactory):
     """Every component and pipeline compiled now with default settings (no overrides)."""
-    from guardsmith import pipeline_cli
+    from guardsmith.ops import pipelines
     from helpers.kfp_ir import CLEAN_ENV
 
     out = tmp_path_factory.mktemp("compiled-fresh")
-    pipeline_cli.compile_all(out, CLEAN_ENV)
+    pipelines.compile_all(out, CLEAN_ENV)
     return out
 
 
 @pytest.fixture(scope="session")
 def compiled_custom(tmp_path_factory: pytest.TempPathFactory):
     """Every component and pipeline compiled with a Kueue queue, an image override and fake secrets."""
-    from guardsmith import pipeline_cli
+    from guardsmith.ops import pipelines
     from helpers.kfp_ir import CUSTOM_ENV
 
     out = tmp_path_factory.mktemp("compiled-custom")
-    pipeline_cli.compile_all(out, CUSTOM_ENV)
+    pipelines.compile_all(out, CUSTOM_ENV)
     return out

@@ -57,8 +57,8 @@ def prompts(tmp_path_factory) -> str:
 
 def _cfg(tmp_path: Path, models: dict[str, Path], prompts: str, **kw) -> BoundaryConfig:
     base = dict(generator=str(models["gen"]), prompts=prompts, safety=f"guard:{models['guard']}",
-                utility=f"reward_model:{models['rm']}", output=str(tmp_path / "out"), num_generations=4,
-                max_completion_length=8, batch_size=8, per_device_batch_size=8, max_steps=2, learning_rate=1e-4,
+                utility=f"reward_model:{models['rm']}", output=str(tmp_path / "out"), samples_per_row=4,
+                max_tokens=8, batch_size=8, per_device_batch_size=8, max_steps=2, learning_rate=1e-4,
                 lr_scheduler="constant", warmup_ratio=0.0, logging_steps=1, max_length=768, scorer_device="cpu")
     return BoundaryConfig(**{**base, **kw})
 
@@ -69,7 +69,7 @@ def _cfg(tmp_path: Path, models: dict[str, Path], prompts: str, **kw) -> Boundar
     ({"reward": "ppo"}, "unknown reward"),
     ({"utility": None}, "needs `utility`"),
     ({"safety": "judge:/x"}, "unknown scorer kind"),
-    ({"num_generations": 3}, "num_generations"),
+    ({"samples_per_row": 3}, "samples_per_row"),
     ({"prompt_labels": ["toxic"]}, "prompt_labels"),
     ({"tau": 1.5}, "tau must be"),
     ({"max_length": 8}, "max_length"),
@@ -217,7 +217,7 @@ def test_cli_with_tiny_cpu_preset(tmp_path, models, prompts):
     command = stage_command("boundary", boundary.CONFIG, lambda cfg: print(boundary.run(cfg)), boundary.HELP)
     args = ["--preset", "tiny-cpu", "--generator", str(models["gen"]), "--prompts", prompts,
             "--safety", "rule:keywords", "--utility", f"reward_model:{models['rm']}", "--reward", "filter_avoid",
-            "--max-steps", "2", "--max-completion-length", "6", "--output", str(tmp_path / "cli")]
+            "--max-steps", "2", "--max-tokens", "6", "--output", str(tmp_path / "cli")]
     result = CliRunner().invoke(command, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "step 2" in result.output and (tmp_path / "cli" / boundary.REWARDS_FILE).exists()
@@ -229,7 +229,7 @@ def test_presets_load():
     paper = load_config(BoundaryConfig, stage="boundary", preset="paper",
                         overrides={"prompts": "p", "safety": "guard:/g", "utility": "reward_model:/rm", "output": "o"})
     assert paper.precision == "bf16" and paper.tau == 0.5 and paper.reward == "boundary"
-    assert "Qwen2.5" in paper.generator and paper.batch_size % paper.num_generations == 0
+    assert "Qwen2.5" in paper.generator and paper.batch_size % paper.samples_per_row == 0
     boundary.check_config(boundary.resolve_generator(paper))
     tiny = load_config(BoundaryConfig, stage="boundary", preset="tiny-cpu", overrides={
         "generator": "/g", "prompts": "p", "safety": "rule:keywords", "utility": "rule:constant", "output": "o"})
@@ -263,8 +263,8 @@ def _margin_of_samples(model_dir: Path) -> float:
 
 def test_boundary_reward_moves_the_policy_away_from_the_boundary(tmp_path, models, prompts):
     """A rule stands in for the guard (t = share of letters a-m, 0.5 for a random model); u is constant."""
-    common = dict(safety="rule:letters", utility="rule:constant", utility_normalisation="none", num_generations=8,
-                  max_completion_length=12, batch_size=16, per_device_batch_size=16, max_steps=40,
+    common = dict(safety="rule:letters", utility="rule:constant", utility_normalisation="none", samples_per_row=8,
+                  max_tokens=12, batch_size=16, per_device_batch_size=16, max_steps=40,
                   learning_rate=5e-3, logging_steps=10, seed=0)
     before = _margin_of_samples(models["gen"])
     res = boundary.run(_cfg(tmp_path, models, prompts, reward="boundary", **common))

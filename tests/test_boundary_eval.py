@@ -218,7 +218,7 @@ def test_unreachable_judge_writes_nothing(tmp_path, scripted):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"tau": 1.5}, "tau"), ({"n": 0}, "n must"), ({"harm_threshold": 7.0}, "harm_threshold"),
+    ({"tau": 1.5}, "tau"), ({"samples_per_row": 0}, "samples_per_row must"), ({"harm_threshold": 7.0}, "harm_threshold"),
     ({"models": ["base=/x"]}, "duplicate"), ({"prompt_sets": ["all=/x"]}, "reserved"),
     ({"prompt_sets": []}, "prompt set"), ({"judge": "nojudge"}, "judge"), ({"refusal": " "}, "refusal"),
 ])

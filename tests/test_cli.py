@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from guardsmith import storage
-from guardsmith.cli import STAGES, build_cli, main
+from guardsmith.cli import build_cli, main
+from guardsmith.stages import STAGES
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sources"
 GUARDSMITH = str(Path(sys.executable).with_name("guardsmith"))
@@ -29,7 +30,9 @@ def _commands(group, prefix=()):
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     paths = list(_commands(build_cli()))
-    assert {"data", "tiny", "serve", "models", "pipeline", "deploy", "demo", *STAGES} <= {p[0] for p in paths}
+    generated = {s.name for s in STAGES.values() if s.command}
+    assert generated == set(STAGES) - {"data_import"}  # data_import is `guardsmith data import`
+    assert {"data", "tiny", "serve", "models", "pipeline", "deploy", "demo", *generated} <= {p[0] for p in paths}
     for path in paths:
         assert main([*path, "--help"]) == 0, path
         assert "Usage: guardsmith " + " ".join(path) in capsys.readouterr().out, path
@@ -67,3 +70,20 @@ def test_data_sample_then_tiny_build(tmp_path: Path) -> None:
     built = cli("tiny", "build", str(tmp_path / "tiny"), "--kind", "classifier", "--num-labels", "2")
     assert built.returncode == 0, built.stderr
     assert (tmp_path / "tiny" / "config.json").exists()
+
+
+def test_demo_runs_what_make_demo_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`guardsmith demo --out DIR` is `guardsmith pipeline run guard_training --local --preset tiny-cpu --out DIR`."""
+    from guardsmith.ops import local
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(local, "run_local", lambda *a, **kw: calls.append((a, kw)) or {"report_md": "r.md"})
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert main(["pipeline", "run", "guard_training", "--local", "--preset", "tiny-cpu", "--out", str(tmp_path)]) == 0
+    (demo_args, demo_kw), (run_args, run_kw) = calls
+    assert demo_args[:2] == run_args[:2] == ("guard_training", "tiny-cpu")
+    assert Path(demo_kw.get("out")) == Path(run_args[4]) == tmp_path
+    assert capsys.readouterr().out.count("report_md: r.md") == 2
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    assert "guardsmith pipeline run guard_training --local --preset tiny-cpu --out demo-out" in makefile

@@ -13,7 +13,8 @@ import pytest  # noqa: E402
 from guardsmith import storage, tables  # noqa: E402
 from guardsmith.errors import DataError, GuardsmithError  # noqa: E402
 from guardsmith.guard import render_guard_messages  # noqa: E402
-from guardsmith.stages import continual, sft  # noqa: E402
+from guardsmith.guard.examples import GUARD_COLUMNS  # noqa: E402
+from guardsmith.stages import continual  # noqa: E402
 from guardsmith.stages.mine import PAIRS_SCHEMA  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
@@ -37,8 +38,8 @@ def _write(uri: str | Path, rows: list[dict], columns: list[str]) -> str:
     return str(uri)
 
 
-TRACES = [*sft.GUARD_COLUMNS, "reasoning"]
-MINED = [*sft.GUARD_COLUMNS, "categories"]
+TRACES = [*GUARD_COLUMNS, "reasoning"]
+MINED = [*GUARD_COLUMNS, "categories"]
 
 
 # --------------------------------------------------------------------------- reward
@@ -72,7 +73,7 @@ def test_label_reward_scores():
     ({"method": "ppo"}, "unknown continual method"),
     ({"method": "dpo"}, "needs `pairs`"),
     ({"method": "sft"}, "needs `train` and/or `difficult`"),
-    ({"method": "grpo", "train": "t", "num_generations": 3}, "num_generations"),
+    ({"method": "grpo", "train": "t", "samples_per_row": 3}, "samples_per_row"),
     ({"method": "sft", "train": "t", "mode": "both"}, "unknown mode"),
 ])
 def test_bad_config(tmp_path, kw, match):
@@ -104,7 +105,7 @@ def test_sft_examples_oversample_difficult_with_reasoning_lookup(tmp_path):
     by_id = {e["id"]: e["completion"] for e in prep.examples}
     assert "Pool reason." in by_id["r10"] and "policy does not allow" not in by_id["r10"]
     assert "stays within" in by_id["r11"]  # no trace for r11: short generated reason
-    assert prep.counts["difficult_reasoning_found"] == 1 and prep.counts["short_reason"] == 1
+    assert prep.data.counts["difficult_reasoning_found"] == 1 and prep.data.counts["short_reason"] == 1
 
 
 # --------------------------------------------------------------------------- training
@@ -149,7 +150,7 @@ def test_dpo_runs_and_logs(tmp_path, tiny_model):
 def test_grpo_runs_and_writes_reward_log(tmp_path, tiny_model):
     _write(tmp_path / "difficult", [_row(i) for i in range(4)], MINED)
     res = continual.run(_cfg(tmp_path, tiny_model, method="grpo", difficult=str(tmp_path / "difficult"),
-                             mode="dual", oversample=1, num_generations=2, max_completion_length=12))
+                             mode="dual", oversample=1, samples_per_row=2, max_tokens=12))
     assert res.method == "grpo" and res.global_step == 2
     out = tmp_path / "out"
     rewards = [json.loads(x) for x in (out / continual.REWARDS_FILE).read_text().splitlines()]

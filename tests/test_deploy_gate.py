@@ -1,6 +1,7 @@
-"""The CI quality gate (guardsmith.deploy): expression parsing, pass/fail against metrics tables,
+"""The CI quality gate (guardsmith.ops.gates): expression parsing, pass/fail against metrics tables,
 row lists, flat mappings and files, production-baseline comparison, clear errors, the
-`python -m guardsmith.deploy` entry points, image-digest records and KFP upload/submit naming."""
+`guardsmith deploy` entry points, image-digest records (guardsmith.ops.images) and KFP
+upload/submit naming (guardsmith.ops.kfp)."""
 from __future__ import annotations
 
 import importlib
@@ -11,8 +12,14 @@ from typing import Any
 
 import pytest
 
-from guardsmith import deploy
+from guardsmith.cli import main
 from guardsmith.errors import GuardsmithError
+from guardsmith.ops import gates, images, kfp, pipelines
+
+
+def deploy_main(argv: list[str]) -> int:
+    """``guardsmith deploy ARGV`` (what the chart, CI and scripts run as ``python -m guardsmith deploy``)."""
+    return main(["deploy", *argv])
 
 
 def metric_rows() -> list[dict[str, Any]]:
@@ -27,8 +34,8 @@ def metric_rows() -> list[dict[str, Any]]:
             for (m, b, t), v in f1.items()]
 
 
-def one(gate: str, metrics: Any = None, **kw: Any) -> deploy.GateResult:
-    report = deploy.evaluate_gates([gate], metric_rows() if metrics is None else metrics, **kw)
+def one(gate: str, metrics: Any = None, **kw: Any) -> gates.GateResult:
+    report = gates.evaluate_gates([gate], metric_rows() if metrics is None else metrics, **kw)
     assert len(report.results) == 1
     return report.results[0]
 
@@ -48,7 +55,7 @@ def one(gate: str, metrics: Any = None, **kw: Any) -> deploy.GateResult:
     ("count(f1_mean[model=X (R)])>=1", "f1_mean", {"model": ("X (R)",)}, "count", ">="),
 ])
 def test_expressions_parse(text: str, column: str, filters: dict, agg: str | None, op: str) -> None:
-    gate = deploy.parse_gate(text)
+    gate = gates.parse_gate(text)
     assert gate.selector.column == column
     assert gate.selector.filter_dict() == filters
     assert gate.selector.agg == agg
@@ -64,14 +71,14 @@ def test_expressions_parse(text: str, column: str, filters: dict, agg: str | Non
     ("parse_error_rate_max<=baseline+.005", None, "+", 0.005),
 ])
 def test_values_parse(text: str, number: float | None, bop: str | None, bnum: float | None) -> None:
-    gate = deploy.parse_gate(text)
+    gate = gates.parse_gate(text)
     assert (gate.number, gate.baseline_op, gate.baseline_number) == (number, bop, bnum)
     assert gate.uses_baseline == (number is None)
 
 
 def test_several_gates_in_one_argument_and_repeated() -> None:
-    gates = deploy.parse_gates(["harmful_f1_avg>=0.8; parse_error_rate_max<0.05", "harmful_f1_min>0.7"])
-    assert [str(g) for g in gates] == ["harmful_f1_avg >= 0.8", "parse_error_rate_max < 0.05", "harmful_f1_min > 0.7"]
+    parsed = gates.parse_gates(["harmful_f1_avg>=0.8; parse_error_rate_max<0.05", "harmful_f1_min>0.7"])
+    assert [str(g) for g in parsed] == ["harmful_f1_avg >= 0.8", "parse_error_rate_max < 0.05", "harmful_f1_min > 0.7"]
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -95,7 +102,7 @@ def test_several_gates_in_one_argument_and_repeated() -> None:
 ])
 def test_bad_expressions_give_a_clear_error(text: str, needle: str) -> None:
     with pytest.raises(GuardsmithError) as err:
-        deploy.parse_gate(text)
+        gates.parse_gate(text)
     message = str(err.value)
     assert needle in message
     assert "harmful_f1_avg>=0.80" in message or text == ""  # every syntax error shows an example
@@ -104,7 +111,7 @@ def test_bad_expressions_give_a_clear_error(text: str, needle: str) -> None:
 
 def test_no_gate_at_all_is_an_error() -> None:
     with pytest.raises(GuardsmithError, match="no gate expression"):
-        deploy.parse_gates([" ; "])
+        gates.parse_gates([" ; "])
 
 
 # --------------------------------------------------------------------------- pass / fail on rows
@@ -166,13 +173,13 @@ def test_nan_and_non_numeric_values_fail() -> None:
 
 
 def test_report_message_and_raise() -> None:
-    report = deploy.evaluate_gates(["harmful_f1_avg>=0.8", "harmful_f1_min>=0.8", "parse_error_rate_max<=0.01"],
+    report = gates.evaluate_gates(["harmful_f1_avg>=0.8", "harmful_f1_min>=0.8", "parse_error_rate_max<=0.01"],
                                    metric_rows(), model="continual")
     assert not report.passed and len(report.failures) == 1
     assert report.message.startswith("gate failed on metrics: harmful_f1_min >= 0.8: 0.76 < 0.8")
     with pytest.raises(GuardsmithError, match="gate failed"):
         report.raise_for_failure()
-    good = deploy.check_gates("harmful_f1_avg>=0.8", metric_rows(), model="continual")
+    good = gates.check_gates("harmful_f1_avg>=0.8", metric_rows(), model="continual")
     assert good.passed and good.message == "gate passed (1/1) on metrics"
 
 
@@ -208,20 +215,20 @@ def test_baseline_as_a_flat_mapping() -> None:
 
 def test_a_baseline_gate_without_a_baseline_is_an_error() -> None:
     with pytest.raises(GuardsmithError, match="--baseline"):
-        deploy.evaluate_gates(["harmful_f1_avg>=baseline"], metric_rows(), model="continual")
+        gates.evaluate_gates(["harmful_f1_avg>=baseline"], metric_rows(), model="continual")
 
 
 def test_compare_to_baseline() -> None:
     prod = {"harmful_f1_avg": 0.80, "parse_error_rate_max": 0.02}
-    report = deploy.compare_to_baseline(metric_rows(), prod, model="continual")
+    report = gates.compare_to_baseline(metric_rows(), prod, model="continual")
     assert report.passed and [str(r.gate) for r in report.results] == ["harmful_f1_avg >= baseline-0"]
-    worse = deploy.compare_to_baseline(metric_rows(), {"harmful_f1_avg": 0.85}, tolerance=0.01, model="continual")
+    worse = gates.compare_to_baseline(metric_rows(), {"harmful_f1_avg": 0.85}, tolerance=0.01, model="continual")
     assert not worse.passed
-    lower = deploy.compare_to_baseline(metric_rows(), prod, ["parse_error_rate_max"], higher_is_better=False,
+    lower = gates.compare_to_baseline(metric_rows(), prod, ["parse_error_rate_max"], higher_is_better=False,
                                        model="continual")
     assert lower.passed and lower.results[0].gate.op == "<="
     with pytest.raises(GuardsmithError, match="tolerance"):
-        deploy.compare_to_baseline(metric_rows(), prod, tolerance=-1)
+        gates.compare_to_baseline(metric_rows(), prod, tolerance=-1)
 
 
 # --------------------------------------------------------------------------- sources
@@ -233,7 +240,7 @@ def test_flat_metrics_by_exact_name() -> None:
     missing = one("harmful_f1_min>=0.1", flat)
     assert not missing.passed and "names: f1/continual" in missing.reason
     with pytest.raises(GuardsmithError, match="not a number"):
-        deploy.load_metrics({"harmful_f1_avg": "high"})
+        gates.load_metrics({"harmful_f1_avg": "high"})
 
 
 def test_metrics_from_files_and_from_a_table(tmp_path: Path) -> None:
@@ -249,9 +256,9 @@ def test_metrics_from_files_and_from_a_table(tmp_path: Path) -> None:
         assert one("harmful_f1_avg>=0.82", str(source), model="continual").passed
     assert one("harmful_f1_avg>=0.82", str(tmp_path / "flat.yaml")).passed
     with pytest.raises(GuardsmithError, match="not valid JSON"):
-        deploy.load_metrics(str(tmp_path / "broken.json"))
+        gates.load_metrics(str(tmp_path / "broken.json"))
     with pytest.raises(GuardsmithError):
-        deploy.load_metrics(str(tmp_path / "missing-table"))
+        gates.load_metrics(str(tmp_path / "missing-table"))
 
 
 def test_gate_run_reads_the_evaluate_metrics_of_a_work_root(tmp_path: Path) -> None:
@@ -260,11 +267,11 @@ def test_gate_run_reads_the_evaluate_metrics_of_a_work_root(tmp_path: Path) -> N
     from guardsmith import storage
 
     storage.write_table(str(tmp_path / "evaluate" / "metrics"), pa.Table.from_pylist(metric_rows()))
-    assert deploy.run_metrics_uri("s3://b/runs/1") == "s3://b/runs/1/evaluate/metrics"
-    report = deploy.gate_run("guard_training", str(tmp_path), ["harmful_f1_avg>=0.82"])  # default model: continual
+    assert gates.run_metrics_uri("s3://b/runs/1") == "s3://b/runs/1/evaluate/metrics"
+    report = gates.gate_run("guard_training", str(tmp_path), ["harmful_f1_avg>=0.82"])  # default model: continual
     assert report.passed
-    assert not deploy.gate_run("guard_training", str(tmp_path), ["harmful_f1_avg>=0.82"], model="sft").passed
-    assert not deploy.gate_run("evaluation", str(tmp_path), ["harmful_f1_avg>=0.5"]).passed  # ambiguous model
+    assert not gates.gate_run("guard_training", str(tmp_path), ["harmful_f1_avg>=0.82"], model="sft").passed
+    assert not gates.gate_run("evaluation", str(tmp_path), ["harmful_f1_avg>=0.5"]).passed  # ambiguous model
 
 
 # --------------------------------------------------------------------------- command line
@@ -275,14 +282,14 @@ def test_cli_gate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     base = tmp_path / "prod.json"
     base.write_text(json.dumps({"harmful_f1_avg": 0.80}))
     args = ["gate", "--metrics", str(rows), "--gate-model", "continual", "--baseline", str(base)]
-    assert deploy.main([*args, "--gate", "harmful_f1_avg>=baseline", "--gate", "harmful_f1_min>0.7"]) == 0
+    assert deploy_main([*args, "--gate", "harmful_f1_avg>=baseline", "--gate", "harmful_f1_min>0.7"]) == 0
     out = capsys.readouterr().out
     assert "PASS harmful_f1_avg >= baseline" in out and "gate passed (2/2)" in out
-    assert deploy.main([*args, "--gate", "harmful_f1_avg>=baseline+0.05"]) == 1
+    assert deploy_main([*args, "--gate", "harmful_f1_avg>=baseline+0.05"]) == 1
     captured = capsys.readouterr()
     assert "FAIL harmful_f1_avg" in captured.out
     assert captured.err.startswith("guardsmith: error: gate failed on ")
-    assert deploy.main([*args, "--gate", "harmful_f1_avg => 0.8"]) == 1
+    assert deploy_main([*args, "--gate", "harmful_f1_avg => 0.8"]) == 1
     assert "did you mean '>='" in capsys.readouterr().err
 
 
@@ -290,34 +297,34 @@ def test_cli_gate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 def test_digest_records_and_pinning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "digests.yaml"
-    path.write_text(deploy.digests_path().read_text())
-    monkeypatch.setenv(deploy.DIGESTS_ENV, str(path))
-    records = deploy.load_digests()
-    assert set(records) == set(deploy.IMAGE_KINDS)
+    path.write_text(images.digests_path().read_text())
+    monkeypatch.setenv(images.DIGESTS_ENV, str(path))
+    records = images.load_digests()
+    assert set(records) == set(images.IMAGE_KINDS)
     with pytest.raises(GuardsmithError, match="run `make images`"):
-        deploy.image_refs(require_digest=True)
+        images.image_refs(require_digest=True)
     digest = "sha256:" + "ab" * 32
-    deploy.record_digest("train", "registry.example.com:5000/ml/guardsmith-train", "1.2.3", digest)
-    refs = deploy.image_refs()
+    images.record_digest("train", "registry.example.com:5000/ml/guardsmith-train", "1.2.3", digest)
+    refs = images.image_refs()
     assert refs["train"] == f"registry.example.com:5000/ml/guardsmith-train@{digest}"
     assert refs["cpu"] == f"{records['cpu'].repository}:{records['cpu'].tag}"
-    env = deploy.image_env()
+    env = images.image_env()
     assert env["GUARDSMITH_IMAGE_TRAIN"] == refs["train"] and set(env) == {
         "GUARDSMITH_IMAGE_CPU", "GUARDSMITH_IMAGE_TRAIN", "GUARDSMITH_IMAGE_INFER"}
-    assert deploy.record_base_digest("cpu", digest).endswith(f"@{digest}")
-    assert deploy.base_image_ref("cpu").endswith(f"@{digest}")
-    assert deploy.load_digests()["train"].tag == "1.2.3"  # a second write keeps the first
+    assert images.record_base_digest("cpu", digest).endswith(f"@{digest}")
+    assert images.base_image_ref("cpu").endswith(f"@{digest}")
+    assert images.load_digests()["train"].tag == "1.2.3"  # a second write keeps the first
     with pytest.raises(GuardsmithError, match="sha256"):
-        deploy.record_digest("cpu", "x/y", "1", "sha256:short")
+        images.record_digest("cpu", "x/y", "1", "sha256:short")
     with pytest.raises(GuardsmithError, match="unknown image kind"):
-        deploy.record_digest("gpu", "x/y", "1", digest)
+        images.record_digest("gpu", "x/y", "1", digest)
     path.write_text(path.read_text().replace("registry.example.com:5000/ml/guardsmith-train", "bad repo@x"))
     with pytest.raises(GuardsmithError, match="repository"):
-        deploy.load_digests()
+        images.load_digests()
 
 
 def test_cli_image_env(capsys: pytest.CaptureFixture[str]) -> None:
-    assert deploy.main(["image-env"]) == 0
+    assert deploy_main(["image-env"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("=", 1)[0] for line in lines] == [
         "GUARDSMITH_IMAGE_CPU", "GUARDSMITH_IMAGE_TRAIN", "GUARDSMITH_IMAGE_INFER"]
@@ -326,7 +333,7 @@ def test_cli_image_env(capsys: pytest.CaptureFixture[str]) -> None:
 # --------------------------------------------------------------------------- KFP upload / submit
 
 class FakeClient:
-    """The kfp.Client calls deploy and pipeline_cli make, recorded."""
+    """The kfp.Client calls guardsmith.ops.kfp makes, recorded."""
 
     def __init__(self) -> None:
         self.pipelines: dict[str, str] = {}
@@ -359,80 +366,79 @@ class FakeClient:
 
 
 def repo_pipelines() -> Path:
-    return deploy.repo_root() / "pipelines"
+    return images.repo_root() / "pipelines"
 
 
-def test_upload_names_match_pipeline_cli_and_are_reused() -> None:
-    from guardsmith import pipeline_cli as pc
-
+def test_upload_names_match_the_installed_packages_and_are_reused() -> None:
     client = FakeClient()
-    first = deploy.upload_all(client, repo_pipelines())
-    assert {r["pipeline"] for r in first} == {f"guardsmith-{n.replace('_', '-')}" for n in pc.ALL_PIPELINES}
+    first = kfp.upload_all(client, repo_pipelines())
+    assert {r["pipeline"] for r in first} == {f"guardsmith-{n.replace('_', '-')}" for n in pipelines.PIPELINES}
     assert all(r["created"] for r in first)
-    again = deploy.upload_all(client, repo_pipelines())
+    again = kfp.upload_all(client, repo_pipelines())
     assert not any(r["created"] for r in again)
-    # `guardsmith pipeline submit` (pipeline_cli.upload_package) finds the same versions
+    # `guardsmith pipeline submit` (the installed packages, root None) finds the same versions
     for rec in first:
         name = rec["pipeline"].removeprefix("guardsmith-").replace("-", "_")
-        assert pc.upload_package(client, name) == (rec["pipeline_id"], rec["version_id"])
+        mine = kfp.upload_version(client, name, pipelines.package_path(name))
+        assert (mine["pipeline_id"], mine["version_id"], mine["created"]) == (rec["pipeline_id"], rec["version_id"], False)
     with pytest.raises(GuardsmithError, match="no package for nope"):
-        deploy.upload_all(client, repo_pipelines(), names=["nope"])
+        kfp.upload_all(client, repo_pipelines(), names=["nope"])
 
 
 def test_submit_from_a_folder_expands_placeholders_and_checks_parameters() -> None:
     client = FakeClient()
     now = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
-    result = deploy.submit_from_dir(client, repo_pipelines(), "evaluation", "paper-llama3.1-8b",
-                                    overrides={"work_root": "s3://b/evals/nightly-{timestamp}", "evaluate_k": 2},
-                                    experiment="nightly", cache=False, now=now)
+    result = kfp.submit(client, "evaluation", "paper-llama3.1-8b", root=repo_pipelines(),
+                        overrides={"work_root": "s3://b/evals/nightly-{timestamp}", "evaluate_samples_per_row": 2},
+                        experiment="nightly", cache=False, now=now)
     run = client.runs[0]
     assert result["work_root"] == run["params"]["work_root"] == "s3://b/evals/nightly-20270115-080000"
-    assert run["params"]["evaluate_k"] == 2 and run["enable_caching"] is False
+    assert run["params"]["evaluate_samples_per_row"] == 2 and run["enable_caching"] is False
     assert run["experiment_id"] == "e-nightly" and run["job_name"] == "evaluation-paper-llama3.1-8b-20270115-080000"
     with pytest.raises(GuardsmithError, match="unknown parameter"):
-        deploy.submit_from_dir(client, repo_pipelines(), "evaluation", "paper-llama3.1-8b", overrides={"evaluate_kk": 1})
+        kfp.submit(client, "evaluation", "paper-llama3.1-8b", root=repo_pipelines(), overrides={"evaluate_kk": 1})
     with pytest.raises(GuardsmithError, match="only in local runs"):
-        deploy.submit_from_dir(client, repo_pipelines(), "evaluation", "tiny-cpu", overrides={"work_root": "s3://b/x"})
+        kfp.submit(client, "evaluation", "tiny-cpu", root=repo_pipelines(), overrides={"work_root": "s3://b/x"})
     with pytest.raises(GuardsmithError, match="unknown preset"):
-        deploy.submit_from_dir(client, repo_pipelines(), "evaluation", "nope")
+        kfp.submit(client, "evaluation", "nope", root=repo_pipelines())
 
 
 def test_kfp_client_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    kfp = importlib.import_module("kfp")
+    kfp_lib = importlib.import_module("kfp")
     seen: list[dict[str, Any]] = []
-    monkeypatch.setattr(kfp, "Client", lambda **kw: seen.append(kw) or kw)  # the real one calls the server
-    monkeypatch.delenv(deploy.KFP_TOKEN_ENV, raising=False)
-    monkeypatch.setenv(deploy.SA_TOKEN_ENV, str(tmp_path / "absent"))
-    assert deploy.kfp_client("http://kfp:8888", "team") == {"host": "http://kfp:8888", "namespace": "team"}
+    monkeypatch.setattr(kfp_lib, "Client", lambda **kw: seen.append(kw) or kw)  # the real one calls the server
+    monkeypatch.delenv(kfp.KFP_TOKEN_ENV, raising=False)
+    monkeypatch.setenv(kfp.SA_TOKEN_ENV, str(tmp_path / "absent"))
+    assert kfp.kfp_client("http://kfp:8888", "team") == {"host": "http://kfp:8888", "namespace": "team"}
     token = tmp_path / "token"
     token.write_text("projected")
-    monkeypatch.setenv(deploy.SA_TOKEN_ENV, str(token))
-    projected = deploy.kfp_client("http://kfp:8888")
+    monkeypatch.setenv(kfp.SA_TOKEN_ENV, str(token))
+    projected = kfp.kfp_client("http://kfp:8888")
     assert type(projected["credentials"]).__name__ == "ServiceAccountTokenVolumeCredentials"
-    monkeypatch.setenv(deploy.KFP_TOKEN_ENV, "ci-token")
-    assert deploy.kfp_client("http://kfp:8888")["existing_token"] == "ci-token"
+    monkeypatch.setenv(kfp.KFP_TOKEN_ENV, "ci-token")
+    assert kfp.kfp_client("http://kfp:8888")["existing_token"] == "ci-token"
 
 
 def test_pinned_image_default(tmp_path: Path) -> None:
     path = tmp_path / "digests.yaml"
-    path.write_text(deploy.digests_path().read_text())
-    assert deploy.pinned_image("cpu", path) is None  # placeholder: compile keeps repository:tag
+    path.write_text(images.digests_path().read_text())
+    assert images.pinned_image("cpu", path) is None  # placeholder: compile keeps repository:tag
     digest = "sha256:" + "d" * 64
-    deploy.record_digest("cpu", "registry.example.com/ml/guardsmith-cpu", "0.1.0", digest, path)
-    assert deploy.pinned_image("cpu", path) == f"registry.example.com/ml/guardsmith-cpu@{digest}"
-    assert deploy.pinned_image("cpu", tmp_path / "absent.yaml") is None
+    images.record_digest("cpu", "registry.example.com/ml/guardsmith-cpu", "0.1.0", digest, path)
+    assert images.pinned_image("cpu", path) == f"registry.example.com/ml/guardsmith-cpu@{digest}"
+    assert images.pinned_image("cpu", tmp_path / "absent.yaml") is None
 
 
 def test_retrain_workflow() -> None:
     import yaml
 
-    wf = yaml.safe_load((deploy.repo_root() / ".github" / "workflows" / "retrain.yml").read_text())
+    wf = yaml.safe_load((images.repo_root() / ".github" / "workflows" / "retrain.yml").read_text())
     on = wf[True]  # YAML 1.1 reads the key `on` as True
     assert "data/**.yaml" in on["push"]["paths"] and "pipelines/*/presets/*.yaml" in on["push"]["paths"]
     assert "workflow_dispatch" in on and wf["permissions"] == {"contents": "read"}
     job = wf["jobs"]["retrain"]
     scripts = "\n".join(step.get("run", "") for step in job["steps"])
-    assert "guardsmith pipeline compile" in scripts and "guardsmith.deploy upload" in scripts
+    assert "guardsmith pipeline compile" in scripts and "guardsmith deploy upload" in scripts
     assert "guardsmith pipeline submit" in scripts and "--wait" in scripts and "--gate" in scripts
     assert "${{" not in scripts, "inputs and secrets reach scripts through env, never inline"
     assert job["env"]["GUARDSMITH_KFP_TOKEN"] == "${{ secrets.KFP_TOKEN }}"

@@ -20,16 +20,10 @@ from guardsmith.guard import sentence_count
 from guardsmith.standins.offline import offline_spec, serve_offline
 from guardsmith.standins.sample import load_sample
 from guardsmith.stages import distill
-from guardsmith.stages.distill import (
-    DistillConfig,
-    budget_curve,
-    cut_to_budget,
-    open_teacher,
-    run,
-    shard_root,
-    shard_uri,
-    teacher_label,
-)
+from guardsmith.inference import open_backend
+from guardsmith.settings import BackendChoice, Endpoint
+from guardsmith.stages.distill import DistillConfig, budget_curve, run
+from guardsmith.teacher import cut_to_budget, shard_root, shard_uri, teacher_label
 
 pytestmark = pytest.mark.timeout(60)
 VICTIM = Path(__file__).parent / "helpers" / "distill_victim.py"
@@ -233,9 +227,10 @@ def test_teacher_spec_helpers(tmp_path):
     assert teacher_label("vllm:/models/qwen-32b/") == "qwen-32b"
     with pytest.raises(GuardsmithError, match="model name"):
         teacher_label("openai:http://h:1/v1")
-    settings = DistillConfig(input="i", output="o", teacher="t", concurrency=3, api_key_env="MY_KEY")
-    backend = open_teacher("openai:http://h:1/v1?model=m&max_concurrency=9", settings)
+    backend = open_backend("openai:http://h:1/v1?model=m&max_concurrency=9", choice=BackendChoice(concurrency=3),
+                           endpoint=Endpoint(api_key_env="MY_KEY", retry_after_max_s=7.0))
     assert backend.max_concurrency == 9 and backend.api_key_env == "MY_KEY"  # the spec wins over settings
+    assert backend.retry_after_max_s == 7.0
 
 
 def test_presets_load():

@@ -46,7 +46,7 @@ def test_guard_recipe_end_to_end_learns(tmp_path, monkeypatch):
         max_steps=200, work_dir=str(root / "work-sft"))))
 
     mined = mine.run(mine.MineConfig(model=tuned.output, pool=pool, output=str(root / "mined"), mode="NR",
-                                     n=4, max_tokens=24, batch_size=32))
+                                     samples_per_row=4, max_tokens=24, concurrency=32))
     assert json.loads(storage.read_bytes(mined.report_json))["counts"]["mined"] > 0
 
     cont = continual.run(load_config(continual.ContinualConfig, stage="continual", preset="tiny-cpu", overrides=dict(
@@ -56,8 +56,8 @@ def test_guard_recipe_end_to_end_learns(tmp_path, monkeypatch):
 
     result = evaluate.run(evaluate.EvaluateConfig(
         models=[f"untrained={base}", f"sft={tuned.output}", f"continual={cont.output}"],
-        benchmarks=[f"sample_test={test}"], output=str(root / "eval"), modes=["NR"], k=2,
-        max_tokens=24, batch_size=32))
+        benchmarks=[f"sample_test={test}"], output=str(root / "eval"), modes=["NR"], samples_per_row=2,
+        max_tokens=24, concurrency=32))
     rows = storage.read_table(result.metrics).to_pylist()
     f1 = {(r["model"], r["task"]): r["f1_mean"] for r in rows}
     assert f1[("untrained", "prompt_harm")] < 0.2

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import re
 from pathlib import Path
@@ -72,11 +71,16 @@ class Scripted(Backend):
         return out
 
 
-def _fake_model(path: Path, meta: dict | None = None) -> str:
+def _fake_model(path: Path, summary: dict | None = None) -> str:
+    """A model folder; `summary` fields (beside required defaults) become its training summary."""
+    from guardsmith.training import TrainingSummary
+
     path.mkdir(parents=True)
     (path / "config.json").write_text("{}")
-    if meta is not None:
-        (path / "guardsmith_training.json").write_text(json.dumps(meta))
+    if summary is not None:
+        base = {"stage": "sft", "method": "sft", "output": str(path), "base_model": "base", "examples": 0,
+                "global_step": 1, "train_rows": 0}
+        TrainingSummary(**{**base, **summary}).write(path)
     return str(path)
 
 
@@ -90,14 +94,14 @@ def bench(tmp_path) -> dict[str, str]:
 
 def test_scripted_metrics_match_recomputation(tmp_path, bench, monkeypatch):
     backend = Scripted()
-    monkeypatch.setattr(evaluate, "open_backend", lambda *a, **k: backend)
-    m1 = _fake_model(tmp_path / "m1", {"examples": 5200, "subset": None, "stage": "sft",
+    monkeypatch.setattr(evaluate, "open_guard", lambda *a, **k: backend)
+    m1 = _fake_model(tmp_path / "m1", {"examples": 5200, "subset": None, "stage": "sft", "train_rows": 5000,
                                        "counts": {"train_read": 9000, "train_used": 5000}})
     m2 = _fake_model(tmp_path / "m2")
     cfg = evaluate.EvaluateConfig(
         models=[f"big={m1}", f"small[size=0.5k;budget=3]={m2}"],
         benchmarks=[f"Safe={bench['Safe']}", f"Policy={bench['Policy']}"],
-        output=str(tmp_path / "out"), k=3, title="Scripted eval")
+        output=str(tmp_path / "out"), samples_per_row=3, title="Scripted eval")
     res = evaluate.run(cfg)
     assert any("Never discuss crypto." in p for p in backend.prompts)  # custom policy in the prompt
 
@@ -148,10 +152,10 @@ def test_scripted_metrics_match_recomputation(tmp_path, bench, monkeypatch):
 
 
 def test_two_modes_name_models_by_mode(tmp_path, bench, monkeypatch):
-    monkeypatch.setattr(evaluate, "open_backend", lambda *a, **k: Scripted())
+    monkeypatch.setattr(evaluate, "open_guard", lambda *a, **k: Scripted())
     model = _fake_model(tmp_path / "m")
     res = evaluate.run(evaluate.EvaluateConfig(models=[f"g={model}"], benchmarks=[bench["Policy"]],
-                                               output=str(tmp_path / "out"), k=1, modes=["R", "NR"],
+                                               output=str(tmp_path / "out"), samples_per_row=1, modes=["R", "NR"],
                                                dual=True))
     metrics = storage.read_table(res.metrics, "metrics").to_pylist()
     assert {(m["model"], m["mode"], m["benchmark"]) for m in metrics} == {("g (R)", "R", "policy"),
@@ -177,7 +181,7 @@ def _files(path: Path) -> list[Path]:
 
 @pytest.mark.parametrize("problem", ["label", "column", "model", "duplicate", "unlabelled"])
 def test_bad_input_writes_nothing(tmp_path, bench, monkeypatch, problem):
-    monkeypatch.setattr(evaluate, "open_backend", lambda *a, **k: Scripted())
+    monkeypatch.setattr(evaluate, "open_guard", lambda *a, **k: Scripted())
     model = _fake_model(tmp_path / "m")
     table = tables.from_records(SAFETY, "interactions")
     if problem == "label":
@@ -193,7 +197,7 @@ def test_bad_input_writes_nothing(tmp_path, bench, monkeypatch, problem):
         [f"Safe={bench['Safe']}", f"B2={tmp_path / 'b2'}"]
     with pytest.raises(GuardsmithError) as err:
         evaluate.run(evaluate.EvaluateConfig(models=models, benchmarks=benchmarks,
-                                             output=str(tmp_path / "out"), k=2))
+                                             output=str(tmp_path / "out"), samples_per_row=2))
     if problem in ("label", "column"):
         assert isinstance(err.value, DataError)
         assert ("'unsafe'" if problem == "label" else "'taxonomy'") in str(err.value)
@@ -215,7 +219,7 @@ def test_tiny_model_end_to_end(tmp_path, tiny_model):
         [r for r in load_sample("test") if r["response"] is None][:3]
     storage.write_table(str(tmp_path / "t"), tables.from_records(rows, "interactions"), "interactions")
     res = evaluate.run(evaluate.EvaluateConfig(models=[f"tiny={tiny_model}"], benchmarks=[f"T={tmp_path / 't'}"],
-                                               output=str(tmp_path / "out"), k=2, max_tokens=8, modes=["NR"]))
+                                               output=str(tmp_path / "out"), samples_per_row=2, max_tokens=8, modes=["NR"]))
     preds = storage.read_table(res.predictions, "predictions")
     labelled = sum(r["prompt_harm"] is not None for r in rows) + sum(r["response_harm"] is not None for r in rows)
     assert preds.num_rows == labelled * 2
@@ -233,11 +237,11 @@ def test_tiny_model_end_to_end(tmp_path, tiny_model):
 
 @pytest.mark.s3
 def test_scripted_on_s3(tmp_path, s3_prefix, monkeypatch):
-    monkeypatch.setattr(evaluate, "open_backend", lambda *a, **k: Scripted())
+    monkeypatch.setattr(evaluate, "open_guard", lambda *a, **k: Scripted())
     bench_uri = f"{s3_prefix}/bench/policy"
     storage.write_table(bench_uri, tables.from_records(POLICY, "interactions"), "interactions")
     res = evaluate.run(evaluate.EvaluateConfig(models=[f"g={_fake_model(tmp_path / 'm')}"],
-                                               benchmarks=[f"Policy={bench_uri}"], output=f"{s3_prefix}/eval", k=3))
+                                               benchmarks=[f"Policy={bench_uri}"], output=f"{s3_prefix}/eval", samples_per_row=3))
     assert res.report_md == f"{s3_prefix}/eval/report/report.md"
     assert "| g |" in storage.read_bytes(res.report_md).decode()
     assert storage.read_bytes(res.plots[0]).startswith(b"\x89PNG")

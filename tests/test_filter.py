@@ -193,7 +193,7 @@ def test_every_config_field_and_rule_is_documented():
     import dataclasses
     from pathlib import Path
 
-    from guardsmith.stages.distill import TeacherSettings
+    from guardsmith.teacher import TeacherSettings
 
     doc = (Path(__file__).parent.parent / "docs" / "stages" / "filter.md").read_text()
     own = [f.name for f in dataclasses.fields(FilterConfig) if f.name not in

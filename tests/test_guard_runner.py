@@ -16,10 +16,11 @@ from guardsmith.guard_runner import (  # noqa: E402
     GuardSample,
     is_correct,
     labelled_tasks,
-    open_backend,
+    open_guard,
     run_guard,
 )
 from guardsmith.inference import Backend, Generation  # noqa: E402
+from guardsmith.settings import BackendChoice, Sampling  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -83,7 +84,7 @@ def test_correct_rule_prompt_and_response_tasks():
 def test_run_guard_chunks_order_seeds_and_latency():
     rows = [_row(i) for i in range(5)]
     backend = Scripted({r["prompt"]: [OK_PROMPT, "garbage"] for r in rows})
-    results = list(run_guard(backend, iter(rows), mode="NR", n=3, seed=7, chunk_rows=2))
+    results = list(run_guard(backend, iter(rows), mode="NR", sampling=Sampling(samples_per_row=3, seed=7), chunk_rows=2))
     assert [r.row["id"] for r in results] == [f"r{i}" for i in range(5)]
     assert backend.calls == [(2, 7), (2, 9), (1, 11)]  # one generate call per chunk, distinct seeds
     for r in results:
@@ -99,7 +100,7 @@ def test_run_guard_chunks_order_seeds_and_latency():
 def test_dual_mode_tag_and_generation_records():
     rows = [_row(0), _row(1, response="No.", response_harm="unharmful")]
     backend = Scripted({r["prompt"]: [OK_PROMPT] for r in rows})
-    results = list(run_guard(backend, rows, mode="R", dual=True, n=2))
+    results = list(run_guard(backend, rows, mode="R", dual=True, sampling=Sampling(samples_per_row=2)))
     assert all(r.messages[-1]["content"].startswith(MODE_TAGS["R"]) for r in results)
     records = [s.generation_record(r.row["id"]) for r in results for s in r.samples]
     table = tables.from_records(records, "generations")
@@ -109,13 +110,13 @@ def test_dual_mode_tag_and_generation_records():
 def test_bad_arguments():
     backend = Scripted({})
     with pytest.raises(GuardsmithError):
-        list(run_guard(backend, [_row(0)], n=0))
+        list(run_guard(backend, [_row(0)], sampling=Sampling(samples_per_row=0)))
     with pytest.raises(GuardsmithError):
         list(run_guard(backend, [_row(0)], mode="X"))
     with pytest.raises(GuardsmithError, match="config.json"):
-        open_backend("/nonexistent/guard-model")
+        open_guard("/nonexistent/guard-model")
     with pytest.raises(GuardsmithError):
-        open_backend("/tmp", backend="onnx")
+        open_guard("/tmp", BackendChoice(backend="onnx"))
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +131,10 @@ def test_tiny_model_yields_n_parsed_samples_per_row(tiny_model):
     from guardsmith.standins.sample import load_sample
 
     rows = load_sample("test")[:3]
-    with open_backend(str(tiny_model), batch_size=2) as backend:
-        results = list(run_guard(backend, rows, mode="NR", n=3, max_tokens=8, seed=0, chunk_rows=2))
+    with open_guard(str(tiny_model), BackendChoice(concurrency=2)) as backend:
+        assert backend.batch_size == 2
+        results = list(run_guard(backend, rows, mode="NR", sampling=Sampling(samples_per_row=3, max_tokens=8, seed=0),
+                                 chunk_rows=2))
     assert [r.row["id"] for r in results] == [r["id"] for r in rows]
     for r in results:
         assert len(r.samples) == 3

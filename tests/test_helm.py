@@ -150,7 +150,7 @@ def test_sync_script_repairs_a_stale_chart(tmp_path: Path) -> None:
 
 
 def test_configmap_holds_the_exact_pipelines_and_presets(all_docs: list[dict[str, Any]]) -> None:
-    from guardsmith import deploy
+    from guardsmith.ops import kfp
 
     (cm,) = find(all_docs, "ConfigMap")
     data = cm["data"]
@@ -169,14 +169,14 @@ def test_configmap_holds_the_exact_pipelines_and_presets(all_docs: list[dict[str
     assert items["evaluation.presets.tiny-cpu.yaml"] == "evaluation/presets/tiny-cpu.yaml"
     # version names computed in the pod equal those `guardsmith pipeline submit` computes here
     pkg = ROOT / "pipelines" / "evaluation" / "pipeline.yaml"
-    assert deploy.package_version_name("evaluation", pkg).endswith(
+    assert kfp.package_version_name("evaluation", pkg).endswith(
         __import__("hashlib").sha256(data["evaluation.pipeline.yaml"].encode()).hexdigest()[:12])
 
 
 def test_default_images_and_values_match_the_compiled_pipelines(default_docs: list[dict[str, Any]]) -> None:
-    from guardsmith import deploy
+    from guardsmith.ops import images
 
-    refs = deploy.image_refs()
+    refs = images.image_refs()
     (job,) = find(default_docs, "Job")
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == refs["cpu"]
     (cm,) = find(default_docs, "ConfigMap")
@@ -195,7 +195,7 @@ def test_upload_hook(all_docs: list[dict[str, Any]], default_docs: list[dict[str
     assert "before-hook-creation" in ann["helm.sh/hook-delete-policy"]
     pod = job["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    assert c["command"] == ["python", "-m", "guardsmith.deploy"] and c["args"][0] == "upload"
+    assert c["command"] == ["python", "-m", "guardsmith", "deploy"] and c["args"][0] == "upload"
     assert c["image"].endswith("@sha256:" + "1" * 64)
     env = {e["name"]: e for e in c["env"]}
     assert env["KFP_HOST"]["value"].startswith("http") and env["KFP_NAMESPACE"]["value"] == "team-guard"
@@ -208,20 +208,22 @@ def test_upload_hook(all_docs: list[dict[str, Any]], default_docs: list[dict[str
 
 
 def test_cron_jobs_submit_presets(all_docs: list[dict[str, Any]]) -> None:
-    from guardsmith import deploy
+    from guardsmith.ops import presets
 
     crons = {c["metadata"]["labels"]["guardsmith.io/schedule"]: c for c in find(all_docs, "CronJob")}
     assert set(crons) == {"nightly-eval", "weekly-retrain"}
     nightly = crons["nightly-eval"]["spec"]
     assert nightly["schedule"] == "0 2 * * *" and nightly["timeZone"] == "Etc/UTC"
     assert nightly["concurrencyPolicy"] == "Forbid" and crons["weekly-retrain"]["spec"]["suspend"] is True
-    args = nightly["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    (container,) = nightly["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "guardsmith", "deploy"]
+    args = container["args"]
     assert args[:2] == ["submit", "evaluation"] and "--no-cache" in args
-    sets = deploy._parse_sets([args[i + 1] for i, a in enumerate(args) if a == "--set"])
+    sets = presets.parse_sets([args[i + 1] for i, a in enumerate(args) if a == "--set"])
     assert sets == {"work_root": "s3://guardsmith/evals/nightly-{timestamp}",
-                    "models": ["prod=s3://guardsmith/models/production-guard"], "evaluate_k": 2}
+                    "models": ["prod=s3://guardsmith/models/production-guard"], "evaluate_samples_per_row": 2}
     # the submitted parameters are valid for the packaged pipeline and preset
-    params = deploy.preset_parameters(ROOT / "pipelines", "evaluation", args[args.index("--preset") + 1], sets, now=0)
+    params = presets.submit_parameters("evaluation", args[args.index("--preset") + 1], sets, root=ROOT / "pipelines", now=0)
     assert params["work_root"] == "s3://guardsmith/evals/nightly-19700101-000000"
     for cron in crons.values():
         assert len(cron["metadata"]["name"]) <= 52

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from guardsmith import __version__, deploy
+from guardsmith import __version__
+from guardsmith.ops import images
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILES = {kind: ROOT / "images" / folder / "Dockerfile" for kind, folder in deploy.IMAGE_DIRS.items()}
+DOCKERFILES = {kind: ROOT / "images" / folder / "Dockerfile" for kind, folder in images.IMAGE_DIRS.items()}
 SECRET_WORDS = {"KEY", "TOKEN", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS",
                 "APIKEY", "PRIVATE"}
 SECRET_VALUES = [
@@ -113,7 +114,7 @@ def test_base_image_is_pinned_and_recorded(dockerfile: tuple[str, list[Instructi
     assert tag and tag not in {"latest", "stable", "main", "nightly", "edge"}, f"{image}: not an exact tag"
     assert re.search(r"\d", tag), f"{image}: tag without a version"
     # the tag has its digest slot in images/digests.yaml (a placeholder until the first build)
-    recorded, _ = deploy.load_bases()[kind]
+    recorded, _ = images.load_bases()[kind]
     assert recorded == name, f"images/digests.yaml bases.{kind}.image {recorded} != Dockerfile's {name}"
 
 
@@ -253,17 +254,17 @@ def compiled_images() -> dict[str, set[str]]:
 
 
 def test_compiled_pipelines_use_the_recorded_images() -> None:
-    refs = deploy.image_refs()
+    refs = images.image_refs()
     stray = {img: sorted(where)[:3] for img, where in compiled_images().items() if img not in refs.values()}
     assert not stray, (f"compiled pipelines name images that images/digests.yaml does not record: {stray}; "
-                       "recompile with the pinned images (guardsmith.deploy.image_env)")
+                       "recompile with the pinned images (guardsmith.ops.images.image_env)")
     used = set(compiled_images())
     assert {refs["cpu"], refs["train"], refs["infer"]} <= used, "every image kind should be used by some task"
 
 
 def test_chart_values_provide_the_same_images() -> None:
     values = yaml.safe_load((ROOT / "helm" / "guardsmith" / "values.yaml").read_text())
-    records = deploy.load_digests()
+    records = images.load_digests()
     for kind, rec in records.items():
         assert values["images"][kind] == {"repository": rec.repository, "tag": rec.tag, "digest": rec.digest}, \
             f"helm values images.{kind} differ from images/digests.yaml: run scripts/sync_chart_files.py"
@@ -273,15 +274,15 @@ def test_chart_values_provide_the_same_images() -> None:
 
 def test_unbuilt_images_match_the_kfp_default_names(monkeypatch: pytest.MonkeyPatch) -> None:
     kfp_support = importlib.import_module("guardsmith.kfp_support")
-    for kind, rec in deploy.load_digests().items():
+    for kind, rec in images.load_digests().items():
         monkeypatch.delenv(f"GUARDSMITH_IMAGE_{kind.upper()}", raising=False)
         if not rec.pinned:  # placeholder: the compile default must be the same repository:tag
             assert kfp_support.image(kind) == rec.ref
 
 
 def test_digests_file_renders_stably() -> None:
-    text = deploy.digests_path().read_text()
-    assert deploy.render_digests(deploy.load_digests(), deploy.load_bases()) == text
+    text = images.digests_path().read_text()
+    assert images.render_digests(images.load_digests(), images.load_bases()) == text
 
 
 # --------------------------------------------------------------------------- build script
@@ -314,7 +315,7 @@ def test_build_script_builds_pushes_and_records_digests(tmp_path: Path) -> None:
     (stub_bin / "docker").write_text(STUB)
     (stub_bin / "docker").chmod(0o755)
     digests = tmp_path / "digests.yaml"
-    digests.write_text(deploy.digests_path().read_text())
+    digests.write_text(images.digests_path().read_text())
     log = tmp_path / "docker.log"
     env = {**os.environ, "PATH": f"{stub_bin}:{os.environ['PATH']}", "STUB_LOG": str(log),
            "REGISTRY": "registry.test:5000/ml/", "TAG": "9.9.9", "PYTHON": sys.executable,
@@ -322,13 +323,13 @@ def test_build_script_builds_pushes_and_records_digests(tmp_path: Path) -> None:
     script = ROOT / "scripts" / "build_images.sh"
     proc = subprocess.run(["bash", str(script), "cpu", "infer"], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    records = deploy.load_digests(digests)
+    records = images.load_digests(digests)
     for kind in ("cpu", "infer"):
         tagged = f"registry.test:5000/ml/guardsmith-{kind}:9.9.9"
         assert records[kind].repository == f"registry.test:5000/ml/guardsmith-{kind}"
         assert records[kind].digest == "sha256:" + hashlib.sha256(tagged.encode()).hexdigest()
     assert not records["train"].pinned
-    bases = deploy.load_bases(digests)
+    bases = images.load_bases(digests)
     assert bases["cpu"][1] == "sha256:" + "0" * 63 + "7" and bases["train"][1] == ""
     builds = [line for line in log.read_text().splitlines() if line.startswith("buildx build")]
     assert len(builds) == 2

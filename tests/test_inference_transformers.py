@@ -139,3 +139,21 @@ def test_stop_at_eos_counts_and_cuts(backend, monkeypatch):
     out = backend.generate(REQS[:2], n=2, temperature=1.0, max_tokens=10, seed=0)
     for g in (g for r in out for g in r):
         assert (g.text, g.completion_tokens, g.finish_reason) == ("hello", len(word) + 1, "stop")
+
+
+def test_open_backend_from_a_model_folder_and_settings(tiny_model, monkeypatch):
+    from guardsmith import model_store
+    from guardsmith.inference import open_backend
+    from guardsmith.settings import BackendChoice
+
+    with open_backend(str(tiny_model), choice=BackendChoice(concurrency=2)) as be:  # bare folder: choice.backend
+        assert isinstance(be, TransformersBackend) and be.batch_size == 2
+    with open_backend(f"transformers:{tiny_model}", choice=BackendChoice(concurrency=2,
+                                                                         backend_options={"batch_size": 5})) as be:
+        assert be.batch_size == 5  # backend_options win over concurrency
+    with pytest.raises(GuardsmithError, match="config.json"):
+        open_backend(f"transformers:{tiny_model}/missing")
+    fetched = []
+    monkeypatch.setattr(model_store, "local_model", lambda uri: fetched.append(uri) or tiny_model)
+    with open_backend("s3://bucket/models/tiny", choice=BackendChoice(concurrency=4)) as be:
+        assert fetched == ["s3://bucket/models/tiny"] and be.batch_size == 4  # S3 folders are downloaded

@@ -12,7 +12,7 @@ import pytest
 
 from guardsmith.errors import GuardsmithError
 from guardsmith.inference import make_backend
-from guardsmith.inference.base import SamplingParams
+from guardsmith.inference.base import Backend, Generation, SamplingParams, normalise_groups
 from guardsmith.inference.vllm_backend import (
     VLLMBackend,
     from_vllm_outputs,
@@ -143,3 +143,41 @@ def test_backend_class_with_fake_vllm(monkeypatch, tmp_path):
     assert be.llm.calls[-1][2].prompt_logprobs == 1
     be.close()
     assert be.llm is None
+
+
+# ------------------------------------------------------------------------------------ Backend base
+
+
+class Counting(Backend):
+    """Implements only `_generate`: the base class checks requests and builds the params."""
+
+    kind = "counting"
+
+    def __init__(self) -> None:
+        self.seen: list[SamplingParams] = []
+
+    def _generate(self, requests, params):
+        self.seen.append(params)
+        return [[Generation(str(i), 1, 1, 0.0, "stop")] * params.n for i, _ in enumerate(requests)]
+
+
+def test_backend_base_checks_then_calls_the_hook():
+    backend = Counting()
+    out = backend.generate([[{"role": "user", "content": "a"}]], n=2, temperature=0.5, seed=7)
+    assert [g.text for g in out[0]] == ["0", "0"]
+    assert backend.seen == [SamplingParams(n=2, temperature=0.5, seed=7)]
+    with pytest.raises(GuardsmithError, match="request 0 has no messages"):
+        backend.generate([[]])
+    with pytest.raises(GuardsmithError, match="top_p must be in"):
+        backend.generate([[{"role": "user", "content": "a"}]], top_p=0.0)
+    assert len(backend.seen) == 1
+    with pytest.raises(GuardsmithError, match="answer words"):
+        backend.answer_probability([[{"role": "user", "content": "a"}]], "Answer: ", ("yes",))
+    with pytest.raises(NotImplementedError, match="counting backend cannot compute answer probabilities"):
+        backend.answer_probability([[{"role": "user", "content": "a"}]], "Answer: ", ("yes", "no"))
+
+
+def test_normalise_groups_splits_context_major_scores():
+    out = normalise_groups([0.0, 0.0, math.log(3.0), 0.0], ("a", "b"))
+    assert out[0] == pytest.approx({"a": 0.5, "b": 0.5})
+    assert out[1] == pytest.approx({"a": 0.75, "b": 0.25})

@@ -21,11 +21,16 @@ importlib.import_module("kfp")
 yaml = importlib.import_module("yaml")
 
 from guardsmith import kfp_support  # noqa: E402
-from guardsmith import pipeline_cli as pc  # noqa: E402
+from guardsmith.cli.pipeline import pipeline_app  # noqa: E402
+from guardsmith.ops import local, pipelines, presets  # noqa: E402
+from guardsmith.stages import STAGES as REGISTRY  # noqa: E402
+
+GUARD_PIPELINES = [n for n, recipe in pipelines.PIPELINES.items() if recipe == "guard"]
+BOUNDARY_PIPELINES = [n for n, recipe in pipelines.PIPELINES.items() if recipe == "boundary"]
+BOUNDARY_COMPONENTS = [s.name for s in REGISTRY.values() if s.recipe == "boundary"]
 from guardsmith.errors import GuardsmithError  # noqa: E402
 from helpers.kfp_ir import ir  # noqa: E402
 
-STAGES = {"boundary": "boundary", "boundary_eval": "boundary_eval"}
 KINDS = {"boundary": "train", "boundary_eval": "infer"}
 GPU_EXECUTORS = {
     "boundary_guidance": {"exec-boundary", "exec-boundary-eval"},
@@ -54,14 +59,14 @@ def dag_tasks(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any], str, dict
 # --------------------------------------------------------------------------- components
 
 def component_params(comp: str) -> dict[str, inspect.Parameter]:
-    fn = pc.load_component(comp).python_func
+    fn = pipelines.load_component(comp).python_func
     return {n: p for n, p in inspect.signature(fn).parameters.items()
             if typing.get_origin(p.annotation) is not typing.Annotated}
 
 
-@pytest.mark.parametrize("comp", list(pc.BOUNDARY_COMPONENTS))
+@pytest.mark.parametrize("comp", list(BOUNDARY_COMPONENTS))
 def test_component_parameters_mirror_stage_config(comp: str) -> None:
-    cls = kfp_support.stage_module(STAGES[comp]).CONFIG
+    cls = REGISTRY[comp].module().CONFIG
     hints = typing.get_type_hints(cls)
     params = component_params(comp)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -78,12 +83,12 @@ def test_component_parameters_mirror_stage_config(comp: str) -> None:
             assert p.default == default, f"{comp}.{name}: default {p.default!r} != {default!r}"
 
 
-@pytest.mark.parametrize("comp", list(pc.BOUNDARY_COMPONENTS))
+@pytest.mark.parametrize("comp", list(BOUNDARY_COMPONENTS))
 def test_component_yaml_installs_nothing_uses_its_image_and_readme_lists_inputs(comp: str) -> None:
-    text = (pc.components_dir() / comp / "component.yaml").read_text()
+    text = (pipelines.components_dir() / comp / "component.yaml").read_text()
     assert "pip install" not in text
     assert f"image: {kfp_support.IMAGE_REPOSITORY}/guardsmith-{KINDS[comp]}:" in text
-    readme = (pc.components_dir() / comp / "README.md").read_text()
+    readme = (pipelines.components_dir() / comp / "README.md").read_text()
     missing = [n for n in component_params(comp) if f"`{n}`" not in readme]
     assert not missing, f"components/{comp}/README.md does not list {missing}"
 
@@ -93,14 +98,14 @@ def test_component_yaml_installs_nothing_uses_its_image_and_readme_lists_inputs(
 def test_compile_command_writes_every_registered_file(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    result = CliRunner().invoke(pc.pipeline_app, ["compile", "--out", str(tmp_path)])
+    result = CliRunner().invoke(pipeline_app, ["compile", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.yaml")}
-    assert written == {f"components/{c}/component.yaml" for c in pc.ALL_COMPONENTS} | \
-        {f"pipelines/{n}/pipeline.yaml" for n in pc.ALL_PIPELINES}
+    assert written == {f"components/{c}/component.yaml" for c in pipelines.COMPONENTS} | \
+        {f"pipelines/{n}/pipeline.yaml" for n in pipelines.PIPELINES}
 
 
-@pytest.mark.parametrize("name", pc.BOUNDARY_PIPELINES)
+@pytest.mark.parametrize("name", BOUNDARY_PIPELINES)
 def test_every_gpu_task_has_accelerator_placement_and_shm(fresh: Path, name: str) -> None:
     spec, k8s = ir(fresh, name)
     executors = spec["deploymentSpec"]["executors"]
@@ -136,7 +141,7 @@ def test_every_gpu_task_has_accelerator_placement_and_shm(fresh: Path, name: str
 def test_boundary_secrets_arrive_as_env(custom: Path) -> None:
     texts = {p: p.read_text() for p in custom.rglob("*.yaml")}
     credential = re.compile(r"(^|_)(api_key|key|token|password|secret|access_key)(_|$)")
-    for name in pc.BOUNDARY_PIPELINES:
+    for name in BOUNDARY_PIPELINES:
         spec, k8s = ir(custom, name)
         for ex, cfg in k8s.items():
             assert "guardsmith-s3" in {s["secretName"] for s in cfg["secretAsEnv"]}, ex
@@ -149,7 +154,7 @@ def test_boundary_secrets_arrive_as_env(custom: Path) -> None:
 
 
 def test_caching_off_for_training_and_evaluation(fresh: Path) -> None:
-    for name in pc.BOUNDARY_PIPELINES:
+    for name in BOUNDARY_PIPELINES:
         spec, _ = ir(fresh, name)
         tasks = {n: t for _, _, n, t in dag_tasks(spec)}
         for sampling in ("boundary", "boundary-eval"):
@@ -175,9 +180,9 @@ def test_guard_then_boundary_uses_the_trained_guard_as_the_filter(fresh: Path) -
 # --------------------------------------------------------------------------- parameters and presets
 
 def test_guard_then_boundary_parameters_are_the_two_pipelines() -> None:
-    guard = inspect.signature(pc.load_pipeline("guard_training").pipeline_func).parameters
-    boundary = inspect.signature(pc.load_pipeline("boundary_guidance").pipeline_func).parameters
-    both = inspect.signature(pc.load_pipeline("guard_then_boundary").pipeline_func).parameters
+    guard = inspect.signature(pipelines.load_pipeline("guard_training").pipeline_func).parameters
+    boundary = inspect.signature(pipelines.load_pipeline("boundary_guidance").pipeline_func).parameters
+    both = inspect.signature(pipelines.load_pipeline("guard_then_boundary").pipeline_func).parameters
     expected = (set(guard) | set(boundary) | {"safety_options"}) - {"safety"}
     assert set(both) == expected
     for name, p in [*guard.items(), *boundary.items()]:
@@ -187,28 +192,28 @@ def test_guard_then_boundary_parameters_are_the_two_pipelines() -> None:
         ["work_root", "sft_base_model", "distill_teacher", "generator", "utility", "judge"]
 
 
-@pytest.mark.parametrize("name", pc.BOUNDARY_PIPELINES)
+@pytest.mark.parametrize("name", BOUNDARY_PIPELINES)
 def test_presets(name: str) -> None:
-    assert set(pc.presets(name)) == {"paper-qwen2.5", "tiny-cpu"}
-    paper = pc.load_preset(name, "paper-qwen2.5")
-    pc._check_remote_params(paper)
+    assert set(presets.preset_names(name)) == {"paper-qwen2.5", "tiny-cpu"}
+    paper = presets.load_preset(name, "paper-qwen2.5")
+    presets.check_submittable(paper)
     assert paper["tau"] == 0.5 and "Qwen2.5" in paper["generator"] and "boundary" in paper["rewards"]
-    tiny = pc.load_preset(name, "tiny-cpu", {"work_root": "s3://b/x"})
+    tiny = presets.load_preset(name, "tiny-cpu", {"work_root": "s3://b/x"})
     with pytest.raises(GuardsmithError, match="only in local runs"):
-        pc._check_remote_params(tiny)
-    readme = (pc.pipelines_dir() / name / "README.md").read_text()
-    assert all(f"`{p}`" in readme for p in pc.presets(name))
+        presets.check_submittable(tiny)
+    readme = (pipelines.pipelines_dir() / name / "README.md").read_text()
+    assert all(f"`{p}`" in readme for p in presets.preset_names(name))
     if name == "boundary_guidance":
-        missing = [p for p in pc.pipeline_parameters(name) if f"`{p}`" not in readme]
+        missing = [p for p in pipelines.pipeline_parameters(name) if f"`{p}`" not in readme]
         assert not missing, f"pipelines/{name}/README.md does not list {missing}"
 
 
 def test_local_only_markers_are_refused_remotely_and_built_locally(tmp_path: Path) -> None:
     for marker in ("tiny:reward-model", "tiny:classifier"):
         with pytest.raises(GuardsmithError, match="only in local runs"):
-            pc._check_remote_params({"work_root": "s3://b/x", "utility": f"reward_model:{marker}"})
+            presets.check_submittable({"work_root": "s3://b/x", "utility": f"reward_model:{marker}"})
     with contextlib.ExitStack() as stack:
-        out = pc._resolve_local_markers({"safety": "classifier:tiny:classifier?label=unsafe"}, str(tmp_path),
+        out = local.resolve_local_markers({"safety": "classifier:tiny:classifier?label=unsafe"}, str(tmp_path),
                                         tmp_path, stack)
     built = tmp_path / "models" / "tiny-classifier"
     assert out == {"safety": f"classifier:{built}?label=unsafe"}
@@ -238,7 +243,7 @@ def test_local_boundary_guidance_run_on_tiny_models(tmp_path: Path) -> None:
     except Exception:
         store = tmp_path / "store"
     start = time.monotonic()
-    result = pc.run_local("boundary_guidance", "tiny-cpu", store=store, out=tmp_path / "out")
+    result = local.run_local("boundary_guidance", "tiny-cpu", store=store, out=tmp_path / "out")
     seconds = time.monotonic() - start
     assert seconds < 120, f"local boundary_guidance run took {seconds:.0f} s"
     assert result["report_uri"].startswith("s3://" if store is None else str(store))
@@ -269,7 +274,7 @@ def test_local_boundary_guidance_run_on_tiny_models(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_local_guard_then_boundary_uses_the_trained_guard_as_filter(tmp_path: Path) -> None:
     """guard_training's steps, then Boundary Guidance whose safety scorer is that run's guard."""
-    result = pc.run_local("guard_then_boundary", "tiny-cpu", out=tmp_path / "out")
+    result = local.run_local("guard_then_boundary", "tiny-cpu", out=tmp_path / "out")
     work_root = result["work_root"]
     (run,) = list((tmp_path / "out" / "kfp-root").iterdir())
     plan = json.loads((run / "plan-variants" / "executor_output.json").read_text())["parameterValues"]["Output"]

@@ -11,19 +11,19 @@ import pytest
 
 importlib.import_module("kfp")
 
-from guardsmith import kfp_support, storage, tables  # noqa: E402
-from guardsmith.pipeline_cli import COMPONENTS, components_dir, load_component  # noqa: E402
+from guardsmith import __version__, kfp_support, storage, tables  # noqa: E402
+from guardsmith.ops.pipelines import components_dir, load_component  # noqa: E402
+from guardsmith.stages import STAGES as REGISTRY, stage_module  # noqa: E402
 
 KINDS = {"data_import": "cpu", "subset": "cpu", "distill": "cpu", "filter": "cpu", "sft": "train",
          "continual": "train", "mine": "infer", "evaluate": "infer", "report": "cpu"}
 
 
 def available(stage: str) -> bool:
-    module = kfp_support.STAGE_MODULES[stage]
-    return importlib.util.find_spec(module) is not None
+    return importlib.util.find_spec(REGISTRY[stage].module_name) is not None
 
 
-STAGES = [s for s in COMPONENTS if available(s)]
+STAGES = [s.name for s in REGISTRY.values() if s.recipe == "guard" and available(s.name)]
 
 
 def component_params(stage: str) -> dict[str, inspect.Parameter]:
@@ -35,7 +35,7 @@ def component_params(stage: str) -> dict[str, inspect.Parameter]:
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_component_parameters_mirror_stage_config(stage: str) -> None:
-    cls = kfp_support.stage_module(stage).CONFIG
+    cls = stage_module(stage).CONFIG
     hints = typing.get_type_hints(cls)
     params = component_params(stage)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -67,7 +67,7 @@ def test_readme_lists_every_input(stage: str) -> None:
 
 
 def test_image_override_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert kfp_support.image("train").endswith("/guardsmith-train:" + kfp_support.__version__)
+    assert kfp_support.image("train").endswith("/guardsmith-train:" + __version__)
     monkeypatch.setenv("GUARDSMITH_IMAGE_TRAIN", "registry.local/train:dev")
     assert kfp_support.image("train") == "registry.local/train:dev"
     with pytest.raises(Exception, match="unknown image kind"):
@@ -78,8 +78,8 @@ def test_unset_markers_become_none() -> None:
     from guardsmith.stages.mine import MineConfig
 
     values = kfp_support.stage_values(MineConfig, {"model": "m", "pool": "p", "output": "o", "exclude": "",
-                                                   "limit": 0, "n": 0, "scores": object()})
-    assert values == {"model": "m", "pool": "p", "output": "o", "exclude": None, "limit": None, "n": 0}
+                                                   "limit": 0, "samples_per_row": 0, "scores": object()})
+    assert values == {"model": "m", "pool": "p", "output": "o", "exclude": None, "limit": None, "samples_per_row": 0}
 
 
 def _interactions(uri: str, n: int) -> None:

@@ -14,15 +14,17 @@ importlib.import_module("kfp")
 yaml = importlib.import_module("yaml")
 
 from guardsmith import kfp_support  # noqa: E402
-from guardsmith import pipeline_cli as pc  # noqa: E402
+from guardsmith.ops import local, pipelines, presets  # noqa: E402
+
+GUARD_PIPELINES = [n for n, recipe in pipelines.PIPELINES.items() if recipe == "guard"]
 from helpers.kfp_ir import FAKE_SECRETS, ir  # noqa: E402
 
 GPU_KINDS = {"sft", "continual", "mine", "evaluate"}
 
 
 def committed_files() -> list[Path]:
-    files = [pc.components_dir() / s / "component.yaml" for s in pc.ALL_COMPONENTS]
-    return files + [pc.pipelines_dir() / n / "pipeline.yaml" for n in pc.ALL_PIPELINES]
+    files = [pipelines.components_dir() / s / "component.yaml" for s in pipelines.COMPONENTS]
+    return files + [pipelines.pipelines_dir() / n / "pipeline.yaml" for n in pipelines.PIPELINES]
 
 
 @pytest.fixture
@@ -44,7 +46,7 @@ def test_committed_yaml_matches_a_fresh_compile(fresh: Path) -> None:
     assert not stale, f"out of date (run `guardsmith pipeline compile`): {stale}"
 
 
-@pytest.mark.parametrize("name", pc.PIPELINES)
+@pytest.mark.parametrize("name", GUARD_PIPELINES)
 def test_every_gpu_task_has_accelerator_placement_and_shm(fresh: Path, name: str) -> None:
     spec, k8s = ir(fresh, name)
     gpu_execs = {e for e, x in spec["deploymentSpec"]["executors"].items()
@@ -64,7 +66,7 @@ def test_every_gpu_task_has_accelerator_placement_and_shm(fresh: Path, name: str
     assert params["gpu_accelerator"]["defaultValue"] == "nvidia.com/gpu"
 
 
-@pytest.mark.parametrize("name", pc.ALL_PIPELINES)
+@pytest.mark.parametrize("name", pipelines.PIPELINES)
 def test_kueue_label_only_when_set(fresh: Path, custom: Path, name: str) -> None:
     _, plain = ir(fresh, name)
     _, queued = ir(custom, name)
@@ -75,7 +77,7 @@ def test_kueue_label_only_when_set(fresh: Path, custom: Path, name: str) -> None
 
 def test_no_secret_value_in_any_compiled_yaml(custom: Path) -> None:
     texts = {p: p.read_text() for p in custom.rglob("*.yaml")}
-    assert len(texts) == len(pc.ALL_COMPONENTS) + len(pc.ALL_PIPELINES)
+    assert len(texts) == len(pipelines.COMPONENTS) + len(pipelines.PIPELINES)
     leaks = [(str(p), name) for p, text in texts.items() for name, value in FAKE_SECRETS.items() if value in text]
     assert not leaks
     _, k8s = ir(custom, "guard_training")
@@ -108,22 +110,22 @@ def test_no_task_installs_packages(fresh: Path) -> None:
         assert "pip install" not in path.read_text(), path
 
 
-@pytest.mark.parametrize("name", pc.PIPELINES)
+@pytest.mark.parametrize("name", GUARD_PIPELINES)
 def test_presets_name_only_pipeline_parameters(name: str) -> None:
-    assert set(pc.presets(name)) >= {"paper-llama3.1-8b", "paper-gemma3-4b", "tiny-cpu"}
-    params = pc.pipeline_parameters(name)
+    assert set(presets.preset_names(name)) >= {"paper-llama3.1-8b", "paper-gemma3-4b", "tiny-cpu"}
+    params = pipelines.pipeline_parameters(name)
     prefixes = ("work_root", "models", "benchmarks", "gpu_", "import_", "subset_", "distill_", "filter_", "sft_",
                 "mine_", "continual_", "evaluate_", "report_")
     assert all(p.startswith(prefixes) for p in params)
-    for preset in pc.presets(name):
-        values = pc.load_preset(name, preset)
+    for preset in presets.preset_names(name):
+        values = presets.load_preset(name, preset)
         if preset.startswith("paper-"):
-            pc._check_remote_params(values)
+            presets.check_submittable(values)
 
 
 def test_submit_refuses_local_only_values() -> None:
     with pytest.raises(Exception, match="only in local runs"):
-        pc._check_remote_params(pc.load_preset("evaluation", "tiny-cpu", {"work_root": "s3://b/x"}))
+        presets.check_submittable(presets.load_preset("evaluation", "tiny-cpu", {"work_root": "s3://b/x"}))
 
 
 class FakeClient:
@@ -161,14 +163,15 @@ class FakeClient:
         return type("J", (), {"recurring_run_id": "jid"})()
 
 
-def test_submit_and_schedule_reuse_the_uploaded_version(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_submit_and_schedule_reuse_the_uploaded_version() -> None:
+    from guardsmith.ops import kfp as ops_kfp
+
     fake = FakeClient()
-    monkeypatch.setattr(pc, "_client", lambda host, namespace: fake)
-    first = pc.submit("evaluation", "http://kfp", "paper-gemma3-4b", overrides={"evaluate_k": 2})
-    again = pc.schedule("evaluation", "http://kfp", "paper-gemma3-4b", "0 0 3 * * *")
+    first = ops_kfp.submit(fake, "evaluation", "paper-gemma3-4b", overrides={"evaluate_samples_per_row": 2})
+    again = ops_kfp.schedule(fake, "evaluation", "paper-gemma3-4b", "0 0 3 * * *")
     assert first["version_id"] == again["version_id"] and len(fake.versions) == 2
     (_, run), (_, job) = fake.calls
-    assert run["params"]["evaluate_k"] == 2 and run["params"]["work_root"].startswith("s3://")
+    assert run["params"]["evaluate_samples_per_row"] == 2 and run["params"]["work_root"].startswith("s3://")
     assert run["version_id"] == first["version_id"] and run["enable_caching"] is True
     assert job["cron_expression"] == "0 0 3 * * *" and job["no_catchup"] and job["enable_caching"] is False
 
@@ -183,8 +186,8 @@ def test_local_evaluation_run_on_a_tiny_model(tmp_path: Path) -> None:
         store = None
     except Exception:
         store = tmp_path / "store"
-    result = pc.run_local("evaluation", "tiny-cpu", store=store, out=tmp_path / "out",
-                          overrides={"evaluate_limit": 8, "evaluate_k": 1})
+    result = local.run_local("evaluation", "tiny-cpu", store=store, out=tmp_path / "out",
+                          overrides={"evaluate_limit": 8, "evaluate_samples_per_row": 1})
     assert result["report_uri"].startswith("s3://" if store is None else str(store))
     report = Path(result["report_md"]).read_text()
     assert "tiny-cpu evaluation" in report and "tiny-guard" in report

@@ -70,7 +70,7 @@ class Scripted(Backend):
 
 @pytest.fixture
 def scripted(monkeypatch):
-    monkeypatch.setattr(mine, "open_backend", lambda *a, **k: Scripted())
+    monkeypatch.setattr(mine, "open_guard", lambda *a, **k: Scripted())
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ def test_thresholds_and_pair_buckets(tmp_path, pool, scripted):
     assert len({(p["chosen_index"], p["rejected_index"]) for p in pairs if p["id"] == "two"}) == 2
 
 
-@pytest.mark.parametrize("kw", [dict(n=0), dict(noise_max=4), dict(easy_min=5), dict(easy_min=1, noise_max=1),
+@pytest.mark.parametrize("kw", [dict(samples_per_row=0), dict(noise_max=4), dict(easy_min=5), dict(easy_min=1, noise_max=1),
                                 dict(pair_buckets=["hard"]), dict(pairs_per_row=0)])
 def test_bad_settings(tmp_path, kw):
     with pytest.raises(GuardsmithError):
@@ -200,7 +200,7 @@ def test_tiny_model_end_to_end(tmp_path, tiny_model):
     storage.write_table(str(tmp_path / "sft"), pa_table({"id": [rows[0]["id"], "not-in-pool"]}))
     res = mine.run(mine.MineConfig(model=str(tiny_model), pool=str(tmp_path / "pool"),
                                    exclude=str(tmp_path / "sft"), output=str(tmp_path / "out"),
-                                   n=2, max_tokens=8, batch_size=4))
+                                   samples_per_row=2, max_tokens=8, concurrency=4))
     assert res.excluded == 1 and res.scored == 5 and sum(res.histogram.values()) == 5
     assert sum(res.buckets.values()) == 5
     mined = storage.read_table(res.mined, "mined")

@@ -16,6 +16,7 @@ from guardsmith.guard import (
     render_teacher_messages,
     sentence_count,
 )
+from guardsmith.guard.trace_checks import leakage_hits, overthinking_count, repeated_ngram_ratio
 from guardsmith.inference import make_backend
 from guardsmith.inference.base import SamplingParams
 from guardsmith.standins.offline import (
@@ -30,7 +31,6 @@ from guardsmith.standins.offline import (
     shorten,
 )
 from guardsmith.standins.sample import load_sample
-from guardsmith.stages.filter import leakage_hits, overthinking_count, repeated_ngram_ratio
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,6 +1,7 @@
-"""report: Table 1 from several metrics tables, averages, plots, HTML embedding, report step."""
+"""report: Table 1 from several metrics tables, averages, plots, HTML embedding and escaping, report step."""
 from __future__ import annotations
 
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pyarrow as pa
@@ -8,7 +9,8 @@ import pytest
 
 from guardsmith import storage, tables
 from guardsmith.errors import GuardsmithError
-from guardsmith.report import CONFIG, build_report, parse_count, run
+from guardsmith.reporting import build_report, html_page, html_table, markdown_table, parse_count
+from guardsmith.stages.report import CONFIG, run
 from guardsmith.stages.evaluate import METRIC_EXTRAS
 
 
@@ -89,3 +91,60 @@ def test_errors_and_counts(tmp_path):
         build_report(empty, str(tmp_path / "r"))
     assert not (tmp_path / "r").exists()
     assert (parse_count("2.5k"), parse_count("500"), parse_count(7), parse_count("x")) == (2500, 500, 7, None)
+
+
+class _Cells(HTMLParser):
+    """Text of every <th> and <td>, in order, and the <script> elements seen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header: list[str] = []
+        self.cells: list[str] = []
+        self.scripts = 0
+        self._into: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        self.scripts += tag == "script"
+        self._into = self.header if tag == "th" else self.cells if tag == "td" else self._into
+        if tag in ("th", "td"):
+            self._into.append("")
+
+    def handle_endtag(self, tag):
+        if tag in ("th", "td"):
+            self._into = None
+
+    def handle_data(self, data):
+        if self._into is not None:
+            self._into[-1] += data
+
+
+def test_html_parses_and_escapes_model_names(tmp_path):
+    uri = str(tmp_path / "m")
+    evil = "<script>alert(1)</script> & co"
+    storage.write_table(uri, tables.from_records([
+        _m(evil, "WildGuardTest", "prompt_harm", 0.8),
+        _m("plain", "WildGuardTest", "prompt_harm", 0.6),
+    ], "metrics"), "metrics")
+    res = build_report(uri, str(tmp_path / "rep"), "Title <b>")
+    page = Path(res.html).read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page
+    assert "<title>Title &lt;b&gt;</title>" in page
+    parser = _Cells()
+    parser.feed(page)
+    parser.close()
+    assert parser.scripts == 0
+    assert parser.header[:3] == ["model", "WildGuardTest (prompt)", "safety avg"]
+    # Table 1 rows come first: the model name is read back unescaped, best cell flagged
+    assert parser.cells[:6] == [evil, "0.800 ± 0.010", "0.800", "plain", "0.600 ± 0.010", "0.600"]
+    assert page.count('<td class="best">') == 2
+    # the Markdown keeps the name as text (pipes escaped in cells)
+    assert f"| {evil} | **0.800 ± 0.010** | **0.800** |" in Path(res.markdown).read_text()
+
+
+def test_shared_table_helpers():
+    assert markdown_table(["a", "b|c"], [["x", "1"]], [[False, True]]) == [
+        "| a | b\\|c |", "|---|---:|", "| x | **1** |"]
+    table = html_table(["h"], [["<i>"]], [[True]])
+    assert '<td class="best">&lt;i&gt;</td>' in table and "<th>h</th>" in table
+    page = html_page("T & U", [table])
+    assert "<h1>T &amp; U</h1>" in page and table in page and page.startswith("<!DOCTYPE html>")

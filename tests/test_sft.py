@@ -14,11 +14,12 @@ import pytest  # noqa: E402
 from guardsmith import storage, tables, training  # noqa: E402
 from guardsmith.errors import DataError, GuardsmithError  # noqa: E402
 from guardsmith.guard import MODE_TAGS, parse_guard_output  # noqa: E402
+from guardsmith.guard import examples as ex  # noqa: E402
 from guardsmith.stages import sft  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 
-TRACE_COLUMNS = [*sft.GUARD_COLUMNS, "reasoning", "accepted", "pred_response_refusal"]
+TRACE_COLUMNS = [*ex.GUARD_COLUMNS, "reasoning", "accepted", "pred_response_refusal"]
 
 
 def _row(i: int, **kw) -> dict:
@@ -51,39 +52,39 @@ def _tree(path: Path) -> list[str]:
 
 def test_modes_r_nr_dual():
     rows = [_row(i) for i in range(40)]
-    nr = sft.build_examples(rows, "NR")
+    nr = ex.build_examples(rows, "NR")
     assert {e["mode"] for e in nr} == {"NR"}
     assert nr[0]["completion"] == "Prompt harm: harmful\nResponse harm: unharmful\nResponse refusal: refusal"
-    r = sft.build_examples(rows, "R")
+    r = ex.build_examples(rows, "R")
     assert all(e["completion"].startswith("<think>\nRow ") for e in r)
     assert parse_guard_output(r[1]["completion"]).prompt_harm == "unharmful"
     assert not any(e["messages"][1]["content"].startswith(tuple(MODE_TAGS.values())) for e in r + nr)
 
-    dual = sft.build_examples(rows, "dual", seed=7)
+    dual = ex.build_examples(rows, "dual", seed=7)
     modes = Counter(e["mode"] for e in dual)
     assert modes == {"R": 20, "NR": 20}
     for e in dual:
         assert e["messages"][1]["content"].startswith(MODE_TAGS[e["mode"]] + "\n")
         assert e["completion"].startswith("<think>") == (e["mode"] == "R")
-    again = [e["mode"] for e in sft.build_examples(rows, "dual", seed=7)]
-    other = [e["mode"] for e in sft.build_examples(rows, "dual", seed=8)]
+    again = [e["mode"] for e in ex.build_examples(rows, "dual", seed=7)]
+    other = [e["mode"] for e in ex.build_examples(rows, "dual", seed=8)]
     assert again == [e["mode"] for e in dual] and other != again
     with pytest.raises(GuardsmithError, match="unknown mode"):
-        sft.build_examples(rows, "fast")
+        ex.build_examples(rows, "fast")
 
 
 def test_missing_reasoning_policies():
     rows = [_row(0, reasoning=None), _row(1, reasoning="  <think> </think> "), _row(2)]
     counts = Counter()
-    short = sft.build_examples(rows, "R", missing_reasoning="short", counts=counts)
+    short = ex.build_examples(rows, "R", missing_reasoning="short", counts=counts)
     assert counts["short_reason"] == 2 and "does not allow" in short[0]["completion"]
     assert "stays within" in short[1]["completion"]
-    as_nr = sft.build_examples(rows, "R", missing_reasoning="nr")
+    as_nr = ex.build_examples(rows, "R", missing_reasoning="nr")
     assert [e["mode"] for e in as_nr] == ["NR", "NR", "R"]
     assert "only the three answer lines" in as_nr[0]["messages"][0]["content"]
-    assert [e["id"] for e in sft.build_examples(rows, "R", missing_reasoning="drop")] == ["r2"]
+    assert [e["id"] for e in ex.build_examples(rows, "R", missing_reasoning="drop")] == ["r2"]
     with pytest.raises(DataError, match="column 'reasoning', row 0"):
-        sft.build_examples(rows, "R", missing_reasoning="error", file="t.parquet")
+        ex.build_examples(rows, "R", missing_reasoning="error", file="t.parquet")
 
 
 def test_labels_accepted_and_teacher_fallback(tmp_path):
@@ -93,7 +94,7 @@ def test_labels_accepted_and_teacher_fallback(tmp_path):
         _row(6, response_refusal=None),                                    # response label unknown: skipped
         _row(8, prompt_harm=None),                                         # prompt label unknown: skipped
     ]
-    got, counts = sft.read_guard_rows(_write(tmp_path / "t", rows), need_reasoning=True)
+    got, counts = ex.read_guard_rows(_write(tmp_path / "t", rows), need_reasoning=True)
     assert [r["id"] for r in got] == ["r0", "r3"] and got[1]["response_refusal"] == "refusal"
     assert counts == {"read": 5, "not_accepted": 1, "unlabelled": 2}
 
@@ -105,7 +106,7 @@ def _cfg(tmp_path, **kw) -> sft.SftConfig:
 
 def test_subset_and_topic_following_ratio(tmp_path):
     _write(tmp_path / "train", [_row(i) for i in range(30)])
-    tf_cols = [*sft.GUARD_COLUMNS]  # interactions only: no reasoning column
+    tf_cols = [*ex.GUARD_COLUMNS]  # interactions only: no reasoning column
     tf = [_row(100 + i, taxonomy="topic:bank", policy="Only talk about banking.", response=None,
                response_harm=None, response_refusal=None) for i in range(3)]
     _write(tmp_path / "tf", tf, tf_cols)
@@ -123,8 +124,8 @@ def test_subset_and_topic_following_ratio(tmp_path):
     prep = sft.prepare(_cfg(tmp_path, subset=12, topic_following=str(tmp_path / "tf"), topic_following_ratio=0.25))
     sources = Counter(e["id"].startswith("r1") and len(e["id"]) == 4 for e in prep.examples)
     assert len(prep.examples) == 16 and sources[True] == 4  # 4 / 16 = 0.25
-    assert prep.counts["topic_following_used"] == 4 and prep.counts["short_reason"] == 4
-    assert [d[0] for d in prep.data] == ["train", "topic_following"]
+    assert prep.data.counts["topic_following_used"] == 4 and prep.data.counts["short_reason"] == 4
+    assert list(prep.data.datasets) == ["train", "topic_following"]
     tf_all = sft.prepare(_cfg(tmp_path, subset=10, topic_following=str(tmp_path / "tf"), mode="NR"))
     assert len(tf_all.examples) == 13
 
@@ -144,7 +145,7 @@ def test_bad_input_writes_nothing(tmp_path, problem):
         kw["mode"] = "fast"
         match = "unknown mode 'fast'"
     elif problem == "no_reasoning_column":
-        _write(tmp_path / "train", rows, list(sft.GUARD_COLUMNS))
+        _write(tmp_path / "train", rows, list(ex.GUARD_COLUMNS))
         match = r"train, column 'reasoning': missing column"
     else:
         match = "train"
@@ -187,7 +188,7 @@ def test_train_publish_and_resume(tmp_path, tiny_model):
                  "| examples_R | 4 |", "| rows train_read | 12 |", "subset: 8", "mode: dual"):
         assert fact in card
     summary = json.loads((out / "guardsmith_training.json").read_text())
-    assert summary["config"]["seed"] == 3 and summary["prompt_tokens_max"] > 100
+    assert summary["config"]["seed"] == 3 and summary["facts"]["prompt_tokens_max"] > 100
     logs = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
     assert any("loss" in e for e in logs)
     ex = storage.read_table(str(tmp_path / "examples"), "sft_examples")

@@ -63,6 +63,16 @@ def test_registry_lists_every_source_with_metadata():
         assert set(adapter.hf_splits) == set(adapter.splits)
 
 
+def test_adapter_metadata_comes_from_one_place():
+    adapter = SOURCES["toxicchat"]
+    assert adapter.splits == tuple(adapter.hf_splits) == ("train", "test")
+    assert adapter.description.startswith("ToxicChat (lmsys/toxic-chat")
+    assert {a.taxonomy for a in SOURCES.values()} >= {"wildguard", "aegis2"}
+    ctx = RowContext("toxicchat", "train", "f.csv", 3, Tally())
+    assert adapter.record(ctx, "hi", prompt_harm="unharmful") == rec(
+        id="toxicchat:train:3", source="toxicchat", taxonomy="wildguard", prompt="hi", prompt_harm="unharmful")
+
+
 def test_unknown_source_and_split_are_user_errors():
     with pytest.raises(GuardsmithError, match="unknown source 'nope'.*wildguardmix"):
         get_source("nope")

@@ -110,10 +110,83 @@ def test_launch_command_writes_valid_accelerate_config(tmp_path, distributed):
     assert raw["gpu_ids"] == "all" and raw["rdzv_backend"] == "static"
 
 
+def _summary(**kw) -> training.TrainingSummary:
+    from guardsmith.config import to_dict
+
+    base = dict(stage="sft", method="sft", output="o", base_model="m", examples=12, global_step=3, train_rows=12,
+                datasets={"train": "s3://b/train"}, input_rows={"train": 12}, mode="NR", budget=3,
+                counts={"train_read": 14}, facts={"seed": 3}, config=to_dict(_cfg(mode="NR", seed=3)))
+    return training.TrainingSummary(**{**base, **kw})
+
+
 def test_model_card(tmp_path):
-    path = training.write_model_card(tmp_path, title="T", stage="sft", cfg=_cfg(mode="NR", seed=3),
-                                     data=[("train", "s3://b/train", 12)], facts={"mode": "NR", "examples": 12})
+    from huggingface_hub import ModelCard
+
+    from guardsmith import model_card
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "README.md").write_text("---\nlicense: apache-2.0\n---\n# Base\n")
+    path = model_card.write_model_card(tmp_path, _summary(), title="T",
+                                       license=model_card.base_license(tmp_path / "base"))
     text = path.read_text()
-    assert text.startswith("---\nlibrary_name: transformers")
+    assert text.startswith("---\n") and "\n# T\n" in text
     assert "| train | `s3://b/train` | 12 |" in text and "| mode | NR |" in text
+    assert "| budget | 3 |" in text and "| seed | 3 |" in text and "| rows train_read | 14 |" in text
     assert "```yaml" in text and "seed: 3" in text and "base_model: m" in text
+    data = ModelCard.load(path).data
+    assert data.library_name == "transformers" and data.base_model == "m" and data.license == "apache-2.0"
+    assert data.datasets == ["s3://b/train"] and data.tags == ["guardsmith", "safety", "sft"]
+    assert data.eval_results is None and model_card.base_license(tmp_path / "nowhere") is None
+
+
+def test_model_card_eval_results_as_model_index(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from guardsmith import model_card
+
+    first = model_card.guard_eval_result("Safe", "prompt_harm", 0.81234, mode="R", benchmark_uri="s3://b/safe")
+    path = model_card.write_model_card(tmp_path, _summary(), title="T", eval_results=[first])
+    assert "model-index:" in path.read_text()
+    (got,) = ModelCard.load(path).data.eval_results
+    assert (got.dataset_name, got.dataset_type, got.task_name, got.metric_type, got.metric_value) == \
+        ("Safe", "s3://b/safe", "prompt_harm (R)", "f1", 0.8123)
+    newer = model_card.guard_eval_result("Safe", "prompt_harm", 0.9, mode="R", benchmark_uri="s3://b/safe")
+    other = model_card.guard_eval_result("Policy", "response_harm", 0.5)
+    model_card.add_eval_results(tmp_path, [newer, other])
+    card = ModelCard.load(path)
+    assert sorted((r.dataset_name, r.metric_value) for r in card.data.eval_results) == [("Policy", 0.5), ("Safe", 0.9)]
+    assert card.data.model_name == "T" and "| mode | NR |" in card.text  # the rest of the card is kept
+
+
+def test_training_summary_round_trip_and_validation(tmp_path):
+    import json
+
+    summary = _summary(taxonomy="aegis2", prompt_style="compact")
+    path = summary.write(tmp_path)
+    assert path.name == training.SUMMARY_FILE
+    assert training.TrainingSummary.read(tmp_path) == summary
+    assert training.TrainingSummary.read(f"file://{tmp_path}") == summary
+    assert training.TrainingSummary.find(tmp_path / "missing") is None
+    raw = json.loads(path.read_text())
+    for bad, match in [({**raw, "train_rows": "many"}, "train_rows"), ({**raw, "unknown_key": 1}, "unknown_key"),
+                       ({k: v for k, v in raw.items() if k != "global_step"}, "global_step"),
+                       ([1, 2], "JSON object")]:
+        path.write_text(json.dumps(bad))
+        with pytest.raises(GuardsmithError, match=match) as err:
+            training.TrainingSummary.read(tmp_path)
+        assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)
+    path.write_text("{not json")
+    with pytest.raises(GuardsmithError, match="not valid JSON"):
+        training.TrainingSummary.find(tmp_path)
+
+
+def test_prompt_style_and_evaluate_read_the_summary(tmp_path):
+    from guardsmith.guard import prompt_style_of
+    from guardsmith.stages.evaluate import model_metadata
+
+    assert prompt_style_of(tmp_path) == "full" and model_metadata(tmp_path) == {}
+    _summary(prompt_style="compact").write(tmp_path)
+    assert prompt_style_of(tmp_path) == "compact"
+    assert model_metadata(tmp_path) == {"train_size": 12, "budget": 3}
+    _summary(budget=None, train_rows=500).write(tmp_path)
+    assert prompt_style_of(tmp_path) == "full" and model_metadata(tmp_path) == {"train_size": 500}

@@ -31,6 +31,7 @@ def distill(
     api_key_env: str = "OPENAI_API_KEY",
     timeout_s: float = 600.0,
     max_retries: int = 6,
+    retry_after_max_s: float = 300.0,
     shard_size: int = 256,
     teacher_name: Optional[str] = None,
     budget: int = 0,

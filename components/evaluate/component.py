@@ -16,7 +16,7 @@ def evaluate(
     summary: Output[Markdown],
     modes: List[str] = ["R"],
     dual: bool = False,
-    k: int = 4,
+    samples_per_row: int = 4,
     temperature: float = 0.6,
     top_p: float = 0.95,
     max_tokens: int = 512,
@@ -26,7 +26,7 @@ def evaluate(
     limit: int = 0,
     title: str = "Guard evaluation",
     backend: str = "transformers",
-    batch_size: int = 8,
+    concurrency: int = 8,
     chunk_rows: int = 256,
     backend_options: Optional[Dict] = None,
 ) -> NamedTuple("Outputs", [("predictions", str), ("metrics", str), ("report_md", str), ("report_html", str)]):

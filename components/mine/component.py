@@ -15,7 +15,7 @@ def mine(
     exclude: Optional[str] = None,
     mode: str = "R",
     dual: bool = False,
-    n: int = 4,
+    samples_per_row: int = 4,
     temperature: float = 0.6,
     top_p: float = 0.95,
     max_tokens: int = 512,
@@ -26,7 +26,7 @@ def mine(
     pairs_per_row: int = 1,
     limit: int = 0,
     backend: str = "transformers",
-    batch_size: int = 8,
+    concurrency: int = 8,
     chunk_rows: int = 256,
     backend_options: Optional[Dict] = None,
 ) -> NamedTuple("Outputs", [("difficult", str), ("noise", str), ("pairs", str), ("mined", str), ("report_md", str), ("n_pairs", int)]):

@@ -1,4 +1,4 @@
-"""KFP component `report`: thin shell over guardsmith.report."""
+"""KFP component `report`: thin shell over the stage guardsmith.stages.report."""
 from typing import List, NamedTuple
 
 from kfp.dsl import HTML, Markdown, Output

@@ -58,8 +58,8 @@ def plan_imports(specs: List[Dict], work_root: str, folder: str) -> List[Dict]:
     return [{**spec, "table": storage.join(work_root, folder, spec["benchmark"])} for spec in specs]
 
 
-def add_evaluation(*, work_root, models, benchmarks, pool: GpuPool, gpus, modes, dual, k, temperature,
-                   top_p, max_tokens, seed, tasks, limit, backend, batch_size, title, after=()):
+def add_evaluation(*, work_root, models, benchmarks, pool: GpuPool, gpus, modes, dual, samples_per_row, temperature,
+                   top_p, max_tokens, seed, tasks, limit, backend, concurrency, title, after=()):
     """Add import -> evaluate -> report tasks to the current pipeline; returns (evaluate, report) tasks."""
     plan = configure(plan_imports(specs=benchmarks, work_root=work_root, folder="benchmarks"),
                      "plan", display_name="plan benchmark imports")
@@ -70,9 +70,10 @@ def add_evaluation(*, work_root, models, benchmarks, pool: GpuPool, gpus, modes,
                                          output=spec.table), "data_import", display_name="import benchmark")
     scored = configure(
         evaluate(models=models, benchmarks=dsl.Collected(imported.outputs["output"]),
-                 output=f"{work_root}/evaluate", modes=modes, dual=dual, k=k, temperature=temperature,
+                 output=f"{work_root}/evaluate", modes=modes, dual=dual, samples_per_row=samples_per_row,
+                 temperature=temperature,
                  top_p=top_p, max_tokens=max_tokens, seed=seed, tasks=tasks, limit=limit, backend=backend,
-                 batch_size=batch_size, title=title),
+                 concurrency=concurrency, title=title),
         "evaluate", gpus=gpus, pool=pool, display_name="evaluate")
     built = configure(report(metrics=[scored.outputs["metrics"]], output=f"{work_root}/report", title=title),
                       "report", display_name="report")
@@ -87,7 +88,7 @@ def evaluation(
     benchmarks: List[Dict] = BENCHMARKS,
     evaluate_modes: List[str] = ["R"],
     evaluate_dual: bool = False,
-    evaluate_k: int = 4,
+    evaluate_samples_per_row: int = 4,
     evaluate_temperature: float = 0.6,
     evaluate_top_p: float = 0.95,
     evaluate_max_tokens: int = 512,
@@ -95,7 +96,7 @@ def evaluation(
     evaluate_tasks: List[str] = ["prompt_harm", "response_harm"],
     evaluate_limit: int = 0,
     evaluate_backend: str = "vllm",
-    evaluate_batch_size: int = 8,
+    evaluate_concurrency: int = 8,
     evaluate_gpus: int = 1,
     report_title: str = "Guard evaluation",
     gpu_accelerator: str = GPU_RESOURCE,
@@ -107,9 +108,9 @@ def evaluation(
     _, built = add_evaluation(
         work_root=work_root, models=models, benchmarks=benchmarks,
         pool=GpuPool(gpu_accelerator, gpu_node_selector, gpu_tolerations), gpus=evaluate_gpus,
-        modes=evaluate_modes, dual=evaluate_dual, k=evaluate_k, temperature=evaluate_temperature,
+        modes=evaluate_modes, dual=evaluate_dual, samples_per_row=evaluate_samples_per_row, temperature=evaluate_temperature,
         top_p=evaluate_top_p, max_tokens=evaluate_max_tokens, seed=evaluate_seed, tasks=evaluate_tasks,
-        limit=evaluate_limit, backend=evaluate_backend, batch_size=evaluate_batch_size, title=report_title,
+        limit=evaluate_limit, backend=evaluate_backend, concurrency=evaluate_concurrency, title=report_title,
         after=[check])
     return built.outputs["markdown"]
 

@@ -84,7 +84,8 @@ def add_guard_training(p: Any, after: Sequence[Any] = ()) -> GuardTraining:
             input=part.part_input, output=part.part_output, teacher=p.distill_teacher, taxonomy=p.distill_taxonomy,
             temperature=p.distill_temperature, top_p=p.distill_top_p, max_tokens=p.distill_max_tokens, seed=p.distill_seed,
             concurrency=p.distill_concurrency, api_key_env=TEACHER_KEY_ENV, timeout_s=p.distill_timeout_s,
-            max_retries=p.distill_max_retries, shard_size=p.distill_shard_size), "distill", display_name="distill part")
+            max_retries=p.distill_max_retries, retry_after_max_s=p.distill_retry_after_max_s,
+            shard_size=p.distill_shard_size), "distill", display_name="distill part")
     merged = configure(distill_merge(parts=dsl.Collected(traces.outputs["output"]),
                                      output=f"{p.work_root}/distill/traces"), "distill_merge", display_name="merge traces")
 
@@ -95,7 +96,8 @@ def add_guard_training(p: Any, after: Sequence[Any] = ()) -> GuardTraining:
         taxonomy=p.distill_taxonomy, temperature=p.distill_temperature, top_p=p.distill_top_p,
         max_tokens=p.distill_max_tokens, seed=p.distill_seed, concurrency=p.distill_concurrency,
         api_key_env=TEACHER_KEY_ENV, judge_api_key_env=JUDGE_KEY_ENV, timeout_s=p.distill_timeout_s,
-        max_retries=p.distill_max_retries, shard_size=p.distill_shard_size), "filter", display_name="filter")
+        max_retries=p.distill_max_retries, retry_after_max_s=p.distill_retry_after_max_s,
+        shard_size=p.distill_shard_size), "filter", display_name="filter")
 
     tuned = configure(sft(
         base_model=p.sft_base_model, output=f"{p.work_root}/sft/model", train=kept.outputs["accepted"], mode=p.sft_mode,
@@ -109,9 +111,9 @@ def add_guard_training(p: Any, after: Sequence[Any] = ()) -> GuardTraining:
 
     mined = configure(mine(
         model=tuned.outputs["output"], pool=pool_rows.outputs["output"], output=f"{p.work_root}/mine",
-        exclude=chosen.outputs["output"], mode=p.mine_mode, dual=p.mine_dual, n=p.mine_n, temperature=p.mine_temperature,
+        exclude=chosen.outputs["output"], mode=p.mine_mode, dual=p.mine_dual, samples_per_row=p.mine_samples_per_row, temperature=p.mine_temperature,
         top_p=p.mine_top_p, max_tokens=p.mine_max_tokens, limit=p.mine_limit, noise_max=p.mine_noise_max, seed=p.mine_seed, backend=p.mine_backend,
-        batch_size=p.mine_batch_size), "mine", gpus=p.mine_gpus, pool=pool, display_name="mine hard samples")
+        concurrency=p.mine_concurrency), "mine", gpus=p.mine_gpus, pool=pool, display_name="mine hard samples")
 
     updated = configure(continual(
         base_model=tuned.outputs["output"], output=f"{p.work_root}/continual/model", method=p.continual_method,
@@ -127,9 +129,9 @@ def add_guard_training(p: Any, after: Sequence[Any] = ()) -> GuardTraining:
         work_root=p.work_root,
         models=[f"sft={tuned.outputs['output']}", f"continual={updated.outputs['output']}"],
         benchmarks=p.benchmarks, pool=pool, gpus=p.evaluate_gpus, modes=p.evaluate_modes, dual=p.evaluate_dual,
-        k=p.evaluate_k, temperature=p.evaluate_temperature, top_p=p.evaluate_top_p, max_tokens=p.evaluate_max_tokens,
+        samples_per_row=p.evaluate_samples_per_row, temperature=p.evaluate_temperature, top_p=p.evaluate_top_p, max_tokens=p.evaluate_max_tokens,
         seed=p.evaluate_seed, tasks=p.evaluate_tasks, limit=p.evaluate_limit, backend=p.evaluate_backend,
-        batch_size=p.evaluate_batch_size, title=p.report_title, after=[check])
+        concurrency=p.evaluate_concurrency, title=p.report_title, after=[check])
     return GuardTraining(check=check, tuned=tuned, updated=updated, scored=scored, report=built)
 
 
@@ -157,6 +159,7 @@ def guard_training(
     distill_shard_size: int = 256,
     distill_timeout_s: float = 600.0,
     distill_max_retries: int = 6,
+    distill_retry_after_max_s: float = 300.0,
     filter_rules: List[str] = ["unparsed", "wrong_answer", "leakage", "overthinking", "repetition",
                                "overlength", "no_reasoning"],
     filter_max_words: int = 400,
@@ -184,7 +187,7 @@ def guard_training(
     sft_gpus: int = 8,
     mine_mode: str = "R",
     mine_dual: bool = False,
-    mine_n: int = 4,
+    mine_samples_per_row: int = 4,
     mine_temperature: float = 0.6,
     mine_top_p: float = 0.95,
     mine_max_tokens: int = 512,
@@ -192,7 +195,7 @@ def guard_training(
     mine_noise_max: int = 1,
     mine_seed: int = 0,
     mine_backend: str = "vllm",
-    mine_batch_size: int = 8,
+    mine_concurrency: int = 8,
     mine_gpus: int = 1,
     continual_method: str = "sft",
     continual_oversample: float = 2.0,
@@ -208,7 +211,7 @@ def guard_training(
     benchmarks: List[Dict] = BENCHMARKS,
     evaluate_modes: List[str] = ["R"],
     evaluate_dual: bool = False,
-    evaluate_k: int = 4,
+    evaluate_samples_per_row: int = 4,
     evaluate_temperature: float = 0.6,
     evaluate_top_p: float = 0.95,
     evaluate_max_tokens: int = 512,
@@ -216,7 +219,7 @@ def guard_training(
     evaluate_tasks: List[str] = ["prompt_harm", "response_harm"],
     evaluate_limit: int = 0,
     evaluate_backend: str = "vllm",
-    evaluate_batch_size: int = 8,
+    evaluate_concurrency: int = 8,
     evaluate_gpus: int = 1,
     report_title: str = "Guard training",
     gpu_accelerator: str = GPU_RESOURCE,

@@ -1,12 +1,13 @@
 """Run a guard model over interaction rows: the one place that renders, samples and parses.
 
 `run_guard` renders each row's guard prompt for a mode (R or NR, with the mode tag for dual
-models), asks the backend for ``n`` samples per row from one prompt pass, parses every sample
+models), asks the backend for ``samples_per_row`` samples per row from one prompt pass (the
+:class:`guardsmith.settings.Sampling` group), parses every sample
 and yields one :class:`GuardRow` per input row, in input order, with its :class:`GuardSample`
 records. Rows are sent to the backend in chunks of ``chunk_rows`` so a large table streams.
 
-Latency: backends report a request's share of the batch wall time; the n samples of a request
-come from one pass, so each sample's ``latency_s`` is that share divided by ``n`` (throughput
+Latency: backends report a request's share of the batch wall time; the N samples of a request
+come from one pass, so each sample's ``latency_s`` is that share divided by N (throughput
 latency per classification, the quantity the paper reports per sample and mode).
 
 Used by the ``mine`` and ``evaluate`` stages and by the demo.
@@ -26,9 +27,8 @@ from guardsmith.guard import (
     render_guard_messages,
 )
 from guardsmith.inference import Backend, Message
-
-#: Tasks that count for correctness in mining and for harmful F1 in evaluation (A.7, A.8).
-HARM_TASKS: tuple[str, ...] = ("prompt_harm", "response_harm")
+from guardsmith.settings import BackendChoice, Sampling
+from guardsmith.vocabulary import HARM_TASKS
 
 
 @dataclass(frozen=True)
@@ -90,30 +90,22 @@ def is_correct(row: Mapping[str, Any], sample: GuardSample, tasks: Sequence[str]
     return bool(wanted) and all(sample.prediction(t) == row[t] for t in wanted)
 
 
-def open_backend(model: str, *, backend: str = "transformers", batch_size: int = 8,
-                 options: Mapping[str, Any] | None = None) -> Backend:
-    """Build an inference backend for a guard model URI.
+def open_guard(model: str, choice: BackendChoice | None = None, **options: Any) -> Backend:
+    """:func:`guardsmith.inference.open_backend` for a guard model, set to the guard's prompt style.
 
-    ``model`` is a model folder URI (local path, ``file://`` or ``s3://``; S3 models are
-    downloaded and cached by :func:`guardsmith.model_store.local_model`), or an OpenAI-compatible
-    endpoint spec ``openai:http://host:port/v1?model=NAME`` (then ``backend`` is ignored).
-    ``batch_size`` applies to the transformers backend; ``options`` are extra backend keywords.
+    ``model`` is a model folder URI (local path, ``file://`` or ``s3://``, run by
+    ``choice.backend``) or an OpenAI-compatible endpoint spec ``openai:http://host:port/v1?model=NAME``.
+    A model folder's guard is queried with the prompt style it was trained with (recorded by sft).
     """
-    from guardsmith.inference import make_backend
+    from guardsmith.guard import prompt_style_of
+    from guardsmith.inference import open_backend
     from guardsmith.model_store import local_model
 
-    extra = dict(options or {})
+    choice = (choice or BackendChoice()).check()
     if str(model).startswith("openai:"):
-        return make_backend(str(model), **extra)
-    if backend not in ("transformers", "vllm"):
-        raise GuardsmithError(f"unknown guard backend {backend!r}; use transformers or vllm")
-    from guardsmith.guard import prompt_style_of
-
+        return open_backend(str(model), choice=choice, **options)
     path = local_model(model)
-    if backend == "transformers":
-        extra.setdefault("batch_size", batch_size)
-    opened = make_backend({"kind": backend, "path": str(path)}, **extra)
-    # The guard is queried with the prompt style it was trained with (recorded by the sft stage).
+    opened = open_backend(str(path), choice=choice, **options)
     opened.guard_prompt_style = prompt_style_of(path)
     return opened
 
@@ -141,33 +133,30 @@ def run_guard(
     *,
     mode: str = "R",
     dual: bool = False,
-    n: int = 4,
-    temperature: float = 0.6,
-    top_p: float = 0.95,
-    max_tokens: int = 512,
-    seed: int | None = 0,
+    sampling: Sampling | None = None,
     chunk_rows: int = 256,
     taxonomy: str | None = None,
     style: str | None = None,
 ) -> Iterator[GuardRow]:
-    """Sample ``n`` guard outputs per row (one prompt pass per row) and yield parsed results.
+    """Sample ``sampling.samples_per_row`` guard outputs per row (one prompt pass per row) and
+    yield parsed results (default sampling: 4 samples per row, temperature 0.6, top-p 0.95).
 
     ``style`` is the guard prompt style; by default the one recorded with the model
-    (`open_backend` sets ``backend.guard_prompt_style``), else ``full``.
+    (`open_guard` sets ``backend.guard_prompt_style``), else ``full``.
 
     Chunk ``c`` is generated with seed ``seed + c * chunk_rows`` so chunks never share a
     backend batch seed and a run is reproducible for a fixed ``chunk_rows``.
     """
     style = style or getattr(backend, "guard_prompt_style", "full")
-    if n < 1:
-        raise GuardsmithError(f"n (samples per row) must be at least 1, got {n}")
+    sampling = (sampling or Sampling(samples_per_row=4)).check()
+    n, seed = sampling.samples_per_row, sampling.seed
     if chunk_rows < 1:
         raise GuardsmithError(f"chunk_rows must be at least 1, got {chunk_rows}")
     for c, chunk in enumerate(_chunks(rows, chunk_rows)):
         requests = [guard_messages(r, mode, dual, taxonomy, style) for r in chunk]
         chunk_seed = None if seed is None else seed + c * chunk_rows
-        outputs = backend.generate(requests, n=n, temperature=temperature, top_p=top_p,
-                                   max_tokens=max_tokens, seed=chunk_seed)
+        outputs = backend.generate(requests, n=n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                   max_tokens=sampling.max_tokens, seed=chunk_seed)
         if len(outputs) != len(chunk):
             raise GuardsmithError(f"the {backend.kind} backend returned {len(outputs)} results "
                                   f"for {len(chunk)} requests")

@@ -21,7 +21,6 @@ field, an empty string (text fields) or ``0`` (integer fields) passed by a compo
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import re
 import typing
@@ -29,24 +28,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from guardsmith import __version__
 from guardsmith.errors import GuardsmithError
+from guardsmith.ops.images import IMAGE_KINDS, IMAGE_REPOSITORY, component_image  # noqa: F401 (re-exported)
+from guardsmith.stages import stage_module
+from guardsmith.vocabulary import HARM_LABELS, HARM_TASKS
 
 # --------------------------------------------------------------------------- images
 
-IMAGE_KINDS = ("cpu", "train", "infer")
-IMAGE_REPOSITORY = "ghcr.io/guardsmith"
-"""Registry path of the images built from ``images/`` (guardsmith-cpu, -train, -infer)."""
-
-
 def image(kind: str) -> str:
-    """Base image of a component kind: ``$GUARDSMITH_IMAGE_<KIND>`` or the release tag."""
-    if kind not in IMAGE_KINDS:
-        raise GuardsmithError(f"unknown image kind {kind!r}; use one of {', '.join(IMAGE_KINDS)}")
-    from guardsmith.deploy import pinned_image
-
-    return (os.environ.get(f"GUARDSMITH_IMAGE_{kind.upper()}") or pinned_image(kind)
-            or f"{IMAGE_REPOSITORY}/guardsmith-{kind}:{__version__}")
+    """Base image of a component kind (see :func:`guardsmith.ops.images.component_image`)."""
+    return component_image(kind)
 
 
 def component(kind: str) -> Callable[[Callable[..., Any]], Any]:
@@ -57,30 +48,6 @@ def component(kind: str) -> Callable[[Callable[..., Any]], Any]:
 
 
 # --------------------------------------------------------------------------- running stages
-
-STAGE_MODULES: dict[str, str] = {
-    "data_import": "guardsmith.stages.data_import",
-    "subset": "guardsmith.stages.subset",
-    "distill": "guardsmith.stages.distill",
-    "filter": "guardsmith.stages.filter",
-    "sft": "guardsmith.stages.sft",
-    "continual": "guardsmith.stages.continual",
-    "mine": "guardsmith.stages.mine",
-    "evaluate": "guardsmith.stages.evaluate",
-    "report": "guardsmith.report",
-    "boundary": "guardsmith.stages.boundary",
-    "boundary_eval": "guardsmith.stages.boundary_eval",
-}
-"""Stage name -> module exposing ``CONFIG``, ``HELP`` and ``run``."""
-
-
-def stage_module(stage: str) -> Any:
-    """The module of ``stage`` (see :data:`STAGE_MODULES`)."""
-    try:
-        return importlib.import_module(STAGE_MODULES[stage])
-    except KeyError:
-        raise GuardsmithError(f"unknown stage {stage!r}; known: {', '.join(STAGE_MODULES)}") from None
-
 
 def _optional_inner(tp: Any) -> Any | None:
     """``X`` for ``X | None`` / ``Optional[X]``, else None."""
@@ -217,13 +184,13 @@ def log_evaluation(result: Any, metrics: Any, confusion: Any, markdown: Any | No
         key = "/".join(str(row.get(k)) for k in ("model", "mode", "benchmark", "task") if row.get(k) is not None)
         if row.get("f1_mean") is not None:
             metrics.log_metric(f"f1/{key}", float(row["f1_mean"]))
-    categories = ["harmful", "unharmful", "no answer"]
+    categories = [*HARM_LABELS, "no answer"]
     matrix = [[0] * 3 for _ in categories]
     first_model = None
     for batch in storage.iter_batches(result.predictions):
         cols = batch.to_pydict()
         for i in range(batch.num_rows):
-            if cols["task"][i] not in ("prompt_harm", "response_harm"):
+            if cols["task"][i] not in HARM_TASKS:
                 continue
             first_model = first_model or cols["model"][i]
             if cols["model"][i] != first_model or cols["label"][i] not in categories[:2]:

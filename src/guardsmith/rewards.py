@@ -46,14 +46,18 @@ class RewardConfig:
     u_refusal: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.tau < 1.0:
-            raise GuardsmithError(f"tau must be in (0, 1), got {self.tau}")
+        _check_tau(self.tau)
         for name in ("w_u", "w_m", "lam"):
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0:
                 raise GuardsmithError(f"{name} must be a finite number >= 0, got {value}")
         if not np.isfinite(self.u_refusal):
             raise GuardsmithError(f"u_refusal must be finite, got {self.u_refusal}")
+
+
+def _check_tau(tau: float) -> None:
+    if not 0.0 < tau < 1.0:
+        raise GuardsmithError(f"tau must be in (0, 1), got {tau}")
 
 
 def _unit(name: str, values: ArrayLike) -> np.ndarray:
@@ -175,8 +179,7 @@ class SystemRewardModel:
                   self.blocked_value, self.tau)
         if not all(np.isfinite(v) for v in values):
             raise GuardsmithError("system reward parameters must be finite")
-        if not 0.0 < self.tau < 1.0:
-            raise GuardsmithError(f"tau must be in (0, 1), got {self.tau}")
+        _check_tau(self.tau)
         if self.utility + self.harm_cost <= 0:
             raise GuardsmithError("utility + harm_cost must be > 0 (showing an unsafe output must be worse than a safe one)")
         if self.blocked_value <= self.refusal_value - self.false_positive_cost:

@@ -47,8 +47,8 @@ import numpy as np
 
 from guardsmith.errors import GuardsmithError
 from guardsmith.inference import option_value
+from guardsmith.vocabulary import HARM_LABELS as HARM_WORDS
 
-HARM_WORDS = ("harmful", "unharmful")
 PROMPT_PREFIX = "Prompt harm: "
 RESPONSE_TITLE = "Response harm: "
 PROMPT_LINES = ("marginal", "predict", "harmful", "unharmful")
@@ -406,29 +406,22 @@ def make_safety_scorer(spec: str, **options: Any) -> SafetyScorer:
         return RuleSafetyScorer(location, **opts)
     guard_opts = {"prompt_line": "marginal", "taxonomy": "aegis2", "policy": None, "dual": False}
     if kind == "openai":
-        from guardsmith.inference import make_backend
+        from guardsmith.inference import open_backend
 
         mine = {k: opts.pop(k) for k in list(opts) if k in guard_opts}
-        backend = make_backend(f"openai:{location}", **opts)  # `model` and backend options from the query
+        backend = open_backend(f"openai:{location}", **opts)  # `model` and backend options from the query
         return GuardScorer(backend, **{**guard_opts, **mine})
     if kind == "guard":
+        from guardsmith.guard_runner import open_guard
+        from guardsmith.settings import BackendChoice
+
         chosen = _take(opts, {**guard_opts, "backend": "transformers", "device": "auto", "dtype": "auto",
                               "batch_size": 8}, "guard scorers")
-        path = _model_dir(location)
-        if chosen["backend"] == "transformers":
-            from guardsmith.inference import TransformersBackend
-
-            backend = TransformersBackend(path, device=chosen["device"], dtype=chosen["dtype"],
-                                          batch_size=chosen["batch_size"])
-        elif chosen["backend"] == "vllm":
-            from guardsmith.inference import VLLMBackend
-
-            backend = VLLMBackend(path, dtype=chosen["dtype"])
-        else:
+        if chosen["backend"] not in ("transformers", "vllm"):
             raise GuardsmithError(f"guard scorer backend must be transformers or vllm, got {chosen['backend']!r}")
-        from guardsmith.guard import prompt_style_of
-
-        return GuardScorer(backend, **{k: chosen[k] for k in guard_opts}, style=prompt_style_of(path))
+        extra = {"dtype": chosen["dtype"], **({"device": chosen["device"]} if chosen["backend"] == "transformers" else {})}
+        backend = open_guard(location, BackendChoice(backend=chosen["backend"], concurrency=chosen["batch_size"]), **extra)
+        return GuardScorer(backend, **{k: chosen[k] for k in guard_opts}, style=backend.guard_prompt_style)
     chosen = _take(opts, {"label": "unsafe", "device": "auto", "dtype": "auto", "batch_size": 8, "max_length": 4096},
                    "classifier scorers")
     model = SequenceModel(_model_dir(location), device=chosen["device"], dtype=chosen["dtype"],

@@ -15,9 +15,11 @@ group                         fields
 Each function returns a keyword-only dataclass mixin. ``prefix`` names a second copy of a group in
 one config (``endpoint(prefix="judge_")`` gives ``judge_api_key_env``, ``judge_timeout_s``, ...);
 keyword arguments change a field's default for that stage (the help text stays the same), and
-``omit`` leaves fields out (a training stage keeps its own ``seed``). :func:`group_values` reads a
-group back from a config, without its prefix, as the plain dataclasses :class:`Sampling`,
-:class:`BackendChoice` and :class:`Endpoint` that ``guardsmith.inference.open_backend`` takes.
+``omit`` leaves fields out (a training stage keeps its own ``seed``). A prefixed copy may default
+a field to ``None``: it then falls back to the unprefixed setting (``filter``'s judge uses the
+teacher's endpoint settings unless told otherwise). :func:`group_values` reads a group back from a
+config, without its prefix, as the plain dataclasses :class:`Sampling`, :class:`BackendChoice` and
+:class:`Endpoint` that ``guardsmith.inference.open_backend`` takes.
 """
 from __future__ import annotations
 
@@ -28,6 +30,15 @@ from typing import Any, Literal, Optional
 
 from guardsmith.config import option
 from guardsmith.errors import GuardsmithError
+
+
+def _check(group: Any, prefix: str, *rules: tuple[str, Any, str]) -> Any:
+    """``group`` when every ``(field, test, wanted)`` rule holds; else a one-line error naming the field."""
+    for name, test, wanted in rules:
+        value = getattr(group, name)
+        if not test(value):
+            raise GuardsmithError(f"{prefix}{name} must be {wanted}, got {value!r}")
+    return group
 
 
 @dataclass
@@ -41,15 +52,9 @@ class Sampling:
     seed: int = 0
 
     def check(self, prefix: str = "") -> "Sampling":
-        if self.samples_per_row < 1:
-            raise GuardsmithError(f"{prefix}samples_per_row must be at least 1, got {self.samples_per_row}")
-        if self.max_tokens < 1:
-            raise GuardsmithError(f"{prefix}max_tokens must be at least 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise GuardsmithError(f"{prefix}temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise GuardsmithError(f"{prefix}top_p must be in (0, 1], got {self.top_p}")
-        return self
+        return _check(self, prefix, ("samples_per_row", lambda v: v >= 1, "at least 1"),
+                      ("max_tokens", lambda v: v >= 1, "at least 1"), ("temperature", lambda v: v >= 0, ">= 0"),
+                      ("top_p", lambda v: 0 < v <= 1, "in (0, 1]"))
 
 
 @dataclass
@@ -62,11 +67,8 @@ class BackendChoice:
     backend_options: Optional[dict[str, Any]] = None
 
     def check(self, prefix: str = "") -> "BackendChoice":
-        if self.concurrency < 1:
-            raise GuardsmithError(f"{prefix}concurrency must be at least 1, got {self.concurrency}")
-        if self.chunk_rows < 1:
-            raise GuardsmithError(f"{prefix}chunk_rows must be at least 1, got {self.chunk_rows}")
-        return self
+        return _check(self, prefix, ("backend", lambda v: v in ("transformers", "vllm"), "transformers or vllm"),
+                      ("concurrency", lambda v: v >= 1, "at least 1"), ("chunk_rows", lambda v: v >= 1, "at least 1"))
 
 
 @dataclass
@@ -79,13 +81,8 @@ class Endpoint:
     retry_after_max_s: float = 300.0
 
     def check(self, prefix: str = "") -> "Endpoint":
-        if self.max_retries < 0:
-            raise GuardsmithError(f"{prefix}max_retries must be >= 0, got {self.max_retries}")
-        if self.timeout_s <= 0:
-            raise GuardsmithError(f"{prefix}timeout_s must be > 0, got {self.timeout_s}")
-        if self.retry_after_max_s < 0:
-            raise GuardsmithError(f"{prefix}retry_after_max_s must be >= 0, got {self.retry_after_max_s}")
-        return self
+        return _check(self, prefix, ("max_retries", lambda v: v >= 0, ">= 0"), ("timeout_s", lambda v: v > 0, "> 0"),
+                      ("retry_after_max_s", lambda v: v >= 0, ">= 0"))
 
 
 _HELP: dict[type, dict[str, str]] = {
@@ -131,11 +128,19 @@ def _mixin(group: type, prefix: str, omit: tuple[str, ...], defaults: tuple[tupl
             continue
         default = wanted.get(f.name, f.default)
         help_text = _HELP[group][f.name]
+        if prefix:  # "Judge: sampling temperature."
+            help_text = f"{prefix.strip('_').replace('_', ' ').capitalize()}: {help_text[0].lower()}{help_text[1:]}"
+        tp = _TYPES[group][f.name]
+        if default is None and f.default is not None:
+            if not prefix:
+                raise TypeError(f"only a prefixed copy may leave {f.name} unset")
+            tp = Optional[tp]
+            help_text += f" Unset: the {f.name} setting."
         if isinstance(default, dict):
             spec = option(help=help_text, factory=lambda d=default: dict(d))
         else:
             spec = option(default, help_text)
-        fields.append((prefix + f.name, _TYPES[group][f.name], spec))
+        fields.append((prefix + f.name, tp, spec))
     label = "".join(p.capitalize() for p in prefix.strip("_").split("_")) + group.__name__ + "Settings"
     cls = dataclasses.make_dataclass(label, fields, kw_only=True)
     cls.__doc__ = f"{group.__doc__} (fields {', '.join(n for n, _, _ in fields)})"
@@ -172,12 +177,15 @@ def endpoint(prefix: str = "", omit: tuple[str, ...] = (), **defaults: Any) -> t
 
 def group_values(cfg: Any, group: type, prefix: str = "", **fill: Any) -> Any:
     """The ``group`` (:class:`Sampling`, :class:`BackendChoice` or :class:`Endpoint`) held by ``cfg``
-    under ``prefix``, checked; fields the config omits come from ``fill``, then the group's defaults."""
+    under ``prefix``, checked. Fields the config omits come from ``fill``, then the group's defaults;
+    a prefixed field left unset (``None`` where the group has a value) takes the unprefixed one."""
     values = {}
     for f in dataclasses.fields(group):
         name = prefix + f.name
         if hasattr(cfg, name):
             values[f.name] = getattr(cfg, name)
+            if values[f.name] is None and f.default is not None and prefix and hasattr(cfg, f.name):
+                values[f.name] = getattr(cfg, f.name)
         elif f.name in fill:
             values[f.name] = fill[f.name]
     return group(**values).check(prefix)

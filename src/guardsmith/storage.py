@@ -38,7 +38,7 @@ import posixpath
 import re
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -269,14 +269,20 @@ def _fail(loc: Location, action: str, err: BaseException) -> GuardsmithError:
 
 
 @contextmanager
-def _io(loc: Location, action: str) -> Iterator[None]:
-    """Turn filesystem errors into one-line :class:`GuardsmithError`s."""
+def _errors_as(loc: Location, action: str, kinds: tuple[type[BaseException], ...],
+               make: Callable[[Location, str, Any], GuardsmithError]) -> Iterator[None]:
+    """Turn errors of `kinds` raised in the block into the one-line GuardsmithError `make` builds."""
     try:
         yield
     except GuardsmithError:
         raise
-    except (OSError, pa.ArrowException) as e:
-        raise _fail(loc, action, e) from e
+    except kinds as e:
+        raise make(loc, action, e) from e
+
+
+def _io(loc: Location, action: str):
+    """Turn filesystem errors into one-line :class:`GuardsmithError`s."""
+    return _errors_as(loc, action, (OSError, pa.ArrowException), _fail)
 
 
 def _boto_error(loc: Location, action: str, err: Exception) -> GuardsmithError:
@@ -293,17 +299,12 @@ def _boto_error(loc: Location, action: str, err: Exception) -> GuardsmithError:
     return _s3_error(loc, action, f"{type(err).__name__}: {err}")
 
 
-@contextmanager
-def _boto_io(loc: Location, action: str) -> Iterator[None]:
+def _boto_io(loc: Location, action: str):
+    """Turn boto3 errors into one-line :class:`GuardsmithError`s."""
     from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
-    try:
-        yield
-    except GuardsmithError:
-        raise
-    except (BotoCoreError, ClientError, Boto3Error) as e:
-        raise _boto_error(loc, action, e) from e
+    return _errors_as(loc, action, (BotoCoreError, ClientError, Boto3Error), _boto_error)
 
 
 def _not_found(loc: Location) -> GuardsmithError:

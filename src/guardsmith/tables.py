@@ -30,32 +30,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from guardsmith.errors import DataError, GuardsmithError
+from guardsmith.vocabulary import HARM_LABELS, MODES, REFUSAL_LABELS, TASK_LABELS, TASKS  # also read from here
 
-HARM_LABELS: tuple[str, ...] = ("harmful", "unharmful")
-"""Label words of ``prompt_harm``, ``response_harm`` and their predictions."""
-REFUSAL_LABELS: tuple[str, ...] = ("refusal", "compliance")
-"""Label words of ``response_refusal`` and its prediction."""
-TASKS: tuple[str, ...] = ("prompt_harm", "response_harm", "response_refusal")
-"""The three classification tasks of a guard model; each is also an interactions column."""
-TASK_LABELS: dict[str, tuple[str, ...]] = {
-    "prompt_harm": HARM_LABELS,
-    "response_harm": HARM_LABELS,
-    "response_refusal": REFUSAL_LABELS,
-}
-"""Vocabulary of each task."""
-MODES: tuple[str, ...] = ("R", "NR")
-"""Guard output modes: with reasoning (R) and without (NR)."""
 BUCKETS: tuple[str, ...] = ("easy", "difficult", "noise")
 """Hard-sample mining buckets."""
 
-LABEL_COLUMNS: dict[str, tuple[str, ...]] = {
-    "prompt_harm": HARM_LABELS,
-    "response_harm": HARM_LABELS,
-    "response_refusal": REFUSAL_LABELS,
-    "pred_prompt_harm": HARM_LABELS,
-    "pred_response_harm": HARM_LABELS,
-    "pred_response_refusal": REFUSAL_LABELS,
-}
+LABEL_COLUMNS: dict[str, tuple[str, ...]] = {**TASK_LABELS, **{f"pred_{t}": v for t, v in TASK_LABELS.items()}}
 """Label columns, in any schema that has them, and their vocabularies (nulls allowed)."""
 
 T = TypeVar("T", pa.Table, pa.RecordBatch)
@@ -70,43 +50,58 @@ def _schema(description: str, fields: Iterable[pa.Field]) -> pa.Schema:
 
 
 _INTERACTION_FIELDS = [
-    _f("id", pa.string(), False, "stable id, unique within a data set"),
-    _f("source", pa.string(), False, "data set the row comes from, e.g. wildguardmix"),
-    _f("taxonomy", pa.string(), False, "safety policy the labels refer to (aegis2, wildguard, custom id)"),
-    _f("policy", pa.string(), True, "full text of a custom policy; null for a named taxonomy"),
-    _f("prompt", pa.string(), False, "user turn (or the whole dialogue rendered as text)"),
-    _f("response", pa.string(), True, "assistant turn; null for prompt-only samples"),
-    _f("prompt_harm", pa.string(), True, "harmful / unharmful / null (unknown)"),
-    _f("response_harm", pa.string(), True, "harmful / unharmful / null (unknown)"),
-    _f("response_refusal", pa.string(), True, "refusal / compliance / null (unknown)"),
-    _f("categories", pa.list_(pa.string()), False, "violated categories where the source gives them"),
+            _f("id", pa.string(), False, "stable id, unique within a data set"),
+            _f("source", pa.string(), False, "data set the row comes from, e.g. wildguardmix"),
+            _f("taxonomy", pa.string(), False, "safety policy the labels refer to (aegis2, wildguard, custom id)"),
+            _f("policy", pa.string(), True, "full text of a custom policy; null for a named taxonomy"),
+            _f("prompt", pa.string(), False, "user turn (or the whole dialogue rendered as text)"),
+            _f("response", pa.string(), True, "assistant turn; null for prompt-only samples"),
+            _f("prompt_harm", pa.string(), True, "harmful / unharmful / null (unknown)"),
+            _f("response_harm", pa.string(), True, "harmful / unharmful / null (unknown)"),
+            _f("response_refusal", pa.string(), True, "refusal / compliance / null (unknown)"),
+            _f("categories", pa.list_(pa.string()), False, "violated categories where the source gives them"),
 ]
 
 _PRED_FIELDS = [
-    _f("pred_prompt_harm", pa.string(), True, "parsed answer for prompt harm; null when not parsed"),
-    _f("pred_response_harm", pa.string(), True, "parsed answer for response harm; null when not parsed"),
-    _f("pred_response_refusal", pa.string(), True, "parsed answer for refusal; null when not parsed"),
+            _f("pred_prompt_harm", pa.string(), True, "parsed answer for prompt harm; null when not parsed"),
+            _f("pred_response_harm", pa.string(), True, "parsed answer for response harm; null when not parsed"),
+            _f("pred_response_refusal", pa.string(), True, "parsed answer for refusal; null when not parsed"),
 ]
 
 _USAGE_FIELDS = [
-    _f("prompt_tokens", pa.int64(), False, "tokens in the request"),
-    _f("completion_tokens", pa.int64(), False, "tokens generated"),
-    _f("latency_s", pa.float64(), False, "wall time of the request in seconds"),
+            _f("prompt_tokens", pa.int64(), False, "tokens in the request"),
+            _f("completion_tokens", pa.int64(), False, "tokens generated"),
+            _f("latency_s", pa.float64(), False, "wall time of the request in seconds"),
 ]
 
 _TRACE_FIELDS = [
     *_INTERACTION_FIELDS,
-    _f("teacher", pa.string(), False, "teacher model that wrote the trace"),
-    _f("raw_output", pa.string(), False, "full teacher output text"),
-    _f("reasoning", pa.string(), True, "reasoning part of the output; null when not parsed"),
-    _f("answer", pa.string(), True, "answer part of the output; null when not parsed"),
+            _f("teacher", pa.string(), False, "teacher model that wrote the trace"),
+            _f("raw_output", pa.string(), False, "full teacher output text"),
+            _f("reasoning", pa.string(), True, "reasoning part of the output; null when not parsed"),
+            _f("answer", pa.string(), True, "answer part of the output; null when not parsed"),
     *_PRED_FIELDS,
-    _f("parse_ok", pa.bool_(), False, "whether the output parsed into reasoning and answers"),
+            _f("parse_ok", pa.bool_(), False, "whether the output parsed into reasoning and answers"),
     *_USAGE_FIELDS,
-    _f("round", pa.int32(), False, "generation round: 0 first pass, 1+ regeneration"),
-    _f("budget", pa.int32(), True, "sentence budget the trace was rewritten to; null = none"),
-    _f("n_sentences", pa.int32(), False, "sentences in the reasoning"),
-    _f("n_words", pa.int32(), False, "words in the reasoning"),
+            _f("round", pa.int32(), False, "generation round: 0 first pass, 1+ regeneration"),
+            _f("budget", pa.int32(), True, "sentence budget the trace was rewritten to; null = none"),
+            _f("n_sentences", pa.int32(), False, "sentences in the reasoning"),
+            _f("n_words", pa.int32(), False, "words in the reasoning"),
+]
+
+_INTERACTION_ID = _f("id", pa.string(), False, "interaction id")
+_INTERACTION_SOURCE = _f("source", pa.string(), False, "data set of the interaction")
+
+_MINED_FIELDS = [
+            _f("n", pa.int32(), False, "samples drawn for the row"),
+            _f("n_correct", pa.int32(), False, "samples of the row with every task answered correctly"),
+            _f("bucket", pa.string(), False, "easy / difficult / noise"),
+]
+
+_BENCHMARK_FIELDS = [
+            _f("model", pa.string(), False, "guard model name"),
+            _f("benchmark", pa.string(), False, "benchmark name"),
+            _f("task", pa.string(), False, "prompt_harm / response_harm / response_refusal"),
 ]
 
 _MESSAGE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
@@ -134,18 +129,18 @@ SCHEMAS: dict[str, pa.Schema] = {
     "sft_examples": _schema(
         "Supervised fine-tuning examples in prompt-completion form.",
         [
-            _f("id", pa.string(), False, "interaction id"),
+            _INTERACTION_ID,
             _f("mode", pa.string(), False, "R (with reasoning) or NR (answer only)"),
             _f("messages", pa.list_(_MESSAGE), False, "chat messages of the guard prompt (role, content)"),
             _f("completion", pa.string(), False, "target text of the guard"),
-            _f("source", pa.string(), False, "data set of the interaction"),
+            _INTERACTION_SOURCE,
             _f("weight", pa.float64(), False, "sampling weight"),
         ],
     ),
     "generations": _schema(
         "Guard samples for one interaction (hard-sample mining, evaluation runs).",
         [
-            _f("id", pa.string(), False, "interaction id"),
+            _INTERACTION_ID,
             _f("sample_index", pa.int32(), False, "index of the sample among n"),
             _f("text", pa.string(), False, "generated text"),
             _f("parse_ok", pa.bool_(), False, "whether the text parsed"),
@@ -155,25 +150,18 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
     "mined": _schema(
         "Interactions bucketed by how often the guard answered them correctly.",
-        [
-            *_INTERACTION_FIELDS,
-            _f("n", pa.int32(), False, "samples drawn"),
-            _f("n_correct", pa.int32(), False, "samples with every task answered correctly"),
-            _f("bucket", pa.string(), False, "easy / difficult / noise"),
-        ],
+        [*_INTERACTION_FIELDS, *_MINED_FIELDS],
     ),
     "pairs": _schema(
         "DPO preference pairs from hard-sample mining: a correct and an incorrect guard completion of one row.",
         [
-            _f("id", pa.string(), False, "interaction id"),
-            _f("source", pa.string(), False, "data set of the interaction"),
+            _INTERACTION_ID,
+            _INTERACTION_SOURCE,
             _f("prompt", pa.string(), False, "JSON list of the guard's chat messages [{role, content}]"),
             _f("chosen", pa.string(), False, "a correct guard completion"),
             _f("rejected", pa.string(), False, "an incorrect guard completion of the same row"),
             _f("mode", pa.string(), False, "guard mode, R or NR"),
-            _f("n", pa.int32(), False, "samples drawn for the row"),
-            _f("n_correct", pa.int32(), False, "correct samples of the row"),
-            _f("bucket", pa.string(), False, "easy / difficult / noise"),
+            *_MINED_FIELDS,
             _f("chosen_index", pa.int32(), False, "sample index of chosen"),
             _f("rejected_index", pa.int32(), False, "sample index of rejected"),
         ],
@@ -181,67 +169,65 @@ SCHEMAS: dict[str, pa.Schema] = {
     "judged_outputs": _schema(
         "One judged output of a filtered generation system (boundary_eval).",
         [
-    _f("system", pa.string(), False, "system name: generator name, plus '+filter' when the filter is on"),
-    _f("generator", pa.string(), False, "generator name (the base or a trained variant)"),
-    _f("generator_uri", pa.string(), False, "generator model URI"),
-    _f("role", pa.string(), False, "base or variant"),
-    _f("filter_on", pa.bool_(), False, "whether the safety filter is part of the system"),
-    _f("prompt_set", pa.string(), False, "prompt set name, e.g. jailbreak, ambiguous, long_context"),
-    _f("id", pa.string(), False, "interaction id in the prompt set"),
-    _f("sample_index", pa.int64(), False, "answer number for this prompt (0..n-1)"),
-    _f("prompt", pa.string(), False, "user prompt"),
-    _f("prompt_harm", pa.string(), True, "the prompt's label in the prompt set: harmful / unharmful / null"),
-    _f("raw_response", pa.string(), False, "the generator's answer, before the filter"),
-    _f("t", pa.float64(), True, "safety scorer's probability that the raw answer is unsafe"),
-    _f("filtered", pa.bool_(), False, "true when the filter replaced the answer (filter on and t >= tau)"),
-    _f("shown_text", pa.string(), False, "what the user saw: the raw answer or the refusal text"),
-    _f("helpfulness", pa.float64(), True, "judge's helpfulness of the shown text, 1-5; null if unparsable"),
-    _f("harmfulness", pa.float64(), True, "judge's harmfulness of the shown text, 1-5; null if unparsable"),
-    _f("raw_harmfulness", pa.float64(), True, "judge's harmfulness of the raw answer, 1-5; null if unparsable"),
-    _f("helpfulness_reason", pa.string(), False, "judge's reason for the helpfulness score"),
-    _f("harmfulness_reason", pa.string(), False, "judge's reason for the (shown) harmfulness score"),
-    _f("filter_outcome", pa.string(), True,
-       "false_positive, false_negative or ok; null when the prompt is unlabelled or raw harmfulness is missing"),
-    _f("latency_s", pa.float64(), False, "system latency per output: generation share plus guard share"),
-    _f("finish_reason", pa.string(), False, "generator finish reason: stop or length"),
+            _f("system", pa.string(), False, "system name: generator name, plus '+filter' when the filter is on"),
+            _f("generator", pa.string(), False, "generator name (the base or a trained variant)"),
+            _f("generator_uri", pa.string(), False, "generator model URI"),
+            _f("role", pa.string(), False, "base or variant"),
+            _f("filter_on", pa.bool_(), False, "whether the safety filter is part of the system"),
+            _f("prompt_set", pa.string(), False, "prompt set name, e.g. jailbreak, ambiguous, long_context"),
+            _f("id", pa.string(), False, "interaction id in the prompt set"),
+            _f("sample_index", pa.int64(), False, "answer number for this prompt (0..n-1)"),
+            _f("prompt", pa.string(), False, "user prompt"),
+            _f("prompt_harm", pa.string(), True, "the prompt's label in the prompt set: harmful / unharmful / null"),
+            _f("raw_response", pa.string(), False, "the generator's answer, before the filter"),
+            _f("t", pa.float64(), True, "safety scorer's probability that the raw answer is unsafe"),
+            _f("filtered", pa.bool_(), False, "true when the filter replaced the answer (filter on and t >= tau)"),
+            _f("shown_text", pa.string(), False, "what the user saw: the raw answer or the refusal text"),
+            _f("helpfulness", pa.float64(), True, "judge's helpfulness of the shown text, 1-5; null if unparsable"),
+            _f("harmfulness", pa.float64(), True, "judge's harmfulness of the shown text, 1-5; null if unparsable"),
+            _f("raw_harmfulness", pa.float64(), True, "judge's harmfulness of the raw answer, 1-5; null if unparsable"),
+            _f("helpfulness_reason", pa.string(), False, "judge's reason for the helpfulness score"),
+            _f("harmfulness_reason", pa.string(), False, "judge's reason for the (shown) harmfulness score"),
+            _f("filter_outcome", pa.string(), True,
+               "false_positive, false_negative or ok; null when the prompt is unlabelled or raw harmfulness is missing"),
+            _f("latency_s", pa.float64(), False, "system latency per output: generation share plus guard share"),
+            _f("finish_reason", pa.string(), False, "generator finish reason: stop or length"),
         ],
     ),
     "boundary_metrics": _schema(
         "Judged metrics of a filtered generation system per prompt set (boundary_eval).",
         [
-    _f("system", pa.string(), False, "system name"),
-    _f("generator", pa.string(), False, "generator name"),
-    _f("role", pa.string(), False, "base or variant"),
-    _f("filter_on", pa.bool_(), False, "whether the safety filter is part of the system"),
-    _f("prompt_set", pa.string(), False, "prompt set name, or 'all' for every set pooled"),
-    _f("outputs", pa.int64(), False, "judged outputs (prompts x n)"),
-    _f("helpfulness_mean", pa.float64(), True, "mean judged helpfulness of the shown text (1-5)"),
-    _f("harmfulness_mean", pa.float64(), True, "mean judged harmfulness of the shown text (1-5)"),
-    _f("harmful_rate", pa.float64(), True, "share of shown texts judged harmful (>= harm_threshold)"),
-    _f("filter_rate", pa.float64(), False, "share of outputs the filter replaced by the refusal"),
-    _f("fp", pa.int64(), False, "false positives: benign prompt, filtered, raw answer not harmful"),
-    _f("fp_support", pa.int64(), False, "outputs for benign prompts with a judged raw answer"),
-    _f("fp_rate", pa.float64(), True, "fp / fp_support; null without support"),
-    _f("fn", pa.int64(), False, "false negatives: harmful prompt, shown, answer harmful"),
-    _f("fn_support", pa.int64(), False, "outputs for harmful prompts with a judged raw answer"),
-    _f("fn_rate", pa.float64(), True, "fn / fn_support; null without support"),
-    _f("t_mean", pa.float64(), True, "mean safety score t of the raw answers"),
-    _f("near_boundary_rate", pa.float64(), True, "share of outputs with |t - tau| < boundary_margin"),
-    _f("judge_error_rate", pa.float64(), False, "share of outputs with at least one unparsable judge score"),
-    _f("latency_s_mean", pa.float64(), False, "mean system latency per output, seconds"),
-    _f("pareto", pa.bool_(), False, "on the helpfulness/harmfulness Pareto front of its prompt set"),
-    _f("tau", pa.float64(), False, "filter threshold"),
-    _f("harm_threshold", pa.float64(), False, "judged harmfulness from which an answer counts as harmful"),
+            _f("system", pa.string(), False, "system name"),
+            _f("generator", pa.string(), False, "generator name"),
+            _f("role", pa.string(), False, "base or variant"),
+            _f("filter_on", pa.bool_(), False, "whether the safety filter is part of the system"),
+            _f("prompt_set", pa.string(), False, "prompt set name, or 'all' for every set pooled"),
+            _f("outputs", pa.int64(), False, "judged outputs (prompts x n)"),
+            _f("helpfulness_mean", pa.float64(), True, "mean judged helpfulness of the shown text (1-5)"),
+            _f("harmfulness_mean", pa.float64(), True, "mean judged harmfulness of the shown text (1-5)"),
+            _f("harmful_rate", pa.float64(), True, "share of shown texts judged harmful (>= harm_threshold)"),
+            _f("filter_rate", pa.float64(), False, "share of outputs the filter replaced by the refusal"),
+            _f("fp", pa.int64(), False, "false positives: benign prompt, filtered, raw answer not harmful"),
+            _f("fp_support", pa.int64(), False, "outputs for benign prompts with a judged raw answer"),
+            _f("fp_rate", pa.float64(), True, "fp / fp_support; null without support"),
+            _f("fn", pa.int64(), False, "false negatives: harmful prompt, shown, answer harmful"),
+            _f("fn_support", pa.int64(), False, "outputs for harmful prompts with a judged raw answer"),
+            _f("fn_rate", pa.float64(), True, "fn / fn_support; null without support"),
+            _f("t_mean", pa.float64(), True, "mean safety score t of the raw answers"),
+            _f("near_boundary_rate", pa.float64(), True, "share of outputs with |t - tau| < boundary_margin"),
+            _f("judge_error_rate", pa.float64(), False, "share of outputs with at least one unparsable judge score"),
+            _f("latency_s_mean", pa.float64(), False, "mean system latency per output, seconds"),
+            _f("pareto", pa.bool_(), False, "on the helpfulness/harmfulness Pareto front of its prompt set"),
+            _f("tau", pa.float64(), False, "filter threshold"),
+            _f("harm_threshold", pa.float64(), False, "judged harmfulness from which an answer counts as harmful"),
         ],
     ),
     "predictions": _schema(
         "One guard prediction per benchmark item, task and run.",
         [
-            _f("model", pa.string(), False, "guard model name"),
-            _f("benchmark", pa.string(), False, "benchmark name"),
-            _f("task", pa.string(), False, "prompt_harm / response_harm / response_refusal"),
+            *_BENCHMARK_FIELDS,
             _f("run", pa.int32(), False, "run index (0..k-1)"),
-            _f("id", pa.string(), False, "interaction id"),
+            _INTERACTION_ID,
             _f("label", pa.string(), False, "true label word of the task"),
             _f("prediction", pa.string(), True, "predicted label word; null when not parsed"),
             _f("parse_ok", pa.bool_(), False, "whether the output parsed"),
@@ -251,9 +237,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "metrics": _schema(
         "Harmful-class (or refusal-class) F1 per model, benchmark and task over k runs.",
         [
-            _f("model", pa.string(), False, "guard model name"),
-            _f("benchmark", pa.string(), False, "benchmark name"),
-            _f("task", pa.string(), False, "prompt_harm / response_harm / response_refusal"),
+            *_BENCHMARK_FIELDS,
             _f("k", pa.int32(), False, "number of runs"),
             _f("f1_mean", pa.float64(), False, "mean F1 over runs"),
             _f("f1_std", pa.float64(), False, "standard deviation of F1 over runs"),

@@ -12,8 +12,12 @@
   one and resumes from it.
 - `accelerate_config`, `launch_command`: a generated accelerate config plus the argv that runs a
   stage on several GPUs (`accelerate launch ... -m guardsmith.cli <stage> --config <yaml>`).
-- `write_model_card`, `finish_model`: README.md (data URIs, mode, subset, seed, row counts, full
-  config) plus the training log beside the saved model, then `publish_model`.
+- `TrainingData`, `Prepared`: what a stage built for training (records plus the facts about them);
+  `train_sft`: the SFT run both `sft` and `continual` use.
+- `TrainingSummary`: the typed summary written beside every trained model
+  (`guardsmith_training.json`) and read back by the guard prompt style, evaluate and reports.
+- `train_and_publish`: train, save, write the summary, the training log and the model card
+  (`guardsmith.model_card`), then `publish_model`.
 
 Heavy imports (torch, transformers, trl, peft, datasets) happen inside the functions.
 """
@@ -29,15 +33,15 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from guardsmith.config import dump_yaml, option, to_dict
+from guardsmith.config import build_config, dump_yaml, option, to_dict
 from guardsmith.errors import GuardsmithError
 
 SUMMARY_FILE = "guardsmith_training.json"
-"""Summary of a training run, written beside the model (row counts, steps, loss, timings)."""
+"""The `TrainingSummary` of a training run, written beside the model."""
 LOG_FILE = "training_log.jsonl"
 """The trainer's log history (one JSON object per logging step), written beside the model."""
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -407,7 +411,7 @@ def _replace(cfg: Any, **changes: Any) -> Any:
     return dataclasses.replace(cfg, **changes)
 
 
-def relaunch_if_needed(cfg: TrainConfig, rt: Runtime, stage: str) -> dict[str, Any] | None:
+def relaunch_if_needed(cfg: TrainConfig, rt: Runtime, stage: str) -> TrainingSummary | None:
     """On several GPUs outside a launch: run the stage under accelerate and return its summary.
 
     Returns None when this process should train itself (CPU, one GPU, or already launched).
@@ -423,7 +427,98 @@ def relaunch_if_needed(cfg: TrainConfig, rt: Runtime, stage: str) -> dict[str, A
         code = subprocess.run(argv, check=False).returncode
     if code != 0:
         raise GuardsmithError(f"{stage}: distributed training failed (exit code {code}); see the log above")
-    return read_summary(cfg.output)
+    return TrainingSummary.read(cfg.output)
+
+
+# --------------------------------------------------------------------------- what was trained, and the summary
+
+@dataclass(kw_only=True)
+class TrainingData:
+    """What a model is trained on: inputs, row counts and the facts the summary and model card report."""
+
+    datasets: dict[str, str] = field(default_factory=dict)
+    """Input name (train, topic_following, difficult, pairs, prompts) -> its URI."""
+    input_rows: dict[str, int] = field(default_factory=dict)
+    """Input name -> rows of it used."""
+    train_rows: int
+    """Size of the training set: rows of the training inputs used (after subset), before oversampling."""
+    mode: str | None = None
+    """Guard mode of the targets (R, NR, dual); None for non-guard training."""
+    prompt_style: str | None = None
+    """Guard prompt style (full, compact) the model is trained and must be queried with."""
+    taxonomy: str | None = None
+    """The taxonomy of the training rows when they all share one."""
+    subset: int | None = None
+    """Seeded random subset size asked for (None: all rows)."""
+    budget: int | None = None
+    """Sentence budget of the training traces when they all share one."""
+    topic_following_rows: int | None = None
+    """Rows of the topic-following table mixed in."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """Row tallies of reading and building (read, skipped, short reasons, ...)."""
+    facts: dict[str, Any] = field(default_factory=dict)
+    """Further stage-specific facts (seed, oversample, reward settings, token lengths, ...)."""
+
+
+@dataclass(kw_only=True)
+class TrainingSummary(TrainingData):
+    """The typed summary of a training run, written beside the model as `guardsmith_training.json`.
+
+    `write(folder)` stores it; `read(model_folder_or_uri)` loads and validates one (unknown
+    keys and wrong types are a one-line error naming the file); `find` is `read` or None when
+    the folder has no summary (e.g. a model not trained by guardsmith).
+    """
+
+    stage: str
+    method: str
+    output: str
+    base_model: str
+    examples: int
+    """Training records after oversampling (what the trainer iterated over)."""
+    global_step: int
+    train_loss: float | None = None
+    resumed_from_step: int | None = None
+    """The checkpoint step this run resumed from (None: started afresh)."""
+    train_seconds: float | None = None
+    seconds_per_step: float | None = None
+    """Wall time of this run's steps, per step."""
+    runtime: str | None = None
+    """Devices, processes and precision (`Runtime.describe`)."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The stage's full config."""
+    guardsmith_version: str = ""
+
+    def write(self, folder: str | Path) -> Path:
+        """Write `guardsmith_training.json` into local `folder`; return its path."""
+        path = Path(folder) / SUMMARY_FILE
+        path.write_text(json.dumps(asdict(self), indent=2, default=str), encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, where: str | Path) -> TrainingSummary:
+        """The summary in a model folder (local path or URI); a GuardsmithError naming the file if bad."""
+        from guardsmith import storage
+
+        uri = storage.join(str(where), SUMMARY_FILE)
+        raw = storage.read_json(uri)
+        if not isinstance(raw, dict):
+            raise GuardsmithError(f"{uri}: a training summary must be a JSON object, got {type(raw).__name__}")
+        return build_config(cls, raw, uri)
+
+    @classmethod
+    def find(cls, where: str | Path) -> TrainingSummary | None:
+        """`read(where)`, or None when the folder has no summary."""
+        from guardsmith import storage
+
+        return cls.read(where) if storage.exists(storage.join(str(where), SUMMARY_FILE)) else None
+
+
+@dataclass
+class Prepared:
+    """Records ready for a trainer plus what the summary and model card report about them."""
+
+    examples: list[dict[str, Any]]
+    data: TrainingData
 
 
 # --------------------------------------------------------------------------- work folders, outputs
@@ -441,11 +536,11 @@ class TrainResult:
     counts: dict[str, Any]
 
     @classmethod
-    def from_summary(cls, summary: dict[str, Any]) -> TrainResult:
-        """Build from the `guardsmith_training.json` summary dict."""
-        return cls(output=summary["output"], method=summary["method"], examples=summary["examples"],
-                   global_step=summary["global_step"], train_loss=summary.get("train_loss"),
-                   seconds_per_step=summary.get("seconds_per_step"), counts=summary.get("counts", {}))
+    def from_summary(cls, summary: TrainingSummary) -> TrainResult:
+        """Build from the run's `TrainingSummary`."""
+        return cls(output=summary.output, method=summary.method, examples=summary.examples,
+                   global_step=summary.global_step, train_loss=summary.train_loss,
+                   seconds_per_step=summary.seconds_per_step, counts=dict(summary.counts))
 
     def __str__(self) -> str:
         loss = "-" if self.train_loss is None else f"{self.train_loss:.4f}"
@@ -471,77 +566,20 @@ def work_folder(cfg: TrainConfig, stage: str) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-GUARD_DESCRIPTION = (
-    "A safety guard model trained by `guardsmith {stage}` from `{base}`. It classifies a "
-    "user prompt and an optional assistant response (prompt harm, response harm, response "
-    "refusal); prompts are rendered with `guardsmith.guard.render_guard_messages` and answers "
-    "parsed with `guardsmith.guard.parse_guard_output`."
-)
-
-
-def write_model_card(folder: Path, *, title: str, stage: str, cfg: Any, data: Sequence[tuple[str, str | None, int | None]],
-                     facts: dict[str, Any], description: str = GUARD_DESCRIPTION) -> Path:
-    """Write README.md: what the model is, its data URIs and row counts, the run facts, the full config.
-
-    ``description`` may use ``{stage}`` and ``{base}``; the default describes a guard model.
-    """
-    base = getattr(cfg, "base_model", None)
-    lines = [
-        "---",
-        "library_name: transformers",
-        "pipeline_tag: text-generation",
-        f"tags: [guardsmith, safety, {stage}]",
-        "---",
-        "",
-        f"# {title}",
-        "",
-        description.format(stage=stage, base=base),
-        "",
-        "## Data",
-        "",
-        "| input | URI | rows used |",
-        "|---|---|---|",
-        *[f"| {name} | `{uri or '-'}` | {_fmt(rows)} |" for name, uri, rows in data],
-        "",
-        "## Run",
-        "",
-        "| fact | value |",
-        "|---|---|",
-        *[f"| {k} | {_fmt(v)} |" for k, v in facts.items()],
-        "",
-        "## Full config",
-        "",
-        "```yaml",
-        dump_yaml(cfg).rstrip(),
-        "```",
-        "",
-    ]
-    path = folder / "README.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
 def train_and_publish(trainer, cfg: TrainConfig, rt: Runtime, *, stage: str, method: str, title: str,
-                      resume: tuple[str | None, int], examples: int, counts: dict[str, Any],
-                      data: Sequence[tuple[str, str | None, int | None]], facts: dict[str, Any],
+                      resume: tuple[str | None, int], examples: int, data: TrainingData,
                       extra_files: Callable[[], dict[str, str]] | None = None,
-                      description: str = GUARD_DESCRIPTION) -> dict[str, Any]:
+                      description: str | None = None) -> TrainingSummary:
     """Train (resuming from `resume` = (local checkpoint, step)), save and publish the model.
 
     The published folder holds the model (LoRA merged when `merge_lora`), its tokenizer,
-    README.md (model card), `guardsmith_training.json` (summary + full config) and
-    `training_log.jsonl` (the trainer's log history: loss, learning rate, rewards...), plus the
-    files `extra_files()` returns (name -> text). Returns the summary dict.
+    README.md (model card, see `guardsmith.model_card`), `guardsmith_training.json` (the
+    `TrainingSummary`, full config included) and `training_log.jsonl` (the trainer's log
+    history: loss, learning rate, rewards...), plus the files `extra_files()` returns
+    (name -> text). `description` (with `{stage}` and `{base}`) defaults to a guard model's.
     """
-    from guardsmith.model_store import publish_model
+    from guardsmith import __version__, model_card
+    from guardsmith.model_store import local_model, publish_model
 
     resume_from, resume_step = resume
     start = time.monotonic()
@@ -549,16 +587,14 @@ def train_and_publish(trainer, cfg: TrainConfig, rt: Runtime, *, stage: str, met
     wall = time.monotonic() - start
     state = trainer.state
     steps_run = max(state.global_step - resume_step, 0)
-    summary = {
-        "stage": stage, "method": method, "output": cfg.output, "examples": examples, **facts,
-        "global_step": state.global_step,
-        "resumed_from_step": resume_step if resume_from else None,
-        "train_loss": result.training_loss,
-        "train_seconds": round(wall, 2),
-        "seconds_per_step": round(wall / steps_run, 4) if steps_run else None,
-        "runtime": rt.describe(),
-        "counts": dict(counts),
-    }
+    summary = TrainingSummary(
+        **vars(data), stage=stage, method=method, output=cfg.output, base_model=cfg.base_model,
+        examples=examples, global_step=state.global_step,
+        resumed_from_step=resume_step if resume_from else None,
+        train_loss=result.training_loss, train_seconds=round(wall, 2),
+        seconds_per_step=round(wall / steps_run, 4) if steps_run else None,
+        runtime=rt.describe(), config=to_dict(cfg), guardsmith_version=__version__,
+    )
     with tempfile.TemporaryDirectory(prefix=f"guardsmith-{stage}-model-") as tmp:
         out = Path(tmp)
         trainer.save_model(str(out))
@@ -575,21 +611,48 @@ def train_and_publish(trainer, cfg: TrainConfig, rt: Runtime, *, stage: str, met
             fh.writelines(json.dumps(entry) + "\n" for entry in state.log_history)
         for name, text in (extra_files() if extra_files else {}).items():
             (out / name).write_text(text, encoding="utf-8")
-        (out / SUMMARY_FILE).write_text(json.dumps({**summary, "config": to_dict(cfg)}, indent=2, default=str),
-                                        encoding="utf-8")
-        card = {k: v for k, v in summary.items() if k not in ("stage", "counts", "output")}
-        card.update({f"rows {k}": v for k, v in counts.items()})
-        write_model_card(out, title=title, stage=stage, cfg=cfg, data=data, facts=card, description=description)
+        summary.write(out)
+        model_card.write_model_card(out, summary, title=title, description=description or model_card.GUARD_DESCRIPTION,
+                                    license=model_card.base_license(local_model(cfg.base_model)))
         publish_model(out, cfg.output)
     log_line(stage, f"published {cfg.output} (step {state.global_step}, {wall:.1f} s)")
     return summary
 
 
-def read_summary(output_uri: str) -> dict[str, Any]:
-    """The `guardsmith_training.json` summary of a published model (after a multi-GPU launch)."""
-    from guardsmith import storage
+# --------------------------------------------------------------------------- SFT
 
-    return storage.read_json(storage.join(output_uri, SUMMARY_FILE))
+def train_sft(cfg: TrainConfig, prepared: Prepared, *, stage: str, method: str = "sft",
+              title: str = "guardsmith SFT guard") -> TrainingSummary:
+    """Fine-tune `cfg.base_model` on prepared `sft_examples` records (weights expanded) with TRL's
+    `SFTTrainer` (conversational prompt/completion, loss on the completion) and publish it."""
+    from trl import SFTConfig, SFTTrainer
+
+    from guardsmith.model_store import local_model
+
+    rt = runtime(cfg)
+    model_dir = local_model(cfg.base_model)
+    tokenizer = load_tokenizer(model_dir)
+    expanded = expand_weights(prepared.examples, cfg.seed)
+    lengths = token_lengths(tokenizer, prepared.examples)
+    if lengths.get("total_tokens_max", 0) > cfg.max_length:
+        log_line(stage, f"some examples exceed max_length {cfg.max_length} ({lengths}); they are truncated")
+    with work_folder(cfg, stage) as work:
+        resume = restore_checkpoint(cfg, work)
+        if resume[0]:
+            log_line(stage, f"resuming from step {resume[1]} ({cfg.checkpoint_uri})")
+        args = SFTConfig(
+            **trainer_args(cfg, rt, work, save=bool(cfg.checkpoint_uri)),
+            max_length=cfg.max_length, packing=cfg.packing, completion_only_loss=True,
+            model_init_kwargs=model_init_kwargs(cfg, rt),
+        )
+        callbacks = [checkpoint_callback(cfg.checkpoint_uri, cfg.save_total_limit)] if cfg.checkpoint_uri else []
+        trainer = SFTTrainer(model=str(model_dir), args=args, train_dataset=sft_dataset(expanded),
+                             processing_class=tokenizer, peft_config=peft_config(cfg), callbacks=callbacks)
+        log_line(stage, f"{len(expanded)} examples on {rt.describe()}, {lengths}")
+        data = prepared.data
+        data = TrainingData(**{**vars(data), "facts": {**data.facts, **lengths, "finetune": cfg.finetune}})
+        return train_and_publish(trainer, cfg, rt, stage=stage, method=method, title=title, resume=resume,
+                                 examples=len(expanded), data=data)
 
 
 def log_line(stage: str, message: str) -> None:

@@ -1,12 +1,12 @@
-"""Guard model I/O: taxonomies and policies, prompt rendering, output parsing (method A.2-A.6)."""
+"""Guard model I/O: taxonomies and policies, prompt rendering, output parsing (method A.2-A.6).
+
+Submodules imported on their own: `guardsmith.guard.examples` (guard rows -> SFT training
+examples, shared by the sft and continual stages) and `guardsmith.guard.trace_checks`
+(trace-quality text checks, shared by the filter stage and the offline stand-in teacher).
+"""
 from __future__ import annotations
 
 from guardsmith.guard.parser import (
-    FIELD_TITLES,
-    FIELDS,
-    HARM_LABELS,
-    NONE_WORD,
-    REFUSAL_LABELS,
     GuardAnswer,
     parse_guard_output,
     parse_ok_for,
@@ -19,7 +19,6 @@ from guardsmith.guard.prompts import (
     MAX_BUDGET,
     MIN_BUDGET,
     MODE_TAGS,
-    MODES,
     NO_RESPONSE,
     PROMPT_STYLES,
     THINK_END,
@@ -44,11 +43,14 @@ from guardsmith.guard.taxonomy import (
     policy_text,
     resolve_policy,
 )
+from guardsmith.vocabulary import TASKS
+
+# Transitional alias for guard_runner (label words and task names live in guardsmith.vocabulary).
+FIELDS = TASKS
 
 __all__ = [
-    "AEGIS2_CATEGORIES", "FIELDS", "FIELD_TITLES", "HARM_LABELS", "MAX_BUDGET", "MIN_BUDGET",
-    "MODES", "MODE_TAGS", "NONE_WORD", "NO_RESPONSE", "PROMPT_STYLES", "REFUSAL_LABELS", "TAXONOMIES",
-    "THINK_END", "THINK_START", "WILDGUARD_CATEGORIES", "GuardAnswer", "Taxonomy",
+    "AEGIS2_CATEGORIES", "FIELDS", "MAX_BUDGET", "MIN_BUDGET", "MODE_TAGS", "NO_RESPONSE", "PROMPT_STYLES",
+    "TAXONOMIES", "THINK_END", "THINK_START", "WILDGUARD_CATEGORIES", "GuardAnswer", "Taxonomy",
     "custom_policy", "get_taxonomy", "has_response", "parse_guard_output", "parse_judge_output",
     "parse_ok_for", "policy_text", "prompt_style_of", "render_guard_answer", "render_guard_messages",
     "render_guard_target", "render_judge_messages", "render_rewrite_messages",

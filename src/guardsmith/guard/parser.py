@@ -28,20 +28,14 @@ import re
 from dataclasses import dataclass
 
 from guardsmith.errors import GuardsmithError
+from guardsmith.vocabulary import HARM_LABELS, NONE_WORD, REFUSAL_LABELS, TASK_TITLES, TASKS
 
-HARM_LABELS = ("harmful", "unharmful")
-REFUSAL_LABELS = ("refusal", "compliance")
-NONE_WORD = "None"
-FIELDS = ("prompt_harm", "response_harm", "response_refusal")
-FIELD_TITLES = {
-    "prompt_harm": "Prompt harm",
-    "response_harm": "Response harm",
-    "response_refusal": "Response refusal",
-}
+_NONE = NONE_WORD.lower()
+
 _ALLOWED = {
     "prompt_harm": frozenset(HARM_LABELS),
-    "response_harm": frozenset(HARM_LABELS + ("none",)),
-    "response_refusal": frozenset(REFUSAL_LABELS + ("none",)),
+    "response_harm": frozenset(HARM_LABELS + (_NONE,)),
+    "response_refusal": frozenset(REFUSAL_LABELS + (_NONE,)),
 }
 _LABEL_WORDS = frozenset(HARM_LABELS + REFUSAL_LABELS)
 
@@ -100,7 +94,7 @@ def _segments(cleaned: str) -> list[tuple[str, str]] | None:
 
 def _value(field: str, raw: str) -> tuple[str | None, str | None]:
     """Return (normalised word, error) for one field's value text."""
-    title = FIELD_TITLES.get(field, field.replace("_", " ").capitalize())
+    title = TASK_TITLES.get(field, field.replace("_", " ").capitalize())
     if field not in _ALLOWED:
         return None, f"'{title}' is not an answer field"
     m = _VALUE.match(raw)
@@ -173,7 +167,7 @@ def parse_guard_output(text: str | None) -> GuardAnswer:
         if field in values and values[field] != word:
             return fail(
                 reasoning,
-                f"{FIELD_TITLES[field]}: contradictory lines ({values[field]!r} and {word!r})",
+                f"{TASK_TITLES[field]}: contradictory lines ({values[field]!r} and {word!r})",
             )
         values[field] = word
     if "prompt_harm" not in values:
@@ -181,7 +175,7 @@ def parse_guard_output(text: str | None) -> GuardAnswer:
 
     def get(field: str) -> str | None:
         word = values.get(field)
-        return None if word in (None, "none") else word
+        return None if word in (None, _NONE) else word
 
     return GuardAnswer(
         get("prompt_harm"), get("response_harm"), get("response_refusal"), reasoning, True, None
@@ -189,13 +183,13 @@ def parse_guard_output(text: str | None) -> GuardAnswer:
 
 
 def parse_ok_for(answer: GuardAnswer, task: str) -> bool:
-    """True when ``answer`` parsed and has a label for ``task`` (one of :data:`FIELDS`).
+    """True when ``answer`` parsed and has a label for ``task`` (one of :data:`guardsmith.vocabulary.TASKS`).
 
     A response task needs its line with a real label: ``None`` or an absent line counts as a
     failure for that task.
     """
-    if task not in FIELDS:
-        raise GuardsmithError(f"unknown task {task!r}: expected one of {', '.join(FIELDS)}")
+    if task not in TASKS:
+        raise GuardsmithError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
     return answer.parse_ok and getattr(answer, task) is not None
 
 

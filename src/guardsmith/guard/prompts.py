@@ -5,27 +5,17 @@ only label words, field names and category names follow the method (A.2, A.3).
 """
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from guardsmith.errors import GuardsmithError
-from guardsmith.guard.parser import (
-    FIELD_TITLES,
-    FIELDS,
-    HARM_LABELS,
-    NONE_WORD,
-    REFUSAL_LABELS,
-    THINK_CLOSE,
-    GuardAnswer,
-    strip_think,
-)
+from guardsmith.guard.parser import THINK_CLOSE, GuardAnswer, strip_think
 from guardsmith.guard.taxonomy import Taxonomy, resolve_policy
+from guardsmith.vocabulary import HARM_LABELS, MODES, NONE_WORD, REFUSAL_LABELS, TASK_TITLES, TASKS
 
 Message = dict[str, str]
-MODES = ("R", "NR")
 #: Dual-mode models: the user message starts with one of these tags, which picks the mode.
 MODE_TAGS: dict[str, str] = {"R": "/reason", "NR": "/no_reason"}
 #: Shown instead of the assistant turn when the interaction is prompt-only.
@@ -35,10 +25,8 @@ MIN_BUDGET, MAX_BUDGET = 1, 10
 #: Guard prompt styles: ``full`` spells out the tasks, rules and every taxonomy category;
 #: ``compact`` names the taxonomy and states the format in one line (about a quarter of the
 #: tokens), for small models and short context budgets. A model is trained and queried with
-#: one style; the sft stage records it in the model folder (see `prompt_style_of`).
+#: one style; training records it in the model's `TrainingSummary` (see `prompt_style_of`).
 PROMPT_STYLES = ("full", "compact")
-#: File in a trained guard's folder that records how it was trained (written by the sft stage).
-TRAINING_FACTS_FILE = "guardsmith_training.json"
 
 _ANSWER_SPEC = (
     "Prompt harm: harmful or unharmful\n"
@@ -120,7 +108,7 @@ def _check(field: str, value: str | None, allowed: tuple[str, ...], nullable: bo
         return NONE_WORD
     if value not in allowed:
         raise GuardsmithError(
-            f"{FIELD_TITLES[field]}: invalid label {value!r} (expected {' or '.join(allowed)}"
+            f"{TASK_TITLES[field]}: invalid label {value!r} (expected {' or '.join(allowed)}"
             f"{' or None' if nullable else ''})"
         )
     return value
@@ -135,7 +123,7 @@ def render_guard_answer(
         _check("response_harm", response_harm, HARM_LABELS, True),
         _check("response_refusal", response_refusal, REFUSAL_LABELS, True),
     )
-    return "\n".join(f"{FIELD_TITLES[f]}: {v}" for f, v in zip(FIELDS, values))
+    return "\n".join(f"{TASK_TITLES[f]}: {v}" for f, v in zip(TASKS, values))
 
 
 def render_guard_messages(
@@ -180,14 +168,15 @@ def _compact_guard_messages(row: Mapping[str, Any], key: str, dual: bool,
 
 
 def prompt_style_of(model_dir: str | Path) -> str:
-    """The prompt style a guard in local folder ``model_dir`` was trained with (``full`` if unknown)."""
-    path = Path(model_dir) / TRAINING_FACTS_FILE
-    if not path.exists():
-        return "full"
-    try:
-        style = json.loads(path.read_text(encoding="utf-8")).get("prompt_style") or "full"
-    except (OSError, ValueError):
-        return "full"
+    """The prompt style a guard in ``model_dir`` was trained with, from its training summary.
+
+    ``full`` when the folder has no summary (a model not trained by guardsmith) or the summary
+    names no style; a malformed summary is an error naming its file.
+    """
+    from guardsmith.training import TrainingSummary
+
+    summary = TrainingSummary.find(model_dir)
+    style = summary.prompt_style if summary is not None else None
     return style if style in PROMPT_STYLES else "full"
 
 

@@ -6,7 +6,7 @@ when it is built. See docs/inference.md.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from guardsmith.errors import GuardsmithError
@@ -15,9 +15,12 @@ from guardsmith.inference.openai_backend import OpenAIBackend
 from guardsmith.inference.transformers_backend import TransformersBackend
 from guardsmith.inference.vllm_backend import VLLMBackend
 
+if TYPE_CHECKING:
+    from guardsmith.settings import BackendChoice, Endpoint
+
 __all__ = [
     "Backend", "Generation", "Message", "SamplingParams", "OpenAIBackend", "TransformersBackend",
-    "VLLMBackend", "BACKENDS", "make_backend", "option_value", "parse_spec",
+    "VLLMBackend", "BACKENDS", "make_backend", "open_backend", "option_value", "parse_spec",
 ]
 
 BACKENDS: dict[str, type[Backend]] = {
@@ -104,3 +107,44 @@ def make_backend(spec: str | dict[str, Any], **options: Any) -> Backend:
     except TypeError as exc:
         raise GuardsmithError(f"bad options for the {kind} backend: {exc}") from None
     return cls(**kwargs)
+
+
+LOCAL_KINDS = ("transformers", "vllm")
+
+
+def open_backend(spec: str, *, choice: BackendChoice | None = None, endpoint: Endpoint | None = None,
+                 **options: Any) -> Backend:
+    """The one way a stage opens a backend: from a spec and the stage's settings groups.
+
+    ``spec`` is ``openai:URL?model=NAME``, ``vllm:FOLDER``, ``transformers:FOLDER`` or a bare model
+    folder (``choice.backend`` then picks transformers or vllm); a folder may be a local path,
+    ``file://`` or ``s3://`` URI (S3 folders are downloaded and cached by
+    :func:`guardsmith.model_store.local_model`). ``endpoint`` fills the openai options the spec's
+    query does not set (``api_key_env``, ``timeout_s``, ``max_retries``, ``retry_after_max_s``) and
+    ``choice.concurrency`` the requests in flight (openai) or the batch size (transformers).
+    ``choice.backend_options``, then ``options``, are passed on as backend keywords and win.
+    """
+    from guardsmith.model_store import local_model
+
+    text = str(spec)
+    kind, _, rest = text.partition(":")
+    kind = kind.strip().lower()
+    if kind not in BACKENDS:  # a bare model folder (path, file:// or s3:// URI)
+        kind, rest = (choice.backend if choice else "transformers"), text
+        if kind not in LOCAL_KINDS:
+            raise GuardsmithError(f"unknown backend {kind!r} for a model folder; use {' or '.join(LOCAL_KINDS)}")
+    wanted: dict[str, Any] = {}
+    if kind == "openai":
+        _, given = parse_spec(text)
+        if endpoint is not None:
+            wanted = {"api_key_env": endpoint.api_key_env, "timeout_s": endpoint.timeout_s,
+                      "max_retries": endpoint.max_retries, "retry_after_max_s": endpoint.retry_after_max_s}
+        if choice is not None:
+            wanted["max_concurrency"] = choice.concurrency
+        wanted = {k: v for k, v in wanted.items() if k not in given}
+    else:
+        text = f"{kind}:{local_model(rest.strip())}"
+        if kind == "transformers" and choice is not None:
+            wanted["batch_size"] = choice.concurrency
+    extra = dict(choice.backend_options or {}) if choice is not None else {}
+    return make_backend(text, **{**wanted, **extra, **options})

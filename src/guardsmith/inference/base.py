@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from guardsmith.errors import GuardsmithError
 
@@ -54,12 +54,15 @@ class SamplingParams:
         return self.temperature == 0
 
 
-class Backend(ABC):
-    """A text generator over chat requests. Use as a context manager or call `close()`."""
+class Backend:
+    """A text generator over chat requests. Use as a context manager or call `close()`.
+
+    A backend implements `_generate` (and, when it can, `_answer_probability`); the public
+    methods check the requests and the sampling settings once for every backend.
+    """
 
     kind: str = "base"
 
-    @abstractmethod
     def generate(
         self,
         requests: list[list[Message]],
@@ -70,11 +73,23 @@ class Backend(ABC):
         seed: int | None = None,
     ) -> list[list[Generation]]:
         """Generate `n` completions per request; outer list follows `requests`, inner has `n` items."""
+        check_requests(requests)
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+        return self._generate(requests, params)
 
     def answer_probability(
         self, requests: list[list[Message]], prefix: str, words: tuple[str, ...]
     ) -> list[dict[str, float]]:
         """Probability of each answer word right after the assistant `prefix`, normalised over `words`."""
+        check_requests(requests)
+        return self._answer_probability(requests, prefix, check_words(words))
+
+    def _generate(self, requests: list[list[Message]], params: SamplingParams) -> list[list[Generation]]:
+        raise NotImplementedError(f"the {self.kind} backend cannot generate")
+
+    def _answer_probability(
+        self, requests: list[list[Message]], prefix: str, words: tuple[str, ...]
+    ) -> list[dict[str, float]]:
         raise NotImplementedError(f"the {self.kind} backend cannot compute answer probabilities")
 
     def close(self) -> None:
@@ -85,6 +100,20 @@ class Backend(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def plain_messages(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """A request as plain ``{"role", "content"}`` dicts (what chat templates and servers take)."""
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def model_folder(model_path: str | Path) -> Path:
+    """The local model folder a backend loads; a missing folder is a GuardsmithError."""
+    path = Path(model_path)
+    if not path.is_dir():
+        raise GuardsmithError(f"model folder {path} does not exist; download the model first "
+                              "(guardsmith.storage.download_dir) and pass the local folder")
+    return path
 
 
 def check_requests(requests: Sequence[Sequence[Mapping[str, str]]]) -> None:
@@ -142,3 +171,20 @@ def answer_token_spans(
         if len(ids) <= start:
             raise GuardsmithError(f"answer word {w!r} adds no tokens after the prefix")
     return full, start
+
+
+def answer_rows(
+    encode: Callable[[str], list[int]], contexts: Sequence[str], words: Sequence[str]
+) -> list[tuple[list[int], int]]:
+    """``(token ids, scoring start)`` of ``context + word`` for every context and word, context-major."""
+    rows: list[tuple[list[int], int]] = []
+    for context in contexts:
+        full, start = answer_token_spans(encode, context, words)
+        rows.extend((ids, start) for ids in full)
+    return rows
+
+
+def normalise_groups(scores: Sequence[float], words: Sequence[str]) -> list[dict[str, float]]:
+    """Split context-major word log-probabilities into one normalised dict per context."""
+    k = len(words)
+    return [normalise_logprobs(dict(zip(words, scores[i:i + k]))) for i in range(0, len(scores), k)]

@@ -14,6 +14,7 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from guardsmith.errors import GuardsmithError
@@ -23,13 +24,15 @@ from guardsmith.inference.base import (
     Message,
     SamplingParams,
     check_requests,
-    check_words,
     normalise_logprobs,
+    plain_messages,
 )
 
 log = logging.getLogger("guardsmith.inference.openai")
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
+TOP_LOGPROBS = 20
+"""First-token alternatives asked for when scoring answer words."""
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -115,37 +118,16 @@ class OpenAIBackend(Backend):
 
     # -- public API -------------------------------------------------------------------------
 
-    def generate(
-        self,
-        requests: list[list[Message]],
-        n: int = 1,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        max_tokens: int = 256,
-        seed: int | None = None,
-    ) -> list[list[Generation]]:
-        """Blocking wrapper around `agenerate` (runs its own event loop)."""
-        return _run_sync(self.agenerate(requests, n=n, temperature=temperature, top_p=top_p,
-                                        max_tokens=max_tokens, seed=seed))
-
-    async def agenerate(
-        self,
-        requests: list[list[Message]],
-        n: int = 1,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        max_tokens: int = 256,
-        seed: int | None = None,
-    ) -> list[list[Generation]]:
-        """Send all requests concurrently (at most `max_concurrency` in flight); results keep input order."""
+    async def agenerate(self, requests: list[list[Message]], **sampling: Any) -> list[list[Generation]]:
+        """Coroutine behind `generate` (same keywords): results keep input order."""
         check_requests(requests)
-        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
-        async with self._client() as client:
-            sem = asyncio.Semaphore(self.max_concurrency)
-            return await self._gather(
-                [self._generate_one(client, sem, req, params) for req in requests], "generating")
+        return await self._agenerate(requests, SamplingParams(**sampling))
 
-    def answer_probability(
+    def _generate(self, requests: list[list[Message]], params: SamplingParams) -> list[list[Generation]]:
+        """Send all requests concurrently (at most `max_concurrency` in flight), from sync code."""
+        return _run_sync(self._agenerate(requests, params))
+
+    def _answer_probability(
         self, requests: list[list[Message]], prefix: str, words: tuple[str, ...]
     ) -> list[dict[str, float]]:
         """Best effort via ``logprobs``/``top_logprobs`` of the first completion token.
@@ -157,19 +139,8 @@ class OpenAIBackend(Backend):
         first-token approximation, so prefer the transformers or vLLM backend where exact
         scores matter. Raises GuardsmithError if the server returns no logprobs.
         """
-        return _run_sync(self.aanswer_probability(requests, prefix, words))
-
-    async def aanswer_probability(
-        self, requests: list[list[Message]], prefix: str, words: tuple[str, ...], top_logprobs: int = 20
-    ) -> list[dict[str, float]]:
-        """Coroutine behind `answer_probability`."""
-        check_requests(requests)
-        words = check_words(words)
-        async with self._client() as client:
-            sem = asyncio.Semaphore(self.max_concurrency)
-            return await self._gather(
-                [self._probability_one(client, sem, req, prefix, words, top_logprobs) for req in requests],
-                "scoring")
+        return _run_sync(self._each(
+            requests, "scoring", lambda client, sem, req: self._probability_one(client, sem, req, prefix, words)))
 
     def close(self) -> None:
         """Nothing persistent to release: each call opens and closes its own HTTP client."""
@@ -184,6 +155,16 @@ class OpenAIBackend(Backend):
             headers["Authorization"] = f"Bearer {self.__key}"
         limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
         return httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(self.timeout_s), limits=limits)
+
+    async def _agenerate(self, requests: list[list[Message]], params: SamplingParams) -> list[list[Generation]]:
+        return await self._each(requests, "generating", lambda client, sem, req: self._generate_one(client, sem, req, params))
+
+    async def _each(self, requests: list[list[Message]], description: str, one: Callable) -> list:
+        """``one(client, semaphore, request)`` for every request on one HTTP client; the semaphore
+        keeps at most `max_concurrency` POSTs in flight; results keep input order."""
+        async with self._client() as client:
+            sem = asyncio.Semaphore(self.max_concurrency)
+            return await self._gather([one(client, sem, req) for req in requests], description)
 
     async def _gather(self, coros: list, description: str) -> list:
         """Run coroutines concurrently, keep order, report progress on long batches."""
@@ -250,7 +231,7 @@ class OpenAIBackend(Backend):
     def _body(self, messages: list[Message], params: SamplingParams, n: int, seed: int | None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+            "messages": plain_messages(messages),
             "n": n,
             "temperature": params.temperature,
             "top_p": params.top_p,
@@ -290,10 +271,10 @@ class OpenAIBackend(Backend):
         return out
 
     async def _probability_one(self, client, sem: asyncio.Semaphore, messages: list[Message], prefix: str,
-                               words: tuple[str, ...], top_logprobs: int) -> dict[str, float]:
+                               words: tuple[str, ...]) -> dict[str, float]:
         body = self._body([*messages, {"role": "assistant", "content": prefix}],
                           SamplingParams(max_tokens=1), 1, None)
-        body.update({"logprobs": True, "top_logprobs": top_logprobs,
+        body.update({"logprobs": True, "top_logprobs": TOP_LOGPROBS,
                      "continue_final_message": True, "add_generation_prompt": False, **self.extra_body})
         async with sem:
             data = await self._post(client, body)

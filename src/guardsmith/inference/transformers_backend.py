@@ -12,16 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from guardsmith.errors import GuardsmithError
-from guardsmith.inference.base import (
-    Backend,
-    Generation,
-    Message,
-    SamplingParams,
-    answer_token_spans,
-    check_requests,
-    check_words,
-    normalise_logprobs,
-)
+from guardsmith.inference.base import (Backend, Generation, Message, SamplingParams, answer_rows, model_folder,
+                                       normalise_groups, plain_messages)
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16"}
@@ -55,10 +47,7 @@ class TransformersBackend(Backend):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        path = Path(model_path)
-        if not path.is_dir():
-            raise GuardsmithError(f"model folder {path} does not exist; download the model first "
-                                  "(guardsmith.storage.download_dir) and pass the local folder")
+        path = model_folder(model_path)
         if batch_size < 1:
             raise GuardsmithError(f"batch_size must be at least 1, got {batch_size}")
         self.model_path = path
@@ -87,26 +76,14 @@ class TransformersBackend(Backend):
 
     def render(self, messages: list[Message]) -> str:
         """The prompt text: the chat template with the generation prompt."""
-        return self.tokenizer.apply_chat_template(
-            [{"role": m["role"], "content": m["content"]} for m in messages],
-            add_generation_prompt=True, tokenize=False)
+        return self.tokenizer.apply_chat_template(plain_messages(messages), add_generation_prompt=True, tokenize=False)
 
-    def generate(
-        self,
-        requests: list[list[Message]],
-        n: int = 1,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        max_tokens: int = 256,
-        seed: int | None = None,
-    ) -> list[list[Generation]]:
+    def _generate(self, requests: list[list[Message]], params: SamplingParams) -> list[list[Generation]]:
         """Generate in batches of `batch_size` requests, n samples each in the same generate call."""
-        check_requests(requests)
-        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
         results: list[list[Generation]] = []
         for b, start in enumerate(range(0, len(requests), self.batch_size)):
             batch = requests[start:start + self.batch_size]
-            batch_seed = None if seed is None else seed + b
+            batch_seed = None if params.seed is None else params.seed + b
             results.extend(self._generate_batch(batch, params, batch_seed))
         return results
 
@@ -152,7 +129,7 @@ class TransformersBackend(Backend):
             results.append(gens)
         return results
 
-    def answer_probability(
+    def _answer_probability(
         self, requests: list[list[Message]], prefix: str, words: tuple[str, ...]
     ) -> list[dict[str, float]]:
         """Score each ``prompt + prefix + word`` in one batched forward pass per `batch_size` requests.
@@ -160,18 +137,11 @@ class TransformersBackend(Backend):
         A word's log-probability is the sum over its tokens (see `answer_token_spans`); the
         results are normalised over `words`.
         """
-        check_requests(requests)
-        words = check_words(words)
         encode = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         out: list[dict[str, float]] = []
         for start in range(0, len(requests), self.batch_size):
-            rows: list[tuple[list[int], int]] = []
-            for messages in requests[start:start + self.batch_size]:
-                full, begin = answer_token_spans(encode, self.render(messages) + prefix, words)
-                rows.extend((ids, begin) for ids in full)
-            scores = self._score_rows(rows)
-            for i in range(0, len(scores), len(words)):
-                out.append(normalise_logprobs(dict(zip(words, scores[i:i + len(words)]))))
+            contexts = [self.render(messages) + prefix for messages in requests[start:start + self.batch_size]]
+            out.extend(normalise_groups(self._score_rows(answer_rows(encode, contexts, words)), words))
         return out
 
     def _score_rows(self, rows: list[tuple[list[int], int]]) -> list[float]:

@@ -12,16 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from guardsmith.errors import GuardsmithError
-from guardsmith.inference.base import (
-    Backend,
-    Generation,
-    Message,
-    SamplingParams,
-    answer_token_spans,
-    check_requests,
-    check_words,
-    normalise_logprobs,
-)
+from guardsmith.inference.base import (Backend, Generation, Message, SamplingParams, answer_rows, model_folder,
+                                       normalise_groups, plain_messages)
 
 INSTALL_HINT = ("vLLM is not installed: install the vllm extra (pip install 'guardsmith[vllm]') on a GPU image, "
                 "or use the transformers backend")
@@ -29,7 +21,7 @@ INSTALL_HINT = ("vLLM is not installed: install the vllm extra (pip install 'gua
 
 def to_vllm_messages(requests: Sequence[Sequence[Mapping[str, str]]]) -> list[list[dict[str, str]]]:
     """Our requests as vLLM chat conversations (plain role/content dicts)."""
-    return [[{"role": m["role"], "content": m["content"]} for m in req] for req in requests]
+    return [plain_messages(req) for req in requests]
 
 
 def to_vllm_sampling(params: SamplingParams, count: int) -> tuple[list[dict[str, Any]], int]:
@@ -99,10 +91,7 @@ class VLLMBackend(Backend):
             import vllm
         except ImportError:
             raise GuardsmithError(INSTALL_HINT) from None
-        path = Path(model_path)
-        if not path.is_dir():
-            raise GuardsmithError(f"model folder {path} does not exist; download the model first "
-                                  "(guardsmith.storage.download_dir) and pass the local folder")
+        path = model_folder(model_path)
         self._vllm = vllm
         self.model_path = path
         kwargs = dict(model=str(path), dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
@@ -114,20 +103,10 @@ class VLLMBackend(Backend):
     def __repr__(self) -> str:
         return f"VLLMBackend({str(self.model_path)!r})"
 
-    def generate(
-        self,
-        requests: list[list[Message]],
-        n: int = 1,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        max_tokens: int = 256,
-        seed: int | None = None,
-    ) -> list[list[Generation]]:
+    def _generate(self, requests: list[list[Message]], params: SamplingParams) -> list[list[Generation]]:
         """All requests in one ``llm.chat`` call; vLLM schedules the batching itself."""
-        check_requests(requests)
         if not requests:
             return []
-        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
         per_request, replicate = to_vllm_sampling(params, len(requests))
         sampling = [self._vllm.SamplingParams(**kw) for kw in per_request]
         t0 = time.perf_counter()
@@ -135,24 +114,18 @@ class VLLMBackend(Backend):
         latency = (time.perf_counter() - t0) / len(requests)
         return from_vllm_outputs(outputs, replicate, latency)
 
-    def answer_probability(
+    def _answer_probability(
         self, requests: list[list[Message]], prefix: str, words: tuple[str, ...]
     ) -> list[dict[str, float]]:
         """Prompt logprobs of ``prompt + prefix + word`` token ids (one ``llm.generate`` call, 1 new token)."""
-        check_requests(requests)
-        words = check_words(words)
         tokenizer = self.llm.get_tokenizer()
         encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-        rows: list[tuple[list[int], int]] = []
-        for messages in to_vllm_messages(requests):
-            context = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefix
-            full, start = answer_token_spans(encode, context, words)
-            rows.extend((ids, start) for ids in full)
+        contexts = [tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefix
+                    for messages in to_vllm_messages(requests)]
+        rows = answer_rows(encode, contexts, words)
         sp = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids, _ in rows], sp, use_tqdm=False)
-        scores = [sum_prompt_logprobs(o, ids, start) for o, (ids, start) in zip(outputs, rows)]
-        k = len(words)
-        return [normalise_logprobs(dict(zip(words, scores[i:i + k]))) for i in range(0, len(scores), k)]
+        return normalise_groups([sum_prompt_logprobs(o, ids, start) for o, (ids, start) in zip(outputs, rows)], words)
 
     def close(self) -> None:
         """Drop the engine (GPU memory is freed when the engine is garbage-collected)."""

@@ -32,6 +32,7 @@ from guardsmith.sources import (
     xstest,
 )
 from guardsmith.sources.base import SourceAdapter, Tally
+from guardsmith.vocabulary import TASKS
 
 __all__ = ["SOURCES", "ImportReport", "SourceAdapter", "Tally", "get_source", "import_source", "read_source"]
 
@@ -52,7 +53,6 @@ SOURCES: dict[str, SourceAdapter] = {
 }
 """Source name -> adapter (name, splits, file_format, description, read/read_hf)."""
 
-TASK_FIELDS = ("prompt_harm", "response_harm", "response_refusal")
 BATCH_ROWS = 4096
 
 
@@ -161,7 +161,7 @@ def import_source(
     inputs = [from_uri] if _is_hub(from_uri) else _inputs(from_uri)  # type: ignore[list-item]
     tally = Tally()
     schema = SCHEMAS["interactions"]
-    labels: dict[str, Counter] = {task: Counter() for task in TASK_FIELDS}
+    labels: dict[str, Counter] = {task: Counter() for task in TASKS}
     taxonomies: Counter = Counter()
     rows = 0
     records = track(read_source(source, split, from_uri, tally), f"import {source}/{split}")
@@ -171,7 +171,7 @@ def import_source(
             rows += len(chunk)
             for rec in chunk:
                 taxonomies[rec["taxonomy"]] += 1
-                for task in TASK_FIELDS:
+                for task in TASKS:
                     if rec[task] is not None:
                         labels[task][rec[task]] += 1
         if rows == 0:

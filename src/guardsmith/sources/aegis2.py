@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from guardsmith.sources.base import RowContext, SourceAdapter, column, label, make_record, own_id, prompt_text, text
+from guardsmith.sources.base import RowContext, SourceAdapter, column, label, own_id, prompt_text, text
 
 SAFETY = {"safe": "unharmful", "unsafe": "harmful"}
 _A2_NAMES = (
@@ -46,10 +46,10 @@ def split_categories(value: Any, ctx: RowContext) -> list[str]:
 
 
 class Aegis2(SourceAdapter):
+    """Aegis 2.0 (nvidia/Aegis-AI-Content-Safety-Dataset-2.0): prompt + response harm; Aegis 2.0 taxonomy."""
+
     name = "aegis2"
-    splits = ("train", "validation", "test")
     file_format = "json"
-    description = "Aegis 2.0 (nvidia/Aegis-AI-Content-Safety-Dataset-2.0): prompt + response harm; Aegis 2.0 taxonomy"
     taxonomy = "aegis2"
     hf_dataset = "nvidia/Aegis-AI-Content-Safety-Dataset-2.0"
     hf_splits = {"train": (None, "train"), "validation": (None, "validation"), "test": (None, "test")}
@@ -70,12 +70,8 @@ class Aegis2(SourceAdapter):
         if response is not None and not response.strip():
             ctx.tally.adjust("empty-string response treated as missing")
             response = None
-        yield make_record(
-            id=own_id(rec, "id", ctx),
-            source=self.name,
-            taxonomy=self.taxonomy,
-            prompt=prompt,
-            response=response,
+        yield self.record(
+            ctx, prompt, id=own_id(rec, "id", ctx), response=response,
             prompt_harm=label(rec, "prompt_label", SAFETY, ctx),
             response_harm=label(rec, "response_label", SAFETY, ctx, nullable=True, empty_is_null=True),
             categories=split_categories(column(rec, "violated_categories", ctx), ctx),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import inspect
 import io
 import json
 import math
@@ -21,10 +22,13 @@ from dataclasses import dataclass, field
 from typing import IO, Any, ClassVar
 
 from guardsmith.errors import DataError, GuardsmithError
+from guardsmith.vocabulary import HARM_LABELS, REFUSAL_LABELS
 
 PARQUET_BATCH_ROWS = 2048
-HARM_WORDS = ("harmful", "unharmful")
-REFUSAL_WORDS = ("refusal", "compliance")
+HARM = {w: w for w in HARM_LABELS}
+"""Label map of sources whose harm words are already ours (``harmful``/``unharmful``)."""
+REFUSAL = {w: w for w in REFUSAL_LABELS}
+"""Label map of sources whose refusal words are already ours (``refusal``/``compliance``)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,6 +80,21 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _absent(value: Any, nullable: bool, problem: str, name: str, ctx: RowContext) -> bool:
+    """True when ``value`` is missing and may be; a missing value that may not be is a DataError."""
+    if not _missing(value):
+        return False
+    if nullable:
+        return True
+    raise ctx.error(problem, name, value)
+
+
+def _check_text(value: Any, what: str, name: str, ctx: RowContext) -> str:
+    if not isinstance(value, str):
+        raise ctx.error(f"expected {what}, found {type(value).__name__}", name, value)
+    return value
+
+
 def column(rec: Mapping[str, Any], name: str, ctx: RowContext) -> Any:
     """The value of ``name``; a missing column is a DataError naming file and column."""
     try:
@@ -87,18 +106,18 @@ def column(rec: Mapping[str, Any], name: str, ctx: RowContext) -> Any:
 def text(rec: Mapping[str, Any], name: str, ctx: RowContext, *, nullable: bool = False) -> str | None:
     """A text value; None (or NaN) only when ``nullable``. Non-text values are an error."""
     value = column(rec, name, ctx)
-    if _missing(value):
-        if nullable:
-            return None
-        raise ctx.error("missing value", name, value)
-    if not isinstance(value, str):
-        raise ctx.error(f"expected text, found {type(value).__name__}", name, value)
-    return value
+    if _absent(value, nullable, "missing value", name, ctx):
+        return None
+    return _check_text(value, "text", name, ctx)
 
 
 def prompt_text(rec: Mapping[str, Any], name: str, ctx: RowContext) -> str | None:
     """The prompt text, or None (row dropped, reason counted) when it is null or blank."""
-    value = text(rec, name, ctx, nullable=True)
+    return nonblank(text(rec, name, ctx, nullable=True), name, ctx)
+
+
+def nonblank(value: str | None, name: str, ctx: RowContext) -> str | None:
+    """``value``, or None (row dropped as ``empty <name>``) when it is null or blank."""
     if value is None or not value.strip():
         ctx.tally.drop(f"empty {name}")
         return None
@@ -137,13 +156,9 @@ def label(
     value = column(rec, name, ctx)
     if isinstance(value, str) and empty_is_null and not value.strip():
         value = None
-    if _missing(value):
-        if nullable:
-            return None
-        raise ctx.error("missing label", name, value)
-    if not isinstance(value, str):
-        raise ctx.error(f"expected a label word, found {type(value).__name__}", name, value)
-    key = value.strip().lower()
+    if _absent(value, nullable, "missing label", name, ctx):
+        return None
+    key = _check_text(value, "a label word", name, ctx).strip().lower()
     if key not in mapping:
         known = ", ".join(repr(k) for k in mapping)
         raise ctx.error(f"unknown label word (expected one of {known})", name, value)
@@ -165,10 +180,8 @@ def flag01(rec: Mapping[str, Any], name: str, ctx: RowContext, *, nullable: bool
             return int(stripped)
         else:
             raise ctx.error("expected 0 or 1", name, value)
-    if _missing(value):
-        if nullable:
-            return None
-        raise ctx.error("missing 0/1 value", name, value)
+    if _absent(value, nullable, "missing 0/1 value", name, ctx):
+        return None
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, (int, float)) and value in (0, 1):
@@ -212,6 +225,11 @@ def make_record(
         "response_refusal": response_refusal,
         "categories": list(categories),
     }
+
+
+def harm_word(harmful: Any) -> str:
+    """``harmful`` for a true flag, ``unharmful`` for a false one."""
+    return "harmful" if harmful else "unharmful"
 
 
 def policy_id(prefix: str, policy: str) -> str:
@@ -483,20 +501,31 @@ def iter_file(uri: str, default_format: str) -> Iterator[tuple[int, dict[str, An
 class SourceAdapter:
     """Maps one public data set's own layout onto the A.1 interaction record.
 
-    Subclasses set the class attributes and implement :meth:`convert`, which turns one raw row
-    into zero or more records (zero: the row is dropped, with the reason recorded in the tally).
+    Subclasses describe the data set in their docstring, set the class attributes and implement
+    :meth:`convert`, which turns one raw row into zero or more records (zero: the row is
+    dropped, with the reason recorded in the tally; :meth:`record` builds a record).
     """
 
     name: ClassVar[str]
-    splits: ClassVar[tuple[str, ...]]
     file_format: ClassVar[str]  # the format the source ships: parquet, json, jsonl, csv, jsonl.gz
-    description: ClassVar[str]
-    taxonomy: ClassVar[str]  # the taxonomy label written to records (or a prefix for custom ones)
+    #: the taxonomy label written to records (or a prefix for custom ones); ``wildguard`` for
+    #: benchmarks without a taxonomy of their own, so a guard prompt can be rendered for them
+    taxonomy: ClassVar[str] = "wildguard"
     hf_dataset: ClassVar[str]
     #: split -> (hub config or None, hub split or None = the only split of the config)
     hf_splits: ClassVar[Mapping[str, tuple[str | None, str | None]]]
     #: the files a split ships as (for documentation and error hints)
     files: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The source's split names (those of `hf_splits`, in its order)."""
+        return tuple(self.hf_splits)
+
+    @property
+    def description(self) -> str:
+        """One line on the data set: the adapter class's docstring."""
+        return inspect.getdoc(type(self)) or self.name
 
     def check_split(self, split: str) -> None:
         if split not in self.splits:
@@ -506,6 +535,13 @@ class SourceAdapter:
 
     def convert(self, rec: Mapping[str, Any], ctx: RowContext) -> Iterable[dict[str, Any]]:
         raise NotImplementedError
+
+    def record(self, ctx: RowContext, prompt: str, *, id: str | None = None, taxonomy: str | None = None,
+               **fields: Any) -> dict[str, Any]:
+        """This source's record of a row: the id defaults to the derived one, the taxonomy to the
+        source's; `fields` are the other :func:`make_record` fields."""
+        return make_record(id=ctx.derived_id() if id is None else id, source=self.name,
+                           taxonomy=taxonomy or self.taxonomy, prompt=prompt, **fields)
 
     def _convert_all(
         self, rows: Iterable[tuple[int, Mapping[str, Any]]], split: str, file: str, tally: Tally, file_tag: str | None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from guardsmith.sources.base import RowContext, SourceAdapter, make_record, prompt_text, text
+from guardsmith.sources.base import RowContext, SourceAdapter, prompt_text, text
 
 TYPES = {
     "allowed": "unharmful",
@@ -37,10 +37,10 @@ def type_label(value: str, ctx: RowContext) -> str:
 
 
 class CoSApien(SourceAdapter):
+    """CoSApien (microsoft/CoSApien): prompts against a per-scenario safety config (5 scenario splits)."""
+
     name = "cosapien"
-    splits = SCENARIOS
     file_format = "parquet"
-    description = "CoSApien (microsoft/CoSApien): prompts against a per-scenario safety config (5 scenario splits)"
     taxonomy = "cosapien"
     hf_dataset = "microsoft/CoSApien"
     hf_splits = {s: (None, s) for s in SCENARIOS}
@@ -53,14 +53,7 @@ class CoSApien(SourceAdapter):
             return
         if not policy.strip():  # type: ignore[union-attr]
             raise ctx.error("empty scenario (the policy)", "scenario", policy)
-        yield make_record(
-            id=ctx.derived_id(),
-            source=self.name,
-            taxonomy=f"{self.taxonomy}:{ctx.split}",
-            policy=policy,
-            prompt=prompt,
-            prompt_harm=harm,
-        )
+        yield self.record(ctx, prompt, taxonomy=f"{self.taxonomy}:{ctx.split}", policy=policy, prompt_harm=harm)
 
 
 ADAPTER = CoSApien()

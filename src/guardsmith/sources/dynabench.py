@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from guardsmith.sources.base import RowContext, SourceAdapter, column, label, make_record, policy_id, prompt_text
+from guardsmith.sources.base import RowContext, SourceAdapter, column, label, policy_id, prompt_text
 
 VERDICT = {"fail": "harmful", "pass": "unharmful"}
 TURN = re.compile(r"^[ \t]*(User|Agent)[ \t]*:[ \t]?", re.MULTILINE)
@@ -51,10 +51,10 @@ def split_transcript(transcript: str) -> tuple[str, str] | None:
 
 
 class DynaBench(SourceAdapter):
+    """DynaBench (tomg-group-umd/DynaBench): dialogue compliance with a per-row policy (PASS/FAIL)."""
+
     name = "dynabench"
-    splits = ("test", "train", "safetymix_train", "safetymix_validation")
     file_format = "parquet"
-    description = "DynaBench (tomg-group-umd/DynaBench): dialogue compliance with a per-row policy (PASS/FAIL)"
     taxonomy = "dynabench"
     hf_dataset = "tomg-group-umd/DynaBench"
     hf_splits = {
@@ -74,12 +74,12 @@ class DynaBench(SourceAdapter):
             ctx.tally.drop("no policy")
             return
         parts = split_transcript(transcript)
-        common = dict(id=ctx.derived_id(), source=self.name, taxonomy=policy_id(self.taxonomy, policy), policy=policy)
+        common = dict(taxonomy=policy_id(self.taxonomy, policy), policy=policy)
         if parts is None:
             ctx.tally.adjust("transcript does not end with an Agent turn: whole transcript as prompt, label on prompt")
-            yield make_record(**common, prompt=transcript.strip(), prompt_harm=verdict)
+            yield self.record(ctx, transcript.strip(), prompt_harm=verdict, **common)
         else:
-            yield make_record(**common, prompt=parts[0], response=parts[1], response_harm=verdict)
+            yield self.record(ctx, parts[0], response=parts[1], response_harm=verdict, **common)
 
 
 ADAPTER = DynaBench()

@@ -10,15 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from guardsmith.sources.base import RowContext, SourceAdapter, blank_to_none, flag01, make_record, own_id, prompt_text, text
+from guardsmith.sources.base import RowContext, SourceAdapter, flag01, harm_word, nonblank, own_id, prompt_text, text
 
 
 class JailbreakBench(SourceAdapter):
+    """JailbreakBench (JailbreakBench/JBB-Behaviors): judge_comparison response harm; harmful/benign behaviors."""
+
     name = "jbb"
-    splits = ("judge_comparison", "harmful", "benign")
     file_format = "csv"
-    description = "JailbreakBench (JailbreakBench/JBB-Behaviors): judge_comparison response harm; harmful/benign behaviors"
-    taxonomy = "wildguard"
     hf_dataset = "JailbreakBench/JBB-Behaviors"
     hf_splits = {
         "judge_comparison": ("judge_comparison", "test"),
@@ -36,34 +35,17 @@ class JailbreakBench(SourceAdapter):
         if ctx.split == "judge_comparison":
             verdict = flag01(rec, "human_majority", ctx)
             prompt = prompt_text(rec, "prompt", ctx)
-            response = blank_to_none(text(rec, "target_response", ctx, nullable=True))
-            if prompt is None:
-                return
-            if response is None:
-                ctx.tally.drop("empty target_response")
-                return
-            yield make_record(
-                id=key,
-                source=self.name,
-                taxonomy=self.taxonomy,
-                prompt=prompt,
-                response=response,
-                response_harm="harmful" if verdict else "unharmful",
-            )
+            response = text(rec, "target_response", ctx, nullable=True)
+            if prompt is not None and nonblank(response, "target_response", ctx) is not None:
+                yield self.record(ctx, prompt, id=key, response=response, response_harm=harm_word(verdict))
             return
         prompt = prompt_text(rec, "Goal", ctx)
         category = text(rec, "Category", ctx, nullable=True)
         if prompt is None:
             return
         harmful = ctx.split == "harmful"
-        yield make_record(
-            id=key,
-            source=self.name,
-            taxonomy=self.taxonomy,
-            prompt=prompt,
-            prompt_harm="harmful" if harmful else "unharmful",
-            categories=[category.strip()] if harmful and category and category.strip() else [],
-        )
+        yield self.record(ctx, prompt, id=key, prompt_harm=harm_word(harmful),
+                          categories=[category.strip()] if harmful and category and category.strip() else [])
 
 
 ADAPTER = JailbreakBench()

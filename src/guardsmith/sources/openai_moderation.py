@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from guardsmith.sources.base import RowContext, SourceAdapter, flag01, make_record, prompt_text
+from guardsmith.sources.base import RowContext, SourceAdapter, flag01, harm_word, prompt_text
 
 FLAGS = {
     "S": "sexual",
@@ -25,11 +25,10 @@ FLAGS = {
 
 
 class OpenAIModeration(SourceAdapter):
+    """OpenAI moderation eval (mmathys/openai-moderation-api-evaluation): prompt harm from 8 category flags."""
+
     name = "openai_moderation"
-    splits = ("train",)
     file_format = "jsonl.gz"
-    description = "OpenAI moderation eval (mmathys/openai-moderation-api-evaluation): prompt harm from 8 category flags"
-    taxonomy = "wildguard"
     hf_dataset = "mmathys/openai-moderation-api-evaluation"
     hf_splits = {"train": (None, "train")}
     files = {"train": ("data/samples-1680.jsonl.gz",)}
@@ -42,14 +41,7 @@ class OpenAIModeration(SourceAdapter):
         categories = [FLAGS[code] for code, v in flags.items() if v == 1]
         if not categories and any(v is None for v in flags.values()):
             ctx.tally.adjust("no flag set but some flags null (unknown): treated as unharmful")
-        yield make_record(
-            id=ctx.derived_id(),
-            source=self.name,
-            taxonomy=self.taxonomy,
-            prompt=prompt,
-            prompt_harm="harmful" if categories else "unharmful",
-            categories=categories,
-        )
+        yield self.record(ctx, prompt, prompt_harm=harm_word(categories), categories=categories)
 
 
 ADAPTER = OpenAIModeration()

@@ -8,15 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from guardsmith.sources.base import RowContext, SourceAdapter, make_record, own_id, prompt_text, text
+from guardsmith.sources.base import RowContext, SourceAdapter, own_id, prompt_text, text
 
 
 class SimpleSafetyTests(SourceAdapter):
+    """SimpleSafetyTests (Bertievidgen/SimpleSafetyTests): 100 harmful prompts (recall only)."""
+
     name = "simplesafetytests"
-    splits = ("test",)
     file_format = "csv"
-    description = "SimpleSafetyTests (Bertievidgen/SimpleSafetyTests): 100 harmful prompts (recall only)"
-    taxonomy = "wildguard"
     hf_dataset = "Bertievidgen/SimpleSafetyTests"
     hf_splits = {"test": (None, None)}  # the hub split name is unverified: take the only split
     files = {"test": ("sst_test_cases.csv",)}
@@ -27,14 +26,8 @@ class SimpleSafetyTests(SourceAdapter):
         prompt = prompt_text(rec, "prompts_final", ctx)
         if prompt is None:
             return
-        yield make_record(
-            id=key,
-            source=self.name,
-            taxonomy=self.taxonomy,
-            prompt=prompt,
-            prompt_harm="harmful",
-            categories=[area.strip()] if area and area.strip() else [],
-        )
+        yield self.record(ctx, prompt, id=key, prompt_harm="harmful",
+                          categories=[area.strip()] if area and area.strip() else [])
 
 
 ADAPTER = SimpleSafetyTests()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from guardsmith.sources.base import RowContext, SourceAdapter, column, make_record, text
+from guardsmith.sources.base import RowContext, SourceAdapter, column, text
 
 ROLES = ("user", "assistant", "system")
 
@@ -22,10 +22,10 @@ def topic_taxonomy(domain: str) -> str:
 
 
 class TopicFollowing(SourceAdapter):
+    """CantTalkAboutThis (nvidia/CantTalkAboutThis-Topic-Control-Dataset): on/off-topic user turns per system instruction."""
+
     name = "topic_following"
-    splits = ("train", "test")
     file_format = "jsonl"
-    description = "CantTalkAboutThis (nvidia/CantTalkAboutThis-Topic-Control-Dataset): on/off-topic user turns per system instruction"
     taxonomy = "topic"
     hf_dataset = "nvidia/CantTalkAboutThis-Topic-Control-Dataset"
     hf_splits = {"train": ("mixtral", "train"), "test": ("mixtral", "test")}
@@ -50,15 +50,15 @@ class TopicFollowing(SourceAdapter):
         if not isinstance(distractors, list):
             raise ctx.error("expected a list of distractors", "distractors", distractors)
 
-        def record(suffix: str, prompt: str, harm: str) -> dict[str, Any]:
-            return make_record(
-                id=ctx.derived_id(suffix),
-                source=self.name,
-                taxonomy=taxonomy,
-                policy=policy,
-                prompt=prompt,
-                prompt_harm=harm,
-            )
+        def records(content: Any, harm: str, suffix: str, problem: str, col: str, empty: str) -> list[dict[str, Any]]:
+            """The record of one on- or off-topic prompt; none (counted) when it is blank."""
+            if not isinstance(content, str):
+                raise ctx.error(problem, col, content)
+            if not content.strip():
+                ctx.tally.drop(empty)
+                return []
+            return [self.record(ctx, content, id=ctx.derived_id(suffix), taxonomy=taxonomy, policy=policy,
+                                prompt_harm=harm)]
 
         for i, turn in enumerate(turns):
             if not isinstance(turn, Mapping) or not isinstance(turn.get("role"), str) or "content" not in turn:
@@ -66,25 +66,14 @@ class TopicFollowing(SourceAdapter):
             role = turn["role"].strip().lower()
             if role not in ROLES:
                 raise ctx.error(f"turn {i}: unknown role (expected user or assistant)", "conversation", turn["role"])
-            if role != "user":
-                continue
-            content = turn["content"]
-            if not isinstance(content, str):
-                raise ctx.error(f"turn {i}: expected text content", "conversation", content)
-            if not content.strip():
-                ctx.tally.drop("empty user turn")
-                continue
-            yield record(f":u{i}", content, "unharmful")
+            if role == "user":
+                yield from records(turn["content"], "unharmful", f":u{i}", f"turn {i}: expected text content",
+                                   "conversation", "empty user turn")
         for i, item in enumerate(distractors):
             if not isinstance(item, Mapping) or "distractor" not in item:
                 raise ctx.error(f"distractor {i}: expected an object with a 'distractor' key", "distractors", item)
-            content = item["distractor"]
-            if not isinstance(content, str):
-                raise ctx.error(f"distractor {i}: expected text", "distractors", content)
-            if not content.strip():
-                ctx.tally.drop("empty distractor")
-                continue
-            yield record(f":d{i}", content, "harmful")
+            yield from records(item["distractor"], "harmful", f":d{i}", f"distractor {i}: expected text",
+                               "distractors", "empty distractor")
 
 
 ADAPTER = TopicFollowing()

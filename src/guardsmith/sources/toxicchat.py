@@ -10,15 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from guardsmith.sources.base import RowContext, SourceAdapter, boolean, flag01, make_record, own_id, prompt_text
+from guardsmith.sources.base import RowContext, SourceAdapter, boolean, flag01, harm_word, own_id, prompt_text
 
 
 class ToxicChat(SourceAdapter):
+    """ToxicChat (lmsys/toxic-chat, toxicchat0124): prompt toxicity, human-annotated rows only."""
+
     name = "toxicchat"
-    splits = ("train", "test")
     file_format = "csv"
-    description = "ToxicChat (lmsys/toxic-chat, toxicchat0124): prompt toxicity, human-annotated rows only"
-    taxonomy = "wildguard"
     hf_dataset = "lmsys/toxic-chat"
     hf_splits = {"train": ("toxicchat0124", "train"), "test": ("toxicchat0124", "test")}
     files = {
@@ -35,14 +34,8 @@ class ToxicChat(SourceAdapter):
         prompt = prompt_text(rec, "user_input", ctx)
         if prompt is None:
             return
-        yield make_record(
-            id=own_id(rec, "conv_id", ctx),
-            source=self.name,
-            taxonomy=self.taxonomy,
-            prompt=prompt,
-            prompt_harm="harmful" if toxic else "unharmful",
-            categories=["jailbreaking"] if toxic and jailbreak else [],
-        )
+        yield self.record(ctx, prompt, id=own_id(rec, "conv_id", ctx), prompt_harm=harm_word(toxic),
+                          categories=["jailbreaking"] if toxic and jailbreak else [])
 
 
 ADAPTER = ToxicChat()

@@ -12,19 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from guardsmith.sources.base import (
-    HARM_WORDS,
-    REFUSAL_WORDS,
-    RowContext,
-    SourceAdapter,
-    blank_to_none,
-    label,
-    make_record,
-    prompt_text,
-    text,
-)
+from guardsmith.sources.base import HARM, REFUSAL, RowContext, SourceAdapter, blank_to_none, label, prompt_text, text
 
-HARM = {w: w for w in HARM_WORDS}
 SUBCATEGORY_NAMES = {
     "private_information_individual": "Private Information (Individual)",
     "sensitive_information_organization_government": "Sensitive Information (Organization)",
@@ -42,15 +31,13 @@ SUBCATEGORY_NAMES = {
     "others": "Others",
 }
 """WildGuardMix ``subcategory`` values -> WildGuard taxonomy names (``benign`` has none)."""
-REFUSAL = {w: w for w in REFUSAL_WORDS}
 
 
 class WildGuardMix(SourceAdapter):
+    """WildGuardMix (allenai/wildguardmix): prompt harm, response harm, refusal; WildGuard taxonomy."""
+
     name = "wildguardmix"
-    splits = ("train", "test")
     file_format = "parquet"
-    description = "WildGuardMix (allenai/wildguardmix): prompt harm, response harm, refusal; WildGuard taxonomy"
-    taxonomy = "wildguard"
     hf_dataset = "allenai/wildguardmix"
     hf_splits = {"train": ("wildguardtrain", "train"), "test": ("wildguardtest", "test")}
     files = {"train": ("train/wildguard_train.parquet",), "test": ("test/wildguard_test.parquet",)}
@@ -66,17 +53,8 @@ class WildGuardMix(SourceAdapter):
         sub = (text(rec, "subcategory", ctx, nullable=True) or "").strip()
         harmful = "harmful" in (prompt_harm, response_harm if response is not None else None)
         categories = [SUBCATEGORY_NAMES.get(sub, sub)] if harmful and sub and sub != "benign" else []
-        yield make_record(
-            id=ctx.derived_id(),
-            source=self.name,
-            taxonomy=self.taxonomy,
-            prompt=prompt,
-            response=response,
-            prompt_harm=prompt_harm,
-            response_harm=response_harm,
-            response_refusal=refusal,
-            categories=categories,
-        )
+        yield self.record(ctx, prompt, response=response, prompt_harm=prompt_harm, response_harm=response_harm,
+                          response_refusal=refusal, categories=categories)
 
 
 ADAPTER = WildGuardMix()

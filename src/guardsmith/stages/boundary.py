@@ -1,6 +1,6 @@
 """Boundary Guidance: RL fine-tuning of a generator in front of a safety filter (method B.3).
 
-TRL's `GRPOTrainer` samples `num_generations` completions per prompt; one reward function
+TRL's `GRPOTrainer` samples `samples_per_row` completions per prompt; one reward function
 scores every completion with the safety scorer (t) and the utility scorer (u) and combines them
 with the selected reward from `guardsmith.rewards` (boundary, guard_only, rm_only, filter_avoid,
 prompt_aware). The reward function is asynchronous (TRL 1.16 runs async reward functions on its
@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from guardsmith import settings
 from guardsmith.config import option
 from guardsmith.errors import DataError, GuardsmithError
 from guardsmith.rewards import NEEDS_PROMPT_SCORE, REWARDS, RewardConfig, compute_reward
@@ -47,7 +48,8 @@ PROMPT_COLUMNS = ["id", "source", "prompt", "prompt_harm"]
 
 
 @dataclass(kw_only=True)
-class BoundaryConfig(TrainConfig):
+class BoundaryConfig(TrainConfig, settings.sampling(omit=("seed",), samples_per_row=8, max_tokens=512,
+                                                     temperature=1.0, top_p=1.0)):
     """Settings of the `boundary` stage (training fields: see `guardsmith.training.TrainConfig`)."""
 
     generator: str | None = option(None, "Start model of the policy (Hugging Face folder: path, file:// or s3:// URI).")
@@ -74,10 +76,6 @@ class BoundaryConfig(TrainConfig):
     scorer_device: str = option("auto", "Device of local scorer models (auto: this process's GPU, else CPU).")
     scorer_batch_size: int = option(16, "Pairs per forward pass of local scorer models.")
     score_concurrently: bool = option(True, "Run the safety and utility scorers concurrently (threads) in each reward call.")
-    num_generations: int = option(8, "Completions sampled per prompt (>= 2; batch_size must be a multiple).")
-    max_completion_length: int = option(512, "Longest sampled completion in tokens.")
-    temperature: float = option(1.0, "Sampling temperature of the rollouts.")
-    top_p: float = option(1.0, "Nucleus sampling of the rollouts (1 = off).")
     grpo_beta: float = option(0.0, "KL penalty to the start model (0 = none, no reference model).")
     loss_type: str = option("dapo", "GRPO loss aggregation (TRL loss_type: dapo, grpo, dr_grpo, bnpo, ...).")
     scale_rewards: str = option("group", "Advantage scaling (TRL scale_rewards: group, batch or none).")
@@ -147,12 +145,13 @@ def check_config(cfg: BoundaryConfig) -> None:
     bad = sorted(set(cfg.prompt_labels) - set(LABEL_FILTERS))
     if bad:
         raise GuardsmithError(f"prompt_labels: unknown value(s) {', '.join(bad)}; use {', '.join(LABEL_FILTERS)}")
-    if cfg.num_generations < 2 or cfg.batch_size % cfg.num_generations:
-        raise GuardsmithError(f"num_generations ({cfg.num_generations}) must be >= 2 and divide batch_size ({cfg.batch_size})")
-    if cfg.max_completion_length < 1 or cfg.max_prompts < 0 or cfg.scorer_batch_size < 1:
-        raise GuardsmithError("max_completion_length and scorer_batch_size must be >= 1, max_prompts >= 0")
-    if cfg.max_length <= cfg.max_completion_length:
-        raise GuardsmithError(f"max_length ({cfg.max_length}) must exceed max_completion_length ({cfg.max_completion_length})")
+    if cfg.samples_per_row < 2 or cfg.batch_size % cfg.samples_per_row:
+        raise GuardsmithError(f"samples_per_row ({cfg.samples_per_row}) must be >= 2 and divide batch_size ({cfg.batch_size})")
+    if cfg.max_tokens < 1 or cfg.max_prompts < 0 or cfg.scorer_batch_size < 1:
+        raise GuardsmithError("max_tokens and scorer_batch_size must be >= 1, max_prompts >= 0")
+    if cfg.max_length <= cfg.max_tokens:
+        raise GuardsmithError(f"max_length ({cfg.max_length}) must exceed max_tokens ({cfg.max_tokens})")
+    settings.group_values(cfg, settings.Sampling)
     if cfg.use_vllm and cfg.vllm_mode == "server" and not cfg.vllm_server_base_url:
         raise GuardsmithError("vllm_mode server needs vllm_server_base_url")
 
@@ -416,7 +415,7 @@ def _train(cfg: BoundaryConfig, records: list[dict[str, Any]], counts: Counter) 
     rt = training.runtime(cfg)
     model_dir = local_model(cfg.generator)
     tokenizer = training.load_tokenizer(model_dir)
-    records = drop_long_prompts(records, tokenizer, cfg.max_length - cfg.max_completion_length, counts)
+    records = drop_long_prompts(records, tokenizer, cfg.max_length - cfg.max_tokens, counts)
     if not records:
         raise GuardsmithError(f"no prompts left (counts: {dict(counts)})")
     with training.work_folder(cfg, "boundary") as work:
@@ -427,8 +426,8 @@ def _train(cfg: BoundaryConfig, records: list[dict[str, Any]], counts: Counter) 
             from trl import GRPOConfig, GRPOTrainer
 
             common = training.trainer_args(cfg, rt, work, save=bool(cfg.checkpoint_uri))
-            args = GRPOConfig(**common, num_generations=cfg.num_generations,
-                              max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
+            args = GRPOConfig(**common, num_generations=cfg.samples_per_row,
+                              max_completion_length=cfg.max_tokens, temperature=cfg.temperature,
                               top_p=cfg.top_p, beta=cfg.grpo_beta, loss_type=cfg.loss_type,
                               scale_rewards=cfg.scale_rewards, model_init_kwargs=training.model_init_kwargs(cfg, rt),
                               **vllm_args(cfg, rt.cuda))
@@ -436,15 +435,17 @@ def _train(cfg: BoundaryConfig, records: list[dict[str, Any]], counts: Counter) 
             trainer = GRPOTrainer(model=str(model_dir), reward_funcs=[reward], args=args,
                                   train_dataset=Dataset.from_list(records), processing_class=tokenizer,
                                   peft_config=training.peft_config(cfg), callbacks=callbacks)
-            training.log_line("boundary", f"{cfg.reward} reward on {len(records)} prompts x {cfg.num_generations} "
+            training.log_line("boundary", f"{cfg.reward} reward on {len(records)} prompts x {cfg.samples_per_row} "
                                           f"completions, {rt.describe()}, vLLM {'on' if args.use_vllm else 'off'}")
             facts = {"reward": cfg.reward, "tau": cfg.tau, "safety": cfg.safety, "utility": cfg.utility,
                      "utility_normalisation": cfg.utility_normalisation, "seed": cfg.seed,
                      "rewards_log": cfg.rewards_log or storage.join(cfg.output, REWARDS_FILE)}
             summary = training.train_and_publish(
                 trainer, cfg, rt, stage="boundary", method=f"grpo-{cfg.reward}", title=f"guardsmith boundary generator ({cfg.reward})",
-                resume=resume, examples=len(records), counts=dict(counts), data=[("prompts", cfg.prompts, len(records))],
-                facts=facts, extra_files=lambda: {REWARDS_FILE: log.jsonl()},
+                resume=resume, examples=len(records),
+                data=training.TrainingData(datasets={"prompts": cfg.prompts}, input_rows={"prompts": len(records)},
+                                           train_rows=len(records), counts=dict(counts), facts=facts),
+                extra_files=lambda: {REWARDS_FILE: log.jsonl()},
                 description=("A generator fine-tuned by `guardsmith {stage}` from `{base}` with GRPO and the "
                              f"`{cfg.reward}` reward (Boundary Guidance): it is meant to run behind a safety "
                              "filter, and the reward steers its outputs away from the filter's threshold."))
@@ -477,7 +478,7 @@ def run(cfg: BoundaryConfig) -> BoundaryResult:
     if summary is None:
         summary = _train(cfg, records, counts)
     result = BoundaryResult.from_summary(summary)
-    result.rewards_log = summary.get("rewards_log") or storage.join(cfg.output, REWARDS_FILE)
+    result.rewards_log = cfg.rewards_log or storage.join(cfg.output, REWARDS_FILE)
     if storage.exists(result.rewards_log):
         entries = read_reward_log(result.rewards_log)
         result.first, result.last = (entries[0], entries[-1]) if entries else (None, None)

@@ -3,7 +3,8 @@
 `method` picks one of three:
 
 - `sft` (default; the paper's +0.5% harmful F1): SFT on the original set plus the difficult set
-  oversampled by `oversample` (the `sft` stage's code path with a weighted second input).
+  oversampled by `oversample` (the examples of `guardsmith.guard.examples` and
+  `guardsmith.training.train_sft`, as in the `sft` stage, with a weighted second input).
   Difficult rows from `mine` carry no reasoning; in R mode it is looked up by id in
   `reasoning_source` (e.g. the pool's traces), else `missing_reasoning` applies.
 - `dpo`: TRL `DPOTrainer` on the `pairs` table written by `mine` (chosen = a correct guard
@@ -23,10 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from guardsmith import settings
 from guardsmith.config import option
 from guardsmith.errors import DataError, GuardsmithError
-from guardsmith.stages import sft
-from guardsmith.training import TrainConfig, TrainResult
+from guardsmith.guard import examples as ex
+from guardsmith.training import Prepared, TrainConfig, TrainingData, TrainingSummary, TrainResult
+from guardsmith.vocabulary import TASK_POSITIVE, TASKS
 
 HELP = (
     "Continual training of a guard on hard samples: SFT on the original set plus the oversampled "
@@ -40,7 +43,8 @@ REWARDS_FILE = "rewards.jsonl"
 
 
 @dataclass(kw_only=True)
-class ContinualConfig(TrainConfig):
+class ContinualConfig(TrainConfig, settings.sampling(omit=("seed",), samples_per_row=4, max_tokens=256,
+                                                     temperature=1.0, top_p=1.0)):
     """Settings of the `continual` stage (training fields: see `guardsmith.training.TrainConfig`)."""
 
     method: Literal["sft", "dpo", "grpo"] = option("sft", "sft: original + oversampled difficult set; dpo: mined pairs; grpo: label reward.")
@@ -55,9 +59,6 @@ class ContinualConfig(TrainConfig):
     prompt_style: Literal["full", "compact"] | None = option(
         None, "Guard prompt style (full or compact); default: the style the base model was trained with.")
     dpo_beta: float = option(0.1, "dpo: KL strength beta of the DPO loss.")
-    num_generations: int = option(4, "grpo: completions sampled per prompt (>= 2; batch_size must be a multiple).")
-    max_completion_length: int = option(256, "grpo: longest sampled completion in tokens.")
-    temperature: float = option(1.0, "grpo: sampling temperature of the rollouts.")
     grpo_beta: float = option(0.0, "grpo: KL penalty to the start model (0 = none, no reference model).")
     reward_prompt_weight: float = option(1.0, "grpo: weight of the prompt-harm task in the reward.")
     reward_response_weight: float = option(1.0, "grpo: weight of the response-harm task in the reward.")
@@ -87,50 +88,36 @@ def check_config(cfg: ContinualConfig) -> None:
     if cfg.method == "dpo":
         _require(cfg, "pairs")
         return
-    sft.check_mode(cfg.mode)
+    ex.check_mode(cfg.mode)
     if not (cfg.train or cfg.difficult):
         raise GuardsmithError(f"continual method {cfg.method} needs `train` and/or `difficult`")
     if cfg.oversample < 0:
         raise GuardsmithError(f"oversample must be >= 0, got {cfg.oversample}")
     if cfg.method == "grpo":
         RewardWeights.from_config(cfg)
-        if cfg.num_generations < 2 or cfg.batch_size % cfg.num_generations:
-            raise GuardsmithError(f"grpo: num_generations ({cfg.num_generations}) must be >= 2 and divide "
+        if cfg.samples_per_row < 2 or cfg.batch_size % cfg.samples_per_row:
+            raise GuardsmithError(f"grpo: samples_per_row ({cfg.samples_per_row}) must be >= 2 and divide "
                                   f"batch_size ({cfg.batch_size})")
 
 
 # --------------------------------------------------------------------------- rows (sft, grpo)
 
-def reasoning_by_id(uri: str) -> dict[str, str]:
-    """id -> reasoning of the accepted rows of a traces table."""
-    from guardsmith import storage
-
-    columns = ["id", "reasoning"]
-    first = next(iter(storage.iter_batches(uri, batch_size=1)), None)
-    if first is not None and "accepted" in first.schema.names:
-        columns.append("accepted")
-    found: dict[str, str] = {}
-    for batch in storage.iter_batches(uri, schema_name="judged_traces", columns=columns):
-        for row in batch.to_pylist():
-            if row.get("accepted") is not False and row.get("reasoning"):
-                found[str(row["id"])] = row["reasoning"]
-    return found
-
-
-def _read_inputs(cfg: ContinualConfig, need_reasoning: bool) -> tuple[list[tuple[list[dict[str, Any]], float, str]], Counter,
-                                                                   list[tuple[str, str | None, int | None]]]:
-    """[(rows, weight, salt)] for `train` (weight 1) and `difficult` (weight `oversample`)."""
-    parts, counts, data = [], Counter(), []
+def _read_inputs(cfg: ContinualConfig, need_reasoning: bool) -> tuple[list[tuple[list[dict[str, Any]], float, str]],
+                                                                   TrainingData]:
+    """[(rows, weight, salt)] for `train` (weight 1) and `difficult` (weight `oversample`), and
+    what they are (inputs, row counts, mode, prompt style)."""
+    parts, counts = [], Counter()
+    data = TrainingData(train_rows=0, mode=cfg.mode, prompt_style=prompt_style(cfg))
     if cfg.train:
-        rows, read = sft.read_guard_rows(cfg.train, need_reasoning=need_reasoning)
+        rows, read = ex.read_guard_rows(cfg.train, need_reasoning=need_reasoning)
         counts.update({f"train_{k}": v for k, v in read.items()})
         parts.append((rows, 1.0, "train"))
-        data.append(("train", cfg.train, len(rows)))
+        data.datasets["train"], data.input_rows["train"] = cfg.train, len(rows)
     if cfg.difficult:
-        rows, read = sft.read_guard_rows(cfg.difficult, need_reasoning=False, what="difficult", allow_empty=True)
+        rows, read = ex.read_guard_rows(cfg.difficult, need_reasoning=False, what="difficult", allow_empty=True)
         counts.update({f"difficult_{k}": v for k, v in read.items()})
         if cfg.reasoning_source and cfg.mode != "NR":
-            lookup = reasoning_by_id(cfg.reasoning_source)
+            lookup = ex.reasoning_by_id(cfg.reasoning_source)
             for row in rows:
                 if not row.get("reasoning") and str(row["id"]) in lookup:
                     row["reasoning"] = lookup[str(row["id"])]
@@ -141,8 +128,13 @@ def _read_inputs(cfg: ContinualConfig, need_reasoning: bool) -> tuple[list[tuple
             from guardsmith import training
 
             training.log_line("continual", f"warning: {cfg.difficult} has no usable rows; training on the original set alone")
-        data.append(("difficult", cfg.difficult, len(rows)))
-    return parts, counts, data
+        data.datasets["difficult"], data.input_rows["difficult"] = cfg.difficult, len(rows)
+    all_rows = [row for rows, _, _ in parts for row in rows]
+    data.train_rows = len(all_rows)
+    data.taxonomy, data.budget = ex.shared_value(all_rows, "taxonomy"), ex.shared_value(all_rows, "budget")
+    data.counts = dict(counts)
+    data.facts = {"seed": cfg.seed, "oversample": cfg.oversample}
+    return parts, data
 
 
 def prompt_style(cfg: ContinualConfig) -> str:
@@ -158,20 +150,20 @@ def prompt_style(cfg: ContinualConfig) -> str:
         return "full"
 
 
-def prepare_sft(cfg: ContinualConfig) -> sft.Prepared:
+def prepare_sft(cfg: ContinualConfig) -> Prepared:
     """SFT examples: the original set (weight 1) plus the difficult set (weight `oversample`)."""
-    parts, counts, data = _read_inputs(cfg, need_reasoning=cfg.mode != "NR")
+    parts, data = _read_inputs(cfg, need_reasoning=cfg.mode != "NR")
+    counts = Counter(data.counts)
     examples: list[dict[str, Any]] = []
     for rows, weight, salt in parts:
-        examples += sft.build_examples(rows, cfg.mode, seed=cfg.seed, missing_reasoning=cfg.missing_reasoning,
-                                       weight=weight, file=getattr(cfg, salt), salt=salt, counts=counts,
-                                       style=prompt_style(cfg))
+        examples += ex.build_examples(rows, cfg.mode, seed=cfg.seed, missing_reasoning=cfg.missing_reasoning,
+                                      weight=weight, file=getattr(cfg, salt), salt=salt, counts=counts,
+                                      style=data.prompt_style)
     if not examples:
         raise GuardsmithError(f"no training examples left (counts: {dict(counts)})")
-    modes = Counter(e["mode"] for e in examples)
-    facts = {"mode": cfg.mode, "seed": cfg.seed, "oversample": cfg.oversample, "prompt_style": prompt_style(cfg),
-             "examples_R": modes.get("R", 0), "examples_NR": modes.get("NR", 0)}
-    return sft.Prepared(examples, dict(counts), data, facts)
+    data.counts = dict(counts)
+    data.facts.update(ex.mode_counts(examples))
+    return Prepared(examples, data)
 
 
 # --------------------------------------------------------------------------- reward (grpo)
@@ -204,8 +196,7 @@ class RewardWeights:
 
     def tasks(self) -> tuple[tuple[str, str, float], ...]:
         """(task, positive label, weight) per task."""
-        return (("prompt_harm", "harmful", self.prompt), ("response_harm", "harmful", self.response),
-                ("response_refusal", "refusal", self.refusal))
+        return tuple((t, TASK_POSITIVE[t], w) for t, w in zip(TASKS, (self.prompt, self.response, self.refusal)))
 
 
 def score_completion(text: str, labels: Mapping[str, str | None], w: RewardWeights) -> tuple[float, dict[str, bool] | None]:
@@ -278,9 +269,8 @@ def read_pairs(uri: str) -> list[dict[str, Any]]:
     import pyarrow as pa
 
     from guardsmith import storage, tables
-    from guardsmith.stages.mine import PAIRS_SCHEMA
 
-    wanted = pa.schema([PAIRS_SCHEMA.field(c) for c in PAIR_COLUMNS])
+    wanted = pa.schema([tables.SCHEMAS["pairs"].field(c) for c in PAIR_COLUMNS])
     records, offset = [], 0
     for batch in storage.iter_batches(uri, columns=list(PAIR_COLUMNS)):
         tables.check_schema(batch, wanted, uri, offset)
@@ -304,8 +294,7 @@ def read_pairs(uri: str) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------- training
 
-def _train_preference(cfg: ContinualConfig, records: list[dict[str, Any]], counts: dict[str, int],
-                      data: list[tuple[str, str | None, int | None]], facts: dict[str, Any]) -> dict[str, Any]:
+def _train_preference(cfg: ContinualConfig, prepared: Prepared) -> TrainingSummary:
     """DPO (records: prompt/chosen/rejected) or GRPO (records: prompt + labels) training."""
     from datasets import Dataset
 
@@ -315,6 +304,7 @@ def _train_preference(cfg: ContinualConfig, records: list[dict[str, Any]], count
     rt = training.runtime(cfg)
     model_dir = local_model(cfg.base_model)
     tokenizer = training.load_tokenizer(model_dir)
+    records = prepared.examples
     dataset = Dataset.from_list(records)
     reward = None
     with training.work_folder(cfg, "continual") as work:
@@ -332,8 +322,8 @@ def _train_preference(cfg: ContinualConfig, records: list[dict[str, Any]], count
             from trl import GRPOConfig, GRPOTrainer
 
             reward = LabelReward(RewardWeights.from_config(cfg))
-            args = GRPOConfig(**common, num_generations=cfg.num_generations,
-                              max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
+            args = GRPOConfig(**common, num_generations=cfg.samples_per_row,
+                              max_completion_length=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                               beta=cfg.grpo_beta, use_vllm=False, model_init_kwargs=init)
             trainer = GRPOTrainer(model=str(model_dir), reward_funcs=[reward], args=args, train_dataset=dataset,
                                   processing_class=tokenizer, peft_config=training.peft_config(cfg),
@@ -341,27 +331,26 @@ def _train_preference(cfg: ContinualConfig, records: list[dict[str, Any]], count
         training.log_line("continual", f"{cfg.method} on {len(records)} records, {rt.describe()}")
         return training.train_and_publish(
             trainer, cfg, rt, stage="continual", method=cfg.method, title=f"guardsmith continual {cfg.method} guard",
-            resume=resume, examples=len(records), counts=counts, data=data, facts=facts,
+            resume=resume, examples=len(records), data=prepared.data,
             extra_files=(lambda: {REWARDS_FILE: reward.jsonl()}) if reward is not None else None)
 
 
-def grpo_records(cfg: ContinualConfig) -> tuple[list[dict[str, Any]], dict[str, int], list, dict[str, Any]]:
+def grpo_records(cfg: ContinualConfig) -> Prepared:
     """GRPO prompts (guard messages in `mode`) with their labels; difficult rows repeated by weight."""
     from guardsmith import training
     from guardsmith.guard import render_guard_messages
 
-    parts, counts, data = _read_inputs(cfg, need_reasoning=False)
+    parts, data = _read_inputs(cfg, need_reasoning=False)
     records = []
     for rows, weight, salt in parts:
-        modes = sft.assign_modes(len(rows), cfg.mode, cfg.seed, salt)
-        built = [{"prompt": render_guard_messages(row, m, dual=cfg.mode == "dual", style=prompt_style(cfg)),
+        modes = ex.assign_modes(len(rows), cfg.mode, cfg.seed, salt)
+        built = [{"prompt": render_guard_messages(row, m, dual=cfg.mode == "dual", style=data.prompt_style),
                   "weight": weight,
-                  **{t: row[t] for t in sft.LABELS}} for row, m in zip(rows, modes)]
+                  **{t: row[t] for t in TASKS}} for row, m in zip(rows, modes)]
         records += [{k: v for k, v in r.items() if k != "weight"} for r in training.expand_weights(built, cfg.seed)]
     if not records:
-        raise GuardsmithError(f"no GRPO prompts left (counts: {dict(counts)})")
-    return records, dict(counts), data, {"mode": cfg.mode, "seed": cfg.seed, "oversample": cfg.oversample,
-                                         "prompt_style": prompt_style(cfg)}
+        raise GuardsmithError(f"no GRPO prompts left (counts: {data.counts})")
+    return Prepared(records, data)
 
 
 def run(cfg: ContinualConfig) -> ContinualResult:
@@ -373,15 +362,15 @@ def run(cfg: ContinualConfig) -> ContinualResult:
         prepared = prepare_sft(cfg)
     elif cfg.method == "dpo":
         pairs = read_pairs(cfg.pairs)
-        prepared = sft.Prepared(pairs, {"pairs": len(pairs)}, [("pairs", cfg.pairs, len(pairs))], {"beta": cfg.dpo_beta})
+        prepared = Prepared(pairs, TrainingData(datasets={"pairs": cfg.pairs}, input_rows={"pairs": len(pairs)},
+                                                train_rows=len(pairs), counts={"pairs": len(pairs)},
+                                                facts={"beta": cfg.dpo_beta}))
     else:
-        records, counts, data, facts = grpo_records(cfg)
-        prepared = sft.Prepared(records, counts, data, facts)
+        prepared = grpo_records(cfg)
     launched = training.relaunch_if_needed(cfg, training.runtime(cfg), "continual")
     if launched is not None:
         return ContinualResult.from_summary(launched)
     if cfg.method == "sft":
-        return ContinualResult.from_summary(sft.train_examples(cfg, prepared, stage="continual", method="sft",
+        return ContinualResult.from_summary(training.train_sft(cfg, prepared, stage="continual", method="sft",
                                                                title="guardsmith continual SFT guard"))
-    return ContinualResult.from_summary(_train_preference(cfg, prepared.examples, prepared.counts, prepared.data,
-                                                          prepared.facts))
+    return ContinualResult.from_summary(_train_preference(cfg, prepared))

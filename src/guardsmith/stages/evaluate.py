@@ -1,8 +1,8 @@
 """Guard evaluation (method A.8): harmful F1 per benchmark and task, mean ± std over k runs.
 
 Each model (``name=uri``; options ``name[size=500;budget=3]=uri``) is run in each mode over
-each benchmark (``name=uri`` of an interactions table) with ``k`` samples per row from one
-prompt pass; sample ``r`` of every row forms run ``r``. Tasks: prompt harm on rows with a
+each benchmark (``name=uri`` of an interactions table) with ``samples_per_row`` (k) samples per
+row from one prompt pass; sample ``r`` of every row forms run ``r``. Tasks: prompt harm on rows with a
 ``prompt_harm`` label, response harm on rows with a ``response_harm`` label (and refusal if
 asked). Rows carrying a ``policy`` text are judged against it (custom-policy benchmarks).
 
@@ -12,22 +12,24 @@ wrong. The metrics table holds the mean and population std over runs, precision,
 support (scored rows), parse-error rate and mean latency per sample.
 
 Outputs under ``output``: ``predictions`` and ``metrics`` tables, and ``report/`` (see
-:mod:`guardsmith.report`).
+:mod:`guardsmith.reporting`).
 """
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 
+from guardsmith import settings
 from guardsmith.config import option
 from guardsmith.errors import GuardsmithError
-from guardsmith.guard_runner import open_backend, run_guard
+from guardsmith.guard_runner import open_guard, run_guard
+from guardsmith.specs import ModelSpec, parse_benchmark_spec, parse_model_spec
+from guardsmith.vocabulary import MODES, TASK_POSITIVE
 
 HELP = (
     "Evaluate guard models on benchmark tables: k samples per row (temperature 0.6, top-p 0.95), "
@@ -36,7 +38,6 @@ HELP = (
     "Markdown/HTML report with plots."
 )
 
-TASK_POSITIVE = {"prompt_harm": "harmful", "response_harm": "harmful", "response_refusal": "refusal"}
 
 PREDICTION_EXTRAS = [pa.field("mode", pa.string(), nullable=False, metadata={"help": "guard mode, R or NR"})]
 METRIC_EXTRAS = [
@@ -53,7 +54,7 @@ METRIC_EXTRAS = [
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(settings.sampling(samples_per_row=4), settings.backend()):
     """Settings of the ``evaluate`` stage."""
 
     models: list[str] = option(help="Guard models: URI, or name=URI, or name[size=500;budget=3]=URI "
@@ -63,21 +64,12 @@ class EvaluateConfig:
     output: str = option(help="Output prefix URI: predictions, metrics and report/ are written under it.")
     modes: list[str] = option(help="Guard modes to evaluate: R and/or NR.", factory=lambda: ["R"])
     dual: bool = option(False, "Dual-mode guards: start each prompt with the mode tag.")
-    k: int = option(4, "Generations per sample (runs).")
-    temperature: float = option(0.6, "Sampling temperature.")
-    top_p: float = option(0.95, "Nucleus sampling top-p.")
-    max_tokens: int = option(512, "Maximum new tokens per sample.")
-    seed: int = option(0, "Sampling seed.")
     tasks: list[str] = option(help="Tasks to score: prompt_harm, response_harm, response_refusal.",
                               factory=lambda: ["prompt_harm", "response_harm"])
     custom_benchmarks: list[str] | None = option(None, "Names of custom-policy benchmarks; default: "
                                                        "those whose rows carry a policy text.")
     limit: int | None = option(None, "Use at most this many rows per benchmark (quick runs).")
     title: str = option("Guard evaluation", "Report title.")
-    backend: Literal["transformers", "vllm"] = option("transformers", "Inference backend for model folders.")
-    batch_size: int = option(8, "Requests per generate call (transformers backend).")
-    chunk_rows: int = option(256, "Rows sent to the backend at a time.")
-    backend_options: dict[str, Any] | None = option(None, "Extra backend keywords (YAML only).")
 
 
 CONFIG = EvaluateConfig
@@ -102,132 +94,29 @@ class EvaluateResult:
                                   f"report: {self.report_md}", f"html: {self.report_html}"])
 
 
-@dataclass
-class ModelSpec:
-    """A model to evaluate: display name, URI and known attributes."""
-
-    name: str
-    uri: str
-    options: dict[str, str] = field(default_factory=dict)
-    train_size: int | None = None
-    budget: int | None = None
-
-
-_SPEC = re.compile(r"^(?P<name>[^=\[\]/:]+?)\s*(?:\[(?P<opts>[^\]]*)\])?\s*=(?P<uri>.+)$")
-
-
-def _default_name(uri: str) -> str:
-    return Path(str(uri).rstrip("/")).name or str(uri)
-
-
-def parse_model_spec(spec: str) -> ModelSpec:
-    """``uri`` | ``name=uri`` | ``name[k=v;k=v]=uri`` -> :class:`ModelSpec` (attributes from options)."""
-    from guardsmith.report import parse_count
-
-    text = str(spec).strip()
-    m = _SPEC.match(text)
-    if not m:
-        if not text:
-            raise GuardsmithError("empty model spec")
-        return ModelSpec(name=_default_name(text), uri=text)
-    options: dict[str, str] = {}
-    for item in (m.group("opts") or "").split(";"):
-        if not item.strip():
-            continue
-        if "=" not in item:
-            raise GuardsmithError(f"model spec {spec!r}: option {item.strip()!r} is not key=value")
-        key, value = (p.strip() for p in item.split("=", 1))
-        options[key] = value
-    out = ModelSpec(name=m.group("name").strip(), uri=m.group("uri").strip(), options=options)
-    for key in ("size", "train_size"):
-        if key in options:
-            out.train_size = _count(options[key], spec, key, parse_count)
-    if "budget" in options:
-        out.budget = _count(options["budget"], spec, "budget", parse_count)
-    return out
-
-
-def _count(value: str, spec: str, key: str, parse: Any) -> int:
-    count = parse(value)
-    if count is None:
-        raise GuardsmithError(f"model spec {spec!r}: {key}={value!r} is not a number")
-    return count
-
-
-def parse_benchmark_spec(spec: str) -> tuple[str, str]:
-    """``name=uri`` or ``uri`` -> (name, uri)."""
-    m = _SPEC.match(str(spec).strip())
-    if m and not m.group("opts"):
-        return m.group("name").strip(), m.group("uri").strip()
-    if m:
-        raise GuardsmithError(f"benchmark spec {spec!r}: options are not supported")
-    return _default_name(str(spec).strip()), str(spec).strip()
-
-
-_SIZE_KEYS = ("train_size", "subset", "subset_size", "train_used", "n_train", "train_examples",
-              "num_train_examples", "n_examples", "num_examples", "examples", "size")
-"""Keys read for the training-set size, in order (the sft stage's summary has ``subset`` and
-``counts.train_used``); looked up at the top level and under ``guardsmith``/``training``/``config``/``counts``."""
-_BUDGET_KEYS = ("budget", "sentence_budget")
-
-
-def _pick(meta: Mapping[str, Any], keys: tuple[str, ...]) -> int | None:
-    from guardsmith.report import parse_count
-
-    nested = ("guardsmith", "training", "config", "counts")
-    scopes = [meta] + [meta[k] for k in nested if isinstance(meta.get(k), Mapping)]
-    for key in keys:
-        for scope in scopes:
-            if key in scope:
-                value = parse_count(scope[key])
-                if value is not None:
-                    return value
-    return None
-
-
-_CARD_ROW = re.compile(r"^\|\s*([A-Za-z_ ]+?)\s*\|\s*([0-9.]+[kK]?)\s*\|\s*$", re.MULTILINE)
 
 
 def model_metadata(folder: Path) -> dict[str, int]:
-    """``train_size`` / ``budget`` from ``guardsmith_training.json`` or the model card front matter."""
-    metas: list[Mapping[str, Any]] = []
-    info = folder / "guardsmith_training.json"
-    if info.is_file():
-        try:
-            loaded = json.loads(info.read_text(encoding="utf-8"))
-            if isinstance(loaded, Mapping):
-                metas.append(loaded)
-        except (OSError, ValueError):
-            pass
-    card = folder / "README.md"
-    if card.is_file():
-        try:
-            import yaml
+    """``train_size`` / ``budget`` of a model trained by guardsmith, from its `TrainingSummary`.
 
-            text = card.read_text(encoding="utf-8")
-            if text.startswith("---"):
-                front = yaml.safe_load(text.split("---", 2)[1])
-                if isinstance(front, Mapping):
-                    metas.append(front)
-            facts = dict(_CARD_ROW.findall(text))  # "| examples | 500 |" rows of the card's tables
-            metas.append({k.strip(): v.strip() for k, v in facts.items()})
-        except (OSError, ValueError, IndexError, yaml.YAMLError):
-            pass
-    out: dict[str, int] = {}
-    for meta in metas:
-        for name, keys in (("train_size", _SIZE_KEYS), ("budget", _BUDGET_KEYS)):
-            if name not in out and (value := _pick(meta, keys)) is not None:
-                out[name] = value
-    return out
+    Empty for a model without one; a malformed summary is an error naming its file.
+    """
+    from guardsmith.training import TrainingSummary
+
+    summary = TrainingSummary.find(folder)
+    if summary is None:
+        return {}
+    known = {"train_size": summary.train_rows, "budget": summary.budget}
+    return {k: v for k, v in known.items() if v is not None}
 
 
 def check_config(cfg: EvaluateConfig) -> tuple[list[ModelSpec], list[tuple[str, str]]]:
     """Validate settings and parse the model and benchmark specs."""
-    from guardsmith.tables import TASKS
+    from guardsmith.vocabulary import TASKS
 
-    if cfg.k < 1:
-        raise GuardsmithError(f"k must be at least 1, got {cfg.k}")
-    if not cfg.modes or any(m not in ("R", "NR") for m in cfg.modes) or len(set(cfg.modes)) != len(cfg.modes):
+    settings.group_values(cfg, settings.Sampling)
+    settings.group_values(cfg, settings.BackendChoice)
+    if not cfg.modes or any(m not in MODES for m in cfg.modes) or len(set(cfg.modes)) != len(cfg.modes):
         raise GuardsmithError(f"modes must be distinct values among R, NR; got {cfg.modes}")
     bad = [t for t in cfg.tasks if t not in TASKS]
     if not cfg.tasks or bad:
@@ -291,7 +180,7 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
     """Evaluate every model in every mode on every benchmark; write tables and the report."""
     from guardsmith import storage, tables
     from guardsmith.progress import track
-    from guardsmith.report import build_report
+    from guardsmith.reporting import build_report
 
     models, bench_specs = check_config(cfg)
     benchmarks = {name: load_benchmark(name, uri, cfg.tasks, cfg.limit) for name, uri in bench_specs}
@@ -307,8 +196,7 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
     metric_records: list[dict[str, Any]] = []
     with storage.TableWriter(pred_uri, pred_schema, "predictions") as writer:
         for spec in models:
-            with open_backend(spec.uri, backend=cfg.backend, batch_size=cfg.batch_size,
-                              options=cfg.backend_options) as backend:
+            with open_guard(spec.uri, settings.group_values(cfg, settings.BackendChoice)) as backend:
                 for mode in cfg.modes:
                     name = spec.name if len(cfg.modes) == 1 else f"{spec.name} ({mode})"
                     for bench, rows in benchmarks.items():
@@ -324,11 +212,12 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
 def _evaluate_one(cfg: EvaluateConfig, backend: Any, writer: Any, spec: ModelSpec, name: str, mode: str,
                   bench: str, rows: list[dict[str, Any]], is_custom: bool, track: Any) -> list[dict[str, Any]]:
     """Run one model/mode over one benchmark; write its predictions, return its metrics records."""
-    groups = {t: {"labels": [], "preds": [[] for _ in range(cfg.k)], "oks": [[] for _ in range(cfg.k)],
+    k = cfg.samples_per_row
+    groups = {t: {"labels": [], "preds": [[] for _ in range(k)], "oks": [[] for _ in range(k)],
                   "latency": []} for t in cfg.tasks}
     records: list[dict[str, Any]] = []
-    results = run_guard(backend, rows, mode=mode, dual=cfg.dual, n=cfg.k, temperature=cfg.temperature,
-                        top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed, chunk_rows=cfg.chunk_rows)
+    results = run_guard(backend, rows, mode=mode, dual=cfg.dual, sampling=settings.group_values(cfg, settings.Sampling),
+                        chunk_rows=cfg.chunk_rows)
     for result in track(results, f"evaluate {name} on {bench}", total=len(rows)):
         row = result.row
         for task in cfg.tasks:
@@ -357,7 +246,7 @@ def _evaluate_one(cfg: EvaluateConfig, backend: Any, writer: Any, spec: ModelSpe
         positive = TASK_POSITIVE[task]
         agg = score_group(group["labels"], group["preds"], group["oks"], positive)
         out.append({
-            "model": name, "benchmark": bench, "task": task, "k": cfg.k, "f1_mean": agg["f1_mean"],
+            "model": name, "benchmark": bench, "task": task, "k": k, "f1_mean": agg["f1_mean"],
             "f1_std": agg["f1_std"], "precision_mean": agg["precision_mean"],
             "recall_mean": agg["recall_mean"], "support": agg["n"],
             "parse_error_rate": agg["parse_error_rate"],

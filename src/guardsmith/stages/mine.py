@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from guardsmith import tables
+from guardsmith import settings, tables
 from guardsmith.config import option
 from guardsmith.errors import DataError, GuardsmithError
-from guardsmith.guard_runner import GuardRow, is_correct, labelled_tasks, open_backend, run_guard
+from guardsmith.guard_runner import GuardRow, is_correct, labelled_tasks, open_guard, run_guard
 
 HELP = (
     "Best-of-N hard-sample mining: sample N guard outputs per pool row (one prompt pass), count "
@@ -42,7 +42,7 @@ _FLUSH = 512
 
 
 @dataclass
-class MineConfig:
+class MineConfig(settings.sampling(samples_per_row=4), settings.backend()):
     """Settings of the ``mine`` stage."""
 
     model: str = option(help="Guard model URI (local folder, file:// or s3://) to sample with.")
@@ -53,24 +53,14 @@ class MineConfig:
                                        "pool rows with these ids are skipped and counted.")
     mode: Literal["R", "NR"] = option("R", "Guard mode: R (reasoning) or NR (answer only).")
     dual: bool = option(False, "The guard is a dual-mode model: start the prompt with the mode tag.")
-    n: int = option(4, "Samples per row (N), all from one prompt pass.")
-    temperature: float = option(0.6, "Sampling temperature.")
-    top_p: float = option(0.95, "Nucleus sampling top-p.")
-    max_tokens: int = option(512, "Maximum new tokens per sample.")
-    seed: int = option(0, "Sampling seed.")
     easy_min: int | None = option(None, "Rows with at least this many correct samples are easy; "
-                                        "default n (all correct).")
+                                        "default samples_per_row (all correct).")
     noise_max: int = option(1, "Rows with at most this many correct samples are noise.")
     pair_buckets: list[str] = option(help="Buckets whose rows give DPO pairs.",
                                      factory=lambda: ["difficult"])
     pairs_per_row: int = option(1, "At most this many (chosen, rejected) pairs per row, each "
                                    "sample used once.")
     limit: int | None = option(None, "Mine at most this many eligible rows (after exclusion).")
-    backend: Literal["transformers", "vllm"] = option("transformers", "Inference backend.")
-    batch_size: int = option(8, "Requests per generate call (transformers backend).")
-    chunk_rows: int = option(256, "Rows sent to the backend at a time (streaming unit).")
-    backend_options: dict[str, Any] | None = option(None, "Extra backend keywords (YAML only), "
-                                                          "e.g. {max_model_len: 4096} for vllm.")
 
 
 CONFIG = MineConfig
@@ -122,12 +112,13 @@ def bucket_of(n_correct: int, n: int, easy_min: int | None = None, noise_max: in
 
 def check_config(cfg: MineConfig) -> None:
     """Reject impossible settings with a one-line error."""
-    if cfg.n < 1:
-        raise GuardsmithError(f"n must be at least 1, got {cfg.n}")
-    easy = cfg.n if cfg.easy_min is None else cfg.easy_min
-    if not 0 <= cfg.noise_max < easy <= cfg.n:
-        raise GuardsmithError(f"thresholds need 0 <= noise_max < easy_min <= n; got noise_max "
-                              f"{cfg.noise_max}, easy_min {easy}, n {cfg.n}")
+    settings.group_values(cfg, settings.Sampling)
+    settings.group_values(cfg, settings.BackendChoice)
+    n = cfg.samples_per_row
+    easy = n if cfg.easy_min is None else cfg.easy_min
+    if not 0 <= cfg.noise_max < easy <= n:
+        raise GuardsmithError(f"thresholds need 0 <= noise_max < easy_min <= samples_per_row; got noise_max "
+                              f"{cfg.noise_max}, easy_min {easy}, samples_per_row {n}")
     unknown = [b for b in cfg.pair_buckets if b not in BUCKETS]
     if unknown:
         raise GuardsmithError(f"pair_buckets: unknown bucket(s) {', '.join(unknown)}; "
@@ -256,11 +247,10 @@ def run(cfg: MineConfig) -> MineResult:
     from guardsmith.progress import track
 
     check_config(cfg)
-    easy_min = cfg.n if cfg.easy_min is None else cfg.easy_min
+    easy_min = cfg.samples_per_row if cfg.easy_min is None else cfg.easy_min
     excluded_ids = read_ids(cfg.exclude) if cfg.exclude else set()
     total = count_rows(cfg.pool, "interactions")
-    backend = open_backend(cfg.model, backend=cfg.backend, batch_size=cfg.batch_size,
-                           options=cfg.backend_options)
+    backend = open_guard(cfg.model, settings.group_values(cfg, settings.BackendChoice))
     uris = {name: storage.join(cfg.output, name) for name in ("mined", "difficult", "noise", "pairs", "generations")}
     counts = Counter(rows_read=0, excluded=0, unlabelled=0)
 
@@ -279,7 +269,7 @@ def run(cfg: MineConfig) -> MineResult:
             taken += 1
             yield row
 
-    histogram = Counter({k: 0 for k in range(cfg.n + 1)})
+    histogram = Counter({k: 0 for k in range(cfg.samples_per_row + 1)})
     samples = parse_errors = 0
     with backend, ExitStack() as stack:
         def sink(name: str, schema_name: str | None) -> RecordSink:
@@ -292,16 +282,15 @@ def run(cfg: MineConfig) -> MineResult:
         out = {"mined": sink("mined", "mined"), "difficult": sink("difficult", "mined"),
                "noise": sink("noise", "mined"), "pairs": sink("pairs", None),
                "generations": sink("generations", "generations")}
-        results = run_guard(backend, eligible(), mode=cfg.mode, dual=cfg.dual, n=cfg.n,
-                            temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
-                            seed=cfg.seed, chunk_rows=cfg.chunk_rows)
+        results = run_guard(backend, eligible(), mode=cfg.mode, dual=cfg.dual,
+                            sampling=settings.group_values(cfg, settings.Sampling), chunk_rows=cfg.chunk_rows)
         shown = total if cfg.limit is None else min(total, cfg.limit)
         for result in track(results, "mine", total=shown):
             correct = [is_correct(result.row, s) for s in result.samples]
             n_correct = sum(correct)
-            bucket = bucket_of(n_correct, cfg.n, easy_min, cfg.noise_max)
+            bucket = bucket_of(n_correct, cfg.samples_per_row, easy_min, cfg.noise_max)
             histogram[n_correct] += 1
-            record = {**interaction_record(result.row), "n": cfg.n, "n_correct": n_correct, "bucket": bucket}
+            record = {**interaction_record(result.row), "n": cfg.samples_per_row, "n_correct": n_correct, "bucket": bucket}
             out["mined"].add(record)
             if bucket in ("difficult", "noise"):
                 out[bucket].add(record)
@@ -316,18 +305,18 @@ def run(cfg: MineConfig) -> MineResult:
     scored = sum(histogram.values())
     buckets = {b: 0 for b in BUCKETS}
     for k, rows in histogram.items():
-        buckets[bucket_of(k, cfg.n, easy_min, cfg.noise_max)] += rows
+        buckets[bucket_of(k, cfg.samples_per_row, easy_min, cfg.noise_max)] += rows
     parse_error_rate = parse_errors / samples if samples else 0.0
     report = {
         "settings": {"model": cfg.model, "pool": cfg.pool, "exclude": cfg.exclude, "mode": cfg.mode,
-                     "dual": cfg.dual, "n": cfg.n, "temperature": cfg.temperature, "top_p": cfg.top_p,
+                     "dual": cfg.dual, "n": cfg.samples_per_row, "temperature": cfg.temperature, "top_p": cfg.top_p,
                      "max_tokens": cfg.max_tokens, "seed": cfg.seed, "easy_min": easy_min,
                      "noise_max": cfg.noise_max, "pair_buckets": list(cfg.pair_buckets),
                      "pairs_per_row": cfg.pairs_per_row, "limit": cfg.limit},
         "counts": {"rows_read": counts["rows_read"], "excluded": counts["excluded"],
                    "unlabelled": counts["unlabelled"], "mined": scored, "pairs": out["pairs"].count,
                    "samples": samples},
-        "histogram": {str(k): histogram[k] for k in range(cfg.n + 1)},
+        "histogram": {str(k): histogram[k] for k in range(cfg.samples_per_row + 1)},
         "buckets": buckets,
         "bucket_share": {b: (v / scored if scored else 0.0) for b, v in buckets.items()},
         "parse_error_rate": parse_error_rate,

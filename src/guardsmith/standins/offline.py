@@ -65,9 +65,9 @@ from guardsmith.guard.prompts import (
     render_harmfulness_judge_messages,
     render_helpfulness_judge_messages,
 )
+from guardsmith.guard.trace_checks import leakage_hits, overthinking_count, repeated_ngram_ratio
 from guardsmith.inference.base import Message, SamplingParams
 from guardsmith.inference.server import ChatServer, serve
-from guardsmith.stages.filter import leakage_hits, overthinking_count, repeated_ngram_ratio
 
 DEFECTS: tuple[str, ...] = ("leakage", "repetition", "overthinking", "wrong_answer", "unparseable", "ungrounded")
 """Defects the offline teacher can inject, in the order rates are drawn."""

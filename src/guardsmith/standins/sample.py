@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from guardsmith.errors import GuardsmithError
+from guardsmith.vocabulary import HARM_LABELS
 
 SOURCE = "sample"
 SPLITS = ("train", "pool", "test")
@@ -302,7 +303,7 @@ def build_sample() -> list[dict[str, Any]]:
     rng = random.Random(SEED)
     rows = _safety_rows("aegis2", rng) + _safety_rows("wildguard", rng)
     for name, spec in CUSTOM_POLICIES.items():
-        for kind in ("harmful", "unharmful"):
+        for kind in HARM_LABELS:
             for i, prompt in enumerate(spec[kind]):
                 rows.append(_record(f"{SOURCE}:{name}:{kind[0]}{i}", name, prompt, policy=spec["policy"]))
     for name, spec in TOPIC_DOMAINS.items():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from guardsmith.errors import GuardsmithError
@@ -30,18 +29,11 @@ CHAT_TEMPLATE = (
 )
 
 
-@dataclass(frozen=True)
-class TinyConfig:
-    """Shape of a tiny model. Defaults train a learnable guard rule in seconds on 2 CPU cores."""
-
-    hidden_size: int = 128
-    intermediate_size: int = 256
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    max_position_embeddings: int = 2048
-    vocab_size: int = 2048
-    seed: int = 0
+SHAPE = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=2048)
+"""Llama config of every tiny model: trains a learnable guard rule in seconds on 2 CPU cores."""
+VOCAB_SIZE = 2048
+"""Size of the locally trained tokenizer's vocabulary."""
 
 
 def default_texts() -> list[str]:
@@ -100,17 +92,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, max_length: in
     return hf
 
 
-def _llama_config(tokenizer, cfg: TinyConfig, **extra):
+def _llama_config(tokenizer, **extra):
     from transformers import LlamaConfig
 
     return LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_hidden_layers,
-        num_attention_heads=cfg.num_attention_heads,
-        num_key_value_heads=cfg.num_key_value_heads,
-        max_position_embeddings=cfg.max_position_embeddings,
+        **SHAPE,
         tie_word_embeddings=True,
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
@@ -119,28 +106,28 @@ def _llama_config(tokenizer, cfg: TinyConfig, **extra):
     )
 
 
-def _prepare(out_dir: str | Path, texts: Iterable[str] | None, cfg: TinyConfig):
+def _prepare(out_dir: str | Path, texts: Iterable[str] | None, seed: int):
     import torch
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise GuardsmithError(f"{out} exists and is not empty; choose a new folder for the tiny model")
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    tokenizer = train_tokenizer(default_texts() if texts is None else texts, cfg.vocab_size, cfg.max_position_embeddings)
+    torch.manual_seed(seed)
+    tokenizer = train_tokenizer(default_texts() if texts is None else texts, VOCAB_SIZE, SHAPE["max_position_embeddings"])
     return out, tokenizer
 
 
-def _finish(out: Path, model, tokenizer, cfg: TinyConfig, kind: str) -> Path:
+def _finish(out: Path, model, tokenizer, seed: int, kind: str) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     params = sum(p.numel() for p in model.parameters())
-    (out / "guardsmith_tiny.json").write_text(json.dumps({"kind": kind, "parameters": params, **asdict(cfg)}, indent=2))
+    facts = {"kind": kind, "parameters": params, **SHAPE, "vocab_size": VOCAB_SIZE, "seed": seed}
+    (out / "guardsmith_tiny.json").write_text(json.dumps(facts, indent=2))
     return out
 
 
-def build_tiny_causal_lm(out_dir: str | Path, texts: Iterable[str] | None = None, seed: int = 0,
-                         config: TinyConfig | None = None) -> Path:
+def build_tiny_causal_lm(out_dir: str | Path, texts: Iterable[str] | None = None, seed: int = 0) -> Path:
     """Build and save a random-weight Llama causal LM plus its locally trained tokenizer.
 
     Returns the output folder (Hugging Face format: loadable with `AutoModelForCausalLM` and
@@ -148,18 +135,16 @@ def build_tiny_causal_lm(out_dir: str | Path, texts: Iterable[str] | None = None
     """
     from transformers import AutoModelForCausalLM
 
-    cfg = config or TinyConfig(seed=seed)
-    out, tokenizer = _prepare(out_dir, texts, cfg)
-    model = AutoModelForCausalLM.from_config(_llama_config(tokenizer, cfg))
+    out, tokenizer = _prepare(out_dir, texts, seed)
+    model = AutoModelForCausalLM.from_config(_llama_config(tokenizer))
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = None
-    return _finish(out, model, tokenizer, cfg, "causal_lm")
+    return _finish(out, model, tokenizer, seed, "causal_lm")
 
 
 def build_tiny_classifier(out_dir: str | Path, texts: Iterable[str] | None = None, num_labels: int = 1,
-                          seed: int = 0, config: TinyConfig | None = None,
-                          id2label: dict[int, str] | None = None) -> Path:
+                          seed: int = 0, id2label: dict[int, str] | None = None) -> Path:
     """Build and save a random-weight Llama sequence-classification model.
 
     `num_labels=1` gives a reward model (one scalar output); 2 gives a safe/unsafe classifier
@@ -167,11 +152,10 @@ def build_tiny_classifier(out_dir: str | Path, texts: Iterable[str] | None = Non
     """
     from transformers import AutoModelForSequenceClassification
 
-    cfg = config or TinyConfig(seed=seed)
-    out, tokenizer = _prepare(out_dir, texts, cfg)
+    out, tokenizer = _prepare(out_dir, texts, seed)
     if id2label is None:
         id2label = {0: "safe", 1: "unsafe"} if num_labels == 2 else {i: f"LABEL_{i}" for i in range(num_labels)}
-    llama = _llama_config(tokenizer, cfg, num_labels=num_labels, id2label=id2label,
+    llama = _llama_config(tokenizer, num_labels=num_labels, id2label=id2label,
                           label2id={v: k for k, v in id2label.items()})
     model = AutoModelForSequenceClassification.from_config(llama)
-    return _finish(out, model, tokenizer, cfg, "classifier")
+    return _finish(out, model, tokenizer, seed, "classifier")

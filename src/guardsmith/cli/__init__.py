@@ -1,4 +1,7 @@
-"""The `guardsmith` command line: a thin shell over the library (heavy imports happen lazily)."""
+"""The `guardsmith` command line, the only top of the import graph: a thin shell over the library
+(heavy imports happen lazily). ``guardsmith pipeline ...`` lives in :mod:`guardsmith.cli.pipeline`,
+``guardsmith deploy ...`` in :mod:`guardsmith.cli.deploy`; one command per stage is generated from
+:data:`guardsmith.stages.STAGES`. ``python -m guardsmith`` runs :func:`main`."""
 from __future__ import annotations
 
 import sys
@@ -7,7 +10,10 @@ from typing import Optional
 
 import typer
 
+from guardsmith.cli.deploy import deploy_app, echo_dict
+from guardsmith.cli.pipeline import pipeline_app
 from guardsmith.errors import GuardsmithError
+from guardsmith.stages import STAGES
 
 app = typer.Typer(
     help="guardsmith: train reasoning guard models and Boundary-Guidance generators.",
@@ -23,18 +29,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(tiny_app, name="tiny")
 app.add_typer(serve_app, name="serve")
 app.add_typer(models_app, name="models")
-
-
-def _mount_pipeline_app() -> None:
-    from guardsmith.pipeline_cli import pipeline_app
-
-    app.add_typer(pipeline_app, name="pipeline", help="Compile, run locally, submit and schedule the Kubeflow pipelines.")
-    from guardsmith.deploy import deploy_app
-
-    app.add_typer(deploy_app, name="deploy", help="Deployment helpers: quality gates, image pinning, KFP upload and submit.")
-
-
-_mount_pipeline_app()
+app.add_typer(pipeline_app, name="pipeline", help="Compile, run locally, submit and schedule the Kubeflow pipelines.")
+app.add_typer(deploy_app, name="deploy", help="Deployment helpers: quality gates, image pinning, KFP upload and submit.")
 
 
 @data_app.command("import")
@@ -152,41 +148,31 @@ def models_download(uri: str = typer.Argument(..., help="Source URI."), local: P
     typer.echo(f"downloaded {uri} to {local}")
 
 
+DEMO = ("guard_training", "tiny-cpu")
+"""``guardsmith demo`` (and ``make demo``): this pipeline and preset, run locally."""
+
+
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the demo's outputs."),
 ) -> None:
-    """Run what exists end to end on the bundled sample and say where the outputs are."""
-    from guardsmith.demo import run_demo
+    """Run the guard_training pipeline locally on the bundled sample with tiny models (the tiny-cpu
+    preset; what `make demo` runs) and print where the report is."""
+    from guardsmith.ops.local import run_local
 
-    run_demo(out)
-
-
-# Stage commands are generated from each stage's config dataclass (one flag per field).
-STAGES = {
-    "subset": "guardsmith.stages.subset",
-    "distill": "guardsmith.stages.distill",
-    "filter": "guardsmith.stages.filter",
-    "sft": "guardsmith.stages.sft",
-    "mine": "guardsmith.stages.mine",
-    "continual": "guardsmith.stages.continual",
-    "evaluate": "guardsmith.stages.evaluate",
-    "report": "guardsmith.report",
-    "boundary": "guardsmith.stages.boundary",
-    "boundary_eval": "guardsmith.stages.boundary_eval",
-}
+    name, preset = DEMO
+    echo_dict(run_local(name, preset, out=out))
 
 
 def build_cli():
-    """The click group: the typer commands plus one generated command per stage."""
-    import importlib
-
+    """The click group: the typer commands plus one generated command per stage (``command=True``)."""
     from guardsmith.config import stage_command
 
     group = typer.main.get_command(app)
-    for name, module_name in STAGES.items():
-        module = importlib.import_module(module_name)
-        group.add_command(stage_command(name, module.CONFIG, module.run, module.HELP))
+    for stage in STAGES.values():
+        if stage.command:
+            module = stage.module()
+            group.add_command(stage_command(stage.name, module.CONFIG, module.run, module.HELP))
     return group
 
 
@@ -221,6 +207,3 @@ def run() -> None:
     """Console-script entry point."""
     sys.exit(main())
 
-
-if __name__ == "__main__":
-    run()

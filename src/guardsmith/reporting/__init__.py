@@ -1,0 +1,27 @@
+"""Report rendering, a library (not a stage): the evaluation report and the helpers every report uses.
+
+- :mod:`~guardsmith.reporting.render`: the one rendering API: :class:`Document` / :class:`Section` /
+  :class:`Table` / :class:`Image`, rendered to Markdown and HTML from the Jinja2 templates in
+  ``templates/`` (HTML autoescaped, images embedded as ``data:`` URIs), plus the pieces
+  :func:`markdown_table`, :func:`html_table`, :func:`html_image`, :func:`html_page`, :func:`figure_png`;
+- :mod:`~guardsmith.reporting.table1`: metrics records -> Table-1 columns and rows, and :func:`parse_count`;
+- :mod:`~guardsmith.reporting.plots`: the Table-1 plots;
+- :mod:`~guardsmith.reporting.evaluation`: :func:`build_report`, used by the ``evaluate`` and
+  ``report`` stages.
+
+Imports stay light: Jinja2, matplotlib and numpy are loaded when something is rendered.
+"""
+from __future__ import annotations
+
+from guardsmith.reporting.evaluation import ReportResult, build_report, document, render_report
+from guardsmith.reporting.render import (
+    Document, Image, Section, Table, figure_png, html_image, html_page, html_table, markdown_table,
+    render_html, render_markdown,
+)
+from guardsmith.reporting.table1 import ReportData, assemble, load_metrics, parse_count
+
+__all__ = [
+    "Document", "Image", "ReportData", "ReportResult", "Section", "Table", "assemble", "build_report",
+    "document", "figure_png", "html_image", "html_page", "html_table", "load_metrics", "markdown_table",
+    "parse_count", "render_html", "render_markdown", "render_report",
+]
