@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pathlib import Path
 
 from guardsmith import storage, tables
 from guardsmith.config import load_config
@@ -65,3 +66,17 @@ def test_guard_recipe_end_to_end_learns(tmp_path, monkeypatch):
         assert f1[(model, "prompt_harm")] >= 0.75, f1
         assert f1[(model, "prompt_harm")] - f1[("untrained", "prompt_harm")] >= 0.5, f1
     assert storage.exists(result.report_html)
+
+    # Each evaluated model gets its card back with this run's results as model-index metadata
+    # (read with huggingface_hub's own parser); a trained guard's card keeps its training facts.
+    from huggingface_hub import ModelCard
+
+    assert len(result.model_cards) == 3
+    card = ModelCard.load(str(root / "eval" / "model_cards" / "continual" / "README.md"))
+    assert card.data.base_model == tuned.output
+    scored = {(r.dataset_name, r.task_name, r.metric_name): r.metric_value for r in card.data.eval_results}
+    for task in ("prompt_harm", "response_harm"):
+        assert scored[("sample_test", task, "harmful F1 (NR)")] == pytest.approx(f1[("continual", task)], abs=1e-4)
+    assert not (Path(cont.output) / "README.md").read_text().count("model-index")  # the model folder is untouched
+    untrained = ModelCard.load(str(root / "eval" / "model_cards" / "untrained" / "README.md"))
+    assert untrained.data.model_name == "untrained" and untrained.data.eval_results

@@ -63,3 +63,22 @@ def test_every_stage_uses_one_name_per_concept():
         assert not names & stale, f"{stage.name} still has {names & stale}"
         if "samples_per_row" in names:
             assert field_help(cls)["samples_per_row"] == settings._HELP[settings.Sampling]["samples_per_row"]
+
+
+def test_help_lists_the_stage_fields_before_the_shared_groups():
+    """`guardsmith mine --help` starts with what a user must give (model, pool, output), not the
+    inherited sampling and backend settings; --print-config follows the same order."""
+    from click.testing import CliRunner
+
+    from guardsmith.config import flag_order, stage_command
+
+    cls = STAGES["mine"].module().CONFIG
+    names = [f.name for f in flag_order(cls)]
+    assert names[:3] == ["model", "pool", "output"]
+    assert names.index("samples_per_row") > names.index("limit")
+    assert sorted(names) == sorted(f.name for f in dataclasses.fields(cls))
+    cmd = stage_command("mine", cls, lambda cfg: None, "help")
+    help_text = CliRunner().invoke(cmd, ["--help"]).output
+    assert help_text.index("--model") < help_text.index("--pool") < help_text.index("--samples-per-row")
+    printed = CliRunner().invoke(cmd, ["--model", "m", "--pool", "p", "--output", "o", "--print-config"]).output
+    assert printed.splitlines()[0] == "model: m" and printed.index("samples_per_row:") > printed.index("limit:")

@@ -148,14 +148,21 @@ def test_model_card_eval_results_as_model_index(tmp_path):
     path = model_card.write_model_card(tmp_path, _summary(), title="T", eval_results=[first])
     assert "model-index:" in path.read_text()
     (got,) = ModelCard.load(path).data.eval_results
-    assert (got.dataset_name, got.dataset_type, got.task_name, got.metric_type, got.metric_value) == \
-        ("Safe", "s3://b/safe", "prompt_harm (R)", "f1", 0.8123)
+    assert (got.dataset_name, got.dataset_type, got.task_name, got.metric_type, got.metric_name, got.metric_value) == \
+        ("Safe", "s3://b/safe", "prompt_harm", "f1", "harmful F1 (R)", 0.8123)
     newer = model_card.guard_eval_result("Safe", "prompt_harm", 0.9, mode="R", benchmark_uri="s3://b/safe")
     other = model_card.guard_eval_result("Policy", "response_harm", 0.5)
     model_card.add_eval_results(tmp_path, [newer, other])
     card = ModelCard.load(path)
     assert sorted((r.dataset_name, r.metric_value) for r in card.data.eval_results) == [("Policy", 0.5), ("Safe", 0.9)]
     assert card.data.model_name == "T" and "| mode | NR |" in card.text  # the rest of the card is kept
+    # several tasks and modes on one benchmark read back one by one (model-index groups by dataset)
+    both = [model_card.guard_eval_result("Safe", t, v, mode=m) for t, m, v in
+            (("prompt_harm", "R", 0.1), ("prompt_harm", "NR", 0.2), ("response_harm", "R", 0.3))]
+    model_card.add_eval_results(tmp_path, both)
+    read = {(r.dataset_name, r.task_name, r.metric_name): r.metric_value for r in ModelCard.load(path).data.eval_results}
+    assert read[("Safe", "prompt_harm", "harmful F1 (R)")] == 0.1 and read[("Safe", "prompt_harm", "harmful F1 (NR)")] == 0.2
+    assert read[("Safe", "response_harm", "harmful F1 (R)")] == 0.3
 
 
 def test_training_summary_round_trip_and_validation(tmp_path):

@@ -170,7 +170,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def dump_yaml(cfg: Any) -> str:
     import yaml
 
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    values = to_dict(cfg)
+    return yaml.safe_dump({f.name: values[f.name] for f in flag_order(type(cfg))}, sort_keys=False)
 
 
 def stage_command(name: str, cls: type, run: Callable[[Any], Any], help: str):
@@ -186,7 +187,7 @@ def stage_command(name: str, cls: type, run: Callable[[Any], Any], help: str):
     if presets(name):
         params.append(click.Option(["--preset"], type=click.Choice(presets(name)), default=None,
                                    help="Bundled parameter set applied first (then --config, then flags)."))
-    for f in dataclasses.fields(cls):
+    for f in flag_order(cls):
         flag = "--" + f.name.replace("_", "-")
         inner, _ = _base_type(hints[f.name])
         help_text = f.metadata.get("help", "")
@@ -208,6 +209,15 @@ def stage_command(name: str, cls: type, run: Callable[[Any], Any], help: str):
             click.echo(str(result))
 
     return click.Command(name, params=params, callback=callback, help=help, short_help=help.split(". ")[0].split(": ")[0].rstrip("."))
+
+
+def flag_order(cls: type) -> list[dataclasses.Field]:
+    """The fields of ``cls`` in the order ``--help`` lists them: the stage's own fields first, then
+    the shared settings groups it inherits (classes marked ``_group`` by ``guardsmith.settings``)."""
+    shared = {f.name for base in cls.__mro__[1:] if getattr(base, "_group", None)
+              for f in dataclasses.fields(base)}
+    fields = dataclasses.fields(cls)
+    return [f for f in fields if f.name not in shared] + [f for f in fields if f.name in shared]
 
 
 def _metavar(tp: Any) -> str:

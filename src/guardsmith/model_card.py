@@ -84,12 +84,18 @@ def base_license(model_dir: str | Path) -> str | None:
 
 def guard_eval_result(benchmark: str, task: str, f1: float, *, mode: str | None = None,
                       benchmark_uri: str | None = None) -> EvalResult:
-    """One evaluation result of a guard: harmful F1 of `task` (in `mode`) on `benchmark`."""
+    """One evaluation result of a guard: harmful F1 of `task` (in `mode`) on `benchmark`.
+
+    model-index groups results by task type and dataset (type, config, split), so the task is
+    the dataset config (one group per benchmark and task, its `task_name`) and the mode is in
+    the metric name ("harmful F1 (NR)"): every result reads back as it was written.
+    """
     from huggingface_hub import EvalResult
 
-    return EvalResult(task_type="text-classification", task_name=f"{task} ({mode})" if mode else task,
-                      dataset_type=benchmark_uri or benchmark, dataset_name=benchmark,
-                      metric_type="f1", metric_name="harmful F1", metric_value=round(float(f1), 4))
+    return EvalResult(task_type="text-classification", task_name=task,
+                      dataset_type=benchmark_uri or benchmark, dataset_name=benchmark, dataset_config=task,
+                      metric_type="f1", metric_name=f"harmful F1 ({mode})" if mode else "harmful F1",
+                      metric_value=round(float(f1), 4))
 
 
 def _render(summary: TrainingSummary, *, title: str, description: str, license: str | None,
@@ -126,23 +132,41 @@ def write_model_card(folder: str | Path, summary: TrainingSummary, *, title: str
     return path
 
 
-def add_eval_results(folder: str | Path, eval_results: Sequence[EvalResult]) -> Path:
-    """Add `eval_results` to the model-index metadata of the card in local `folder`.
-
-    A result for the same benchmark, task and metric replaces the earlier one; the rest of the
-    card is kept. A card without a model name gets the folder's name (model-index needs one).
-    """
-    from huggingface_hub import ModelCard
-
-    path = Path(folder) / CARD_FILE
-    card = ModelCard.load(path, ignore_metadata_errors=True)
+def _merged(card: Any, eval_results: Sequence[EvalResult], name: str) -> Any:
+    """``card`` with ``eval_results`` in its model-index metadata: a result for the same benchmark,
+    task and metric replaces the earlier one. A card without a model name gets ``name``."""
 
     def key(r: EvalResult) -> tuple:
-        return r.dataset_type, r.dataset_name, r.task_name, r.metric_type
+        return r.dataset_type, r.dataset_name, r.dataset_config, r.task_name, r.metric_type, r.metric_name
 
     merged = {key(r): r for r in (card.data.eval_results or [])}
     merged.update({key(r): r for r in eval_results})
     card.data.eval_results = list(merged.values())
-    card.data.model_name = card.data.model_name or Path(folder).name
-    card.save(path)
+    card.data.model_name = card.data.model_name or name
+    return card
+
+
+def add_eval_results(folder: str | Path, eval_results: Sequence[EvalResult]) -> Path:
+    """Add `eval_results` to the model-index metadata of the card in local `folder` (the rest of
+    the card is kept)."""
+    from huggingface_hub import ModelCard
+
+    path = Path(folder) / CARD_FILE
+    _merged(ModelCard.load(path, ignore_metadata_errors=True), eval_results, Path(folder).name).save(path)
     return path
+
+
+def evaluated_card(folder: str | Path, eval_results: Sequence[EvalResult], name: str) -> str:
+    """The text of the card of the model in local `folder` with `eval_results` added, leaving the
+    folder untouched; a model without a card (not trained here) gets a card holding only its name
+    and the results."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    path = Path(folder) / CARD_FILE
+    if path.is_file():
+        card = ModelCard.load(path, ignore_metadata_errors=True)
+    else:
+        card = ModelCard.from_template(ModelCardData(model_name=name, tags=["guardsmith"]),
+                                       template_str="---\n{{ card_data }}\n---\n\n# {{ title }}\n",
+                                       title=name)
+    return str(_merged(card, eval_results, name))

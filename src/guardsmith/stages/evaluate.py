@@ -85,13 +85,16 @@ class EvaluateResult:
     report_html: str
     plots: list[str]
     summary: list[dict[str, Any]] = field(default_factory=list)
+    model_cards: list[str] = field(default_factory=list)
+    """Model cards with this run's results (``<output>/model_cards/<name>/README.md``)."""
 
     def __str__(self) -> str:
         lines = [f"{m['model']} / {m['benchmark']} / {m['task']}: F1 {m['f1_mean']:.3f} ± "
                  f"{m['f1_std']:.3f} (n {m['support']}, parse errors {m['parse_error_rate']:.3f})"
                  for m in self.summary]
         return "\n".join(lines + [f"predictions: {self.predictions}", f"metrics: {self.metrics}",
-                                  f"report: {self.report_md}", f"html: {self.report_html}"])
+                                  f"report: {self.report_md}", f"html: {self.report_html}"]
+                         + [f"model card: {uri}" for uri in self.model_cards])
 
 
 
@@ -205,8 +208,31 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
         storage.write_table(metrics_uri, pa.Table.from_pylist(metric_records, schema=metric_schema),
                             "metrics")
     report = build_report([metrics_uri], report_uri, cfg.title)
+    cards = write_model_cards(models, metric_records, storage.join(cfg.output, "model_cards"))
     return EvaluateResult(predictions=pred_uri, metrics=metrics_uri, report_md=report.markdown,
-                          report_html=report.html, plots=report.plots, summary=metric_records)
+                          report_html=report.html, plots=report.plots, summary=metric_records,
+                          model_cards=cards)
+
+
+def write_model_cards(models: list[ModelSpec], records: list[dict[str, Any]], out_uri: str) -> list[str]:
+    """For each evaluated model folder, its model card with the harmful F1 results of this run as
+    model-index metadata, at ``<out_uri>/<name>/README.md`` (the model folder is left as it was)."""
+    from guardsmith import storage
+    from guardsmith.model_card import CARD_FILE, evaluated_card, guard_eval_result
+    from guardsmith.model_store import local_model
+
+    written = []
+    for spec in models:
+        if spec.uri.startswith("openai:"):
+            continue
+        results = [guard_eval_result(r["benchmark"], r["task"], r["f1_mean"], mode=r["mode"])
+                   for r in records if r["model_uri"] == spec.uri and r["f1_mean"] is not None]
+        if not results:
+            continue
+        uri = storage.join(out_uri, spec.name, CARD_FILE)
+        storage.write_bytes_atomic(uri, evaluated_card(local_model(spec.uri), results, spec.name).encode())
+        written.append(uri)
+    return written
 
 
 def _evaluate_one(cfg: EvaluateConfig, backend: Any, writer: Any, spec: ModelSpec, name: str, mode: str,
