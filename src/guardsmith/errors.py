@@ -1,6 +1,7 @@
 """The one error type users see: a one-line cause, printed by the CLI without a traceback."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -42,3 +43,15 @@ class DataError(GuardsmithError):
                 shown = shown[:117] + "..."
             msg += f" (value {shown})"
         super().__init__(msg)
+
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/@\s'\"]+)@")
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:api[_-]?key|key|token|access[_-]?token|password|secret|sig|signature)=)[^&\s'\"]+")
+
+
+def redact(text: Any) -> str:
+    """``text`` with credentials inside URLs hidden: ``http://user:pass@host`` -> ``http://***@host``
+    and secret-looking query values (``?api_key=...``, ``token=``, ``sig=``) -> ``***``. Every URL
+    or spec guardsmith prints (errors, warnings, progress, results) goes through this."""
+    out = _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", str(text))
+    return _SECRET_QUERY.sub(lambda m: f"{m.group(1)}***", out)
