@@ -198,15 +198,26 @@ def test_every_reward_runs_through_grpo(tmp_path, models, prompts, reward):
 @pytest.mark.s3
 def test_checkpoints_on_s3_and_resume(tmp_path, models, prompts, s3_prefix):
     log_uri = f"{s3_prefix}/rewards.jsonl"
-    cfg = _cfg(tmp_path, models, prompts, safety="rule:keywords", utility="rule:length", checkpoint_uri=f"{s3_prefix}/ckpt",
-               save_steps=1, save_total_limit=2, rewards_log=log_uri, finetune="lora", lora_r=4, lora_alpha=8)
+    ckpt = f"{s3_prefix}/ckpt"
+    cfg = _cfg(tmp_path, models, prompts, safety="rule:keywords", utility="rule:length", checkpoint_uri=ckpt,
+               save_steps=1, save_total_limit=3, rewards_log=log_uri, finetune="lora", lora_r=4, lora_alpha=8,
+               max_steps=3)
     boundary.run(cfg)
-    assert [step for step, _ in training.committed_checkpoints(f"{s3_prefix}/ckpt")] == [1, 2]
-    res = boundary.run(replace(cfg, max_steps=3, output=str(tmp_path / "out2")))
-    summary = json.loads((tmp_path / "out2" / "guardsmith_training.json").read_text())
+    assert [step for step, _ in training.committed_checkpoints(ckpt)] == [1, 2, 3]
+    # a crash after checkpoint-2 was uploaded (checkpoint-3 and the model never written): the re-run resumes
+    storage.remove(f"{ckpt}/checkpoint-3")
+    storage.remove(cfg.output)
+    res = boundary.run(cfg)
+    summary = json.loads((tmp_path / "out" / "guardsmith_training.json").read_text())
     assert summary["resumed_from_step"] == 2 and res.global_step == 3
     assert [e["step"] for e in boundary.read_reward_log(log_uri)] == [1, 2, 3]
-    assert not list((tmp_path / "out2").glob("adapter_*"))  # LoRA merged into a plain model
+    assert not list((tmp_path / "out").glob("adapter_*"))  # LoRA merged into a plain model
+    assert not [k for k in storage.list_dir(f"{ckpt}/checkpoint-3") if k == "training_args.bin"]
+    # another reward variant neither resumes these checkpoints nor replaces this generator
+    with pytest.raises(GuardsmithError, match=r"checkpoint-\d was saved by other work: config\.reward"):
+        boundary.run(replace(cfg, reward="rm_only", output=str(tmp_path / "out2")))
+    with pytest.raises(GuardsmithError, match=r"made by other work: config\.reward"):
+        boundary.run(replace(cfg, reward="rm_only"))
 
 
 def test_cli_with_tiny_cpu_preset(tmp_path, models, prompts):

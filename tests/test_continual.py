@@ -145,6 +145,20 @@ def test_dpo_runs_and_logs(tmp_path, tiny_model):
     assert res.method == "dpo" and res.examples == 4 and res.global_step == 2
     logs = [json.loads(x) for x in (tmp_path / "out" / "training_log.jsonl").read_text().splitlines()]
     assert any("rewards/accuracies" in e for e in logs)
+    # issue 10: the same work again is a no-op; other pairs are refused; an over-long pair names its row
+    manifest = (tmp_path / "out" / "_SUCCESS").read_bytes()
+    assert continual.run(_cfg(tmp_path, tiny_model, method="dpo", pairs=str(tmp_path / "pairs"))).global_step == 2
+    assert (tmp_path / "out" / "_SUCCESS").read_bytes() == manifest
+    rows[3]["chosen"] = H + " " + "x" * 5000
+    storage.write_table(str(tmp_path / "pairs2"), pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA))
+    with pytest.raises(GuardsmithError, match="input pairs") as err:
+        continual.run(_cfg(tmp_path, tiny_model, method="dpo", pairs=str(tmp_path / "pairs2")))
+    assert "--overwrite" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(DataError, match=r"pairs2, column 'chosen', row 3: example 'p3' has \d+ characters"):
+        continual.run(_cfg(tmp_path, tiny_model, method="dpo", pairs=str(tmp_path / "pairs2"), max_example_chars=4000))
+    counts = __import__("collections").Counter()
+    records = continual.read_pairs(str(tmp_path / "pairs2"), 4000, "truncate", counts)
+    assert counts["truncated_examples"] == 1 and len(records[3]["chosen"][0]["content"]) < 4000
 
 
 def test_grpo_runs_and_writes_reward_log(tmp_path, tiny_model):

@@ -54,7 +54,7 @@ def source(tmp_path_factory) -> tuple[str, list[dict]]:
 
 
 def cfg(src: str, out: str, srv, **kw) -> DistillConfig:
-    return DistillConfig(input=src, output=out, teacher=offline_spec(srv), concurrency=4, max_retries=1,
+    return DistillConfig(input=src, output=out, teacher=kw.pop("teacher", offline_spec(srv)), concurrency=4, max_retries=1,
                          shard_size=kw.pop("shard_size", 16), **kw)
 
 
@@ -180,8 +180,12 @@ def test_shards_resume_only_with_the_same_settings(tmp_path, source, server):
     assert again.shards_reused == 3 and again.requests == 0 and server.stats.requests == before
     assert storage.read_table(out).equals(storage.read_table(out))  # committed and readable
     assert not storage.exists(shard_root(out))
-    redo = run(cfg(source[0], out, server, overwrite=True))
+    # issue 10: --overwrite replaces the output of other work only; the same work is kept
+    same = run(cfg(source[0], out, server, overwrite=True))
+    assert same.skipped and server.stats.requests == before
+    redo = run(cfg(source[0], out, server, overwrite=True, seed=3))
     assert redo.shards_reused == 0 and redo.requests == len(source[1])
+    assert storage.recorded_identity(out)["config"]["seed"] == 3
 
 
 def test_resume_after_sigkill(tmp_path, source):
@@ -262,3 +266,171 @@ def test_every_config_field_is_documented():
 
     doc = (Path(__file__).parent.parent / "docs" / "stages" / "distill.md").read_text()
     assert all(f"`{f.name}`" in doc for f in dataclasses.fields(DistillConfig))
+
+
+# --------------------------------------------------------------------------- issue 10: re-runs, failed rows, bounds, SIGTERM
+
+def write_interactions(path, rows) -> str:
+    uri = str(path)
+    storage.write_table(uri, tables.from_records(rows, "interactions"), "interactions")
+    return uri
+
+
+def test_rerun_with_other_work_is_refused_and_overwrite_recomputes(tmp_path, traces, source, server):
+    src, rows = source
+    before = server.stats.requests
+    other_src = write_interactions(tmp_path / "other", rows[:10])
+    cases = [
+        (dict(src=other_src), "input input"),
+        (dict(seed=9), "config.seed"),
+        (dict(teacher=f"openai:{server.url}?model=another-teacher"), "config.teacher_model"),
+    ]
+    for change, named in cases:
+        config = cfg(change.pop("src", src), traces, server, **change)
+        with pytest.raises(GuardsmithError, match=f"other work: .*{named}") as err:
+            run(config)
+        assert "--overwrite" in str(err.value) and "\n" not in str(err.value)
+    assert server.stats.requests == before
+    assert sorted(storage.read_table(traces).column("id").to_pylist()) == sorted(r["id"] for r in rows)
+    # the same work into another folder, then --overwrite with the new input: rows come from it
+    out = str(tmp_path / "copy")
+    run(cfg(src, out, server))
+    redo = run(cfg(other_src, out, server, overwrite=True))
+    assert not redo.skipped and redo.rows == 10 and redo.requests == 10
+    assert sorted(storage.read_table(out, "traces").column("id").to_pylist()) == sorted(r["id"] for r in rows[:10])
+    assert run(cfg(other_src, out, server)).skipped
+
+
+def poisoned_rows(rows, which):
+    out = [dict(r) for r in rows]
+    for i in which:
+        out[i]["prompt"] = f"POISON-{i} " + out[i]["prompt"]
+    return out
+
+
+def test_a_rejected_row_is_counted_not_fatal(tmp_path, source):
+    rows = poisoned_rows(source[1], [5])
+    src = write_interactions(tmp_path / "in", rows)
+    out = str(tmp_path / "out")
+    handler = signal.getsignal(signal.SIGTERM)
+    with serve_offline(defects={}) as srv:
+        srv.faults.poison("POISON-5", 400, "prompt is longer than the model's context")
+        result = run(cfg(src, out, srv, shard_size=16))
+    assert signal.getsignal(signal.SIGTERM) is handler  # the stage's SIGTERM handler is gone again
+    assert result.failed_rows == 1 and srv.faults.poisoned >= 1
+    failed = storage.read_table(result.failed, "failed").to_pylist()
+    assert [(f["id"], f["stage"], f["round"], f["cause"]) for f in failed] == [(rows[5]["id"], "distill", 0, "request_failed")]
+    assert "400" in failed[0]["detail"] and "context" in failed[0]["detail"]
+    ids = storage.read_table(out, "traces").column("id").to_pylist()
+    assert sorted(ids) == sorted(r["id"] for i, r in enumerate(rows) if i != 5)  # the rest of shard 0 too
+    assert "failed rows 1" in str(result) and result.failed == out + ".failed"
+
+
+def test_too_many_failed_rows_fail_the_stage_and_resume(tmp_path, source):
+    rows = poisoned_rows(source[1], [2, 20, 30])
+    src = write_interactions(tmp_path / "in", rows)
+    out = str(tmp_path / "out")
+    with serve_offline(defects={}) as srv:
+        for i in (2, 20, 30):
+            srv.faults.poison(f"POISON-{i}")
+        with pytest.raises(GuardsmithError) as err:
+            run(cfg(src, out, srv, shard_size=16))
+        msg = str(err.value)
+        assert "3 of 40 rows failed" in msg and "max_failed_fraction" in msg and "\n" not in msg
+        assert all(rows[i]["id"] in msg for i in (2, 20, 30))
+        assert not storage.is_committed(out) and storage.is_committed(shard_uri(out, 2))
+        assert storage.read_table(out + ".failed", "failed").num_rows == 3
+        before = srv.stats.requests
+        ok = run(cfg(src, out, srv, shard_size=16, max_failed_fraction=0.1))  # how to run, not what: resumes
+        assert ok.shards_reused == 3 and srv.stats.requests == before and ok.failed_rows == 3
+    assert storage.read_table(out).num_rows == 37
+
+
+def test_a_run_where_no_reply_parses_fails(tmp_path, source):
+    out = str(tmp_path / "out")
+    with serve_offline(defects={"unparseable": 1.0}) as srv:
+        with pytest.raises(GuardsmithError, match="no teacher reply of the 40 rows parsed"):
+            run(cfg(source[0], out, srv))
+    assert not storage.is_committed(out)
+
+
+def test_over_long_input_errors_or_is_truncated(tmp_path, source, server):
+    rows = [dict(r) for r in source[1]]
+    rows[7]["prompt"] = "x" * 300
+    rows[9]["response"] = "y" * 301
+    src = write_interactions(tmp_path / "long", rows)
+    out = str(tmp_path / "out")
+    with pytest.raises(DataError) as err:
+        run(cfg(src, out, server, max_input_chars=200))
+    msg = str(err.value)
+    assert src in msg and "'prompt'" in msg and "row 7" in msg and "xxxxxxxx" in msg and "max_input_chars" in msg
+    assert nothing_written(out)
+    result = run(cfg(src, out, server, max_input_chars=200, input_policy="truncate"))
+    assert result.truncated == 2 and "cut to max_input_chars 2" in str(result)
+    got = {r["id"]: r for r in storage.read_table(out, "traces").to_pylist()}
+    assert got[rows[7]["id"]]["prompt"] == "x" * 200 and got[rows[9]["id"]]["response"] == "y" * 200
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "guardsmith", "distill", *args]
+
+
+def test_sigterm_stops_cleanly_and_a_rerun_resumes(tmp_path, source):
+    src, rows = source
+    out = str(tmp_path / "t")
+    with serve_offline(defects={}, delay_s=0.15) as srv:
+        args = ["--input", src, "--output", out, "--teacher", offline_spec(srv), "--shard-size", "4",
+                "--concurrency", "1", "--max-retries", "0", "--keep-shards"]
+        proc = subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 40
+            while not storage.is_committed(shard_uri(out, 1)):
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "no shard committed in time"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        err = err.decode()
+        assert proc.returncode != 0 and "stopped by SIGTERM" in err and "resume" in err
+        assert "Traceback" not in err
+        assert not storage.is_committed(out)
+        names = os.listdir(shard_root(out))
+        committed = [n for n in names if storage.is_committed(os.path.join(shard_root(out), n))]
+        assert set(names) == set(committed), names  # nothing half-written, no staging left
+        assert not [n for n in os.listdir(tmp_path) if n not in ("t.shards",)]
+        done = subprocess.run(cli(*args), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+    ids = storage.read_table(out, "traces").column("id").to_pylist()
+    assert collections.Counter(ids) == collections.Counter(r["id"] for r in rows)
+
+
+def test_credentials_in_the_teacher_url_are_never_printed(tmp_path, source, caplog):
+    rows = poisoned_rows(source[1], [1, 2, 3])
+    src = write_interactions(tmp_path / "in", rows)
+    out = str(tmp_path / "out")
+    with serve_offline(defects={}) as srv:
+        for i in (1, 2, 3):
+            srv.faults.poison(f"POISON-{i}")
+        spec = f"openai:http://alice:s3cretpw@127.0.0.1:{srv.port}/v1?model=offline-teacher"
+        assert teacher_label(spec) == "offline-teacher"
+        with pytest.raises(GuardsmithError, match="needs a model name") as err:
+            teacher_label("openai:http://alice:s3cretpw@h:1/v1")
+        assert "s3cretpw" not in str(err.value)
+        done = subprocess.run(cli("--input", src, "--output", out, "--teacher", spec, "--shard-size", "16",
+                                  "--max-retries", "0"), capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and "3 of 40 rows failed" in done.stderr
+        assert "s3cretpw" not in done.stdout + done.stderr
+        assert "s3cretpw" not in str(storage.read_table(out + ".failed").to_pylist())
+        assert "s3cretpw" not in str(storage.recorded_identity(out + ".failed"))
+    with socket.socket() as s:  # an unreachable teacher: warnings and the error
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dead = f"openai:http://alice:s3cretpw@127.0.0.1:{port}/v1?model=m"
+    done = subprocess.run(cli("--input", src, "--output", str(tmp_path / "dead"), "--teacher", dead,
+                              "--max-retries", "1"), capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "failed after" in done.stderr
+    assert "s3cretpw" not in done.stdout + done.stderr and "alice" not in done.stderr

@@ -113,7 +113,9 @@ def test_regeneration_reduces_rejects(data, server):
     round0 = {r["id"] for r in rejected if r["round"] == 0}
     redo = planned(server, [r for r in data["rows"] if r["id"] in round0], seed=1)
     assert report["rounds"][1]["accepted"] == sum(1 for d in redo.values() if d is None)
+    before = server.stats.requests
     assert "finished earlier" in str(run(fcfg(data, "regen", server, teacher=offline_spec(server), rounds=3)))
+    assert server.stats.requests == before
 
 
 def test_budgeted_traces_are_regenerated_at_their_budget(data, server, tmp_path):
@@ -199,3 +201,63 @@ def test_every_config_field_and_rule_is_documented():
     own = [f.name for f in dataclasses.fields(FilterConfig) if f.name not in
            {g.name for g in dataclasses.fields(TeacherSettings)}]
     assert all(f"`{name}`" in doc for name in own + list(RULES))
+
+
+# --------------------------------------------------------------------------- issue 10: re-runs, failed rows, yield floor
+
+def test_rerun_with_other_input_or_rules_is_refused(data, server, tmp_path):
+    first = run(fcfg(data, "again", server, rounds=0))
+    before = server.stats.requests
+    fewer = str(tmp_path / "fewer")
+    table = storage.read_table(data["traces"], "traces")
+    storage.write_table(fewer, table.slice(0, 60), "traces")
+    for change, named in [({"rules": ["unparsed", "leakage"]}, "config.rules"), ({"input": fewer}, "input input"),
+                          ({"max_words": 50}, "config.max_words"), ({"judge": None}, "config.judge_model")]:
+        with pytest.raises(GuardsmithError, match=f"other work: .*{named}") as err:
+            run(fcfg(data, "again", server, rounds=0, **change))
+        assert "\n" not in str(err.value)
+    assert server.stats.requests == before
+    assert run(fcfg(data, "again", server, rounds=0)).skipped
+    redo = run(fcfg(data, "again", server, rounds=0, input=fewer, overwrite=True))
+    assert not redo.skipped and redo.rows == 60
+    ids = [r["id"] for r in storage.read_table(redo.accepted).to_pylist() + storage.read_table(redo.rejected).to_pylist()]
+    assert sorted(ids) == sorted(table.slice(0, 60).column("id").to_pylist())
+    assert json.loads(storage.read_bytes(redo.report_json))["rows"] == 60 != first.rows
+
+
+def test_rounds_of_other_rules_are_not_resumed(data, server):
+    out = fcfg(data, "resume", server, rounds=0, keep_rounds=True, judge=None)
+    run(out)
+    storage.remove(str(data["root"] / "resume" / "accepted"))  # as if stopped before the final commit
+    with pytest.raises(GuardsmithError, match="rounds made with other rules.*config.rules"):
+        run(fcfg(data, "resume", server, rounds=0, keep_rounds=True, judge=None, rules=["unparsed"]))
+    redo = run(fcfg(data, "resume", server, rounds=0, judge=None, rules=["unparsed"], overwrite=True))
+    report = json.loads(storage.read_bytes(redo.report_json))
+    assert list(report["rounds"][0]["rules"]) == ["unparsed"]  # round 0 judged again under the new rules
+    rejected = storage.read_table(redo.rejected).to_pylist()
+    assert rejected and all(r["reject_reason"] == "unparsed" for r in rejected)
+
+
+def test_yield_below_the_floor_fails(data, server):
+    with pytest.raises(GuardsmithError, match=r"yield .* below min_yield 0.5.*overlength") as err:
+        run(fcfg(data, "floor", server, rounds=0, judge=None, rules=["overlength"], max_words=10, min_yield=0.5))
+    assert "\n" not in str(err.value)
+    assert not storage.is_committed(str(data["root"] / "floor" / "accepted"))
+    assert not storage.exists(str(data["root"] / "floor" / "report.json"))
+
+
+def test_judge_failures_are_counted_then_fatal_above_the_threshold(data, tmp_path):
+    rows = storage.read_table(data["traces"], "traces").to_pylist()
+    with serve_offline(defects={}, seed=7) as judge:
+        bad = [r["id"] for r in rows if r["parse_ok"] and r["prompt"][:60].isascii()][:3]
+        for rid in bad:  # the judge prompt shows the conversation: poison the rows' prompts
+            judge.faults.poison(next(r["prompt"] for r in rows if r["id"] == rid)[:60])
+        result = run(fcfg(data, "judged", judge, rounds=0, rules=["unparsed"], max_failed_fraction=0.05))
+        failed = storage.read_table(result.failed, "failed").to_pylist()
+        assert {f["id"] for f in failed} >= set(bad) and all(f["stage"] == "filter" for f in failed)
+        assert result.failed_rows == len(failed) and f"failed rows {len(failed)}" in str(result)
+        rejected = {r["id"]: r for r in storage.read_table(result.rejected).to_pylist()}
+        assert all(rejected[rid]["reject_reason"] == JUDGE for rid in bad)
+        with pytest.raises(GuardsmithError, match="rows failed .* max_failed_fraction 0.01") as err:
+            run(fcfg(data, "judged2", judge, rounds=0, rules=["unparsed"], max_failed_fraction=0.01))
+        assert bad[0] in str(err.value)

@@ -208,3 +208,188 @@ def test_spec_parsing_and_factory(monkeypatch):
             make_backend(bad)
     with pytest.raises(GuardsmithError, match="environment variable"):
         OpenAIBackend("http://h/v1", "m", api_key_env="not a name")
+
+
+# ---------------------------------------------------------------- bounded waits, bad rows, credentials
+
+MALFORMED_CAUSES = {
+    "list": "the body is a list, not an object",
+    "string": "the body is a string, not an object",
+    "number": "the body is a number, not an object",
+    "not_json": "body that is not JSON",
+    "truncated": "body that is not JSON",
+    "empty": "body that is not JSON",
+    "no_choices": "no choices",
+    "choices_not_list": "choices is an object, not a list",
+    "message_not_object": "message is a string, not an object",
+    "content_not_text": "content is an object, not text",
+    "usage": "usage is a string, not an object: 'many'",
+    "usage_tokens": "usage.completion_tokens is not a non-negative integer: 'lots'",
+}
+
+
+@pytest.mark.parametrize("body", sorted(MALFORMED_CAUSES))
+def test_each_malformed_body_is_one_line_naming_the_request(key, body):
+    plan = FaultPlan().malformed(body)
+    with serve(api_key=key, faults=plan) as srv, client(srv.url, max_concurrency=1) as be:
+        with pytest.raises(GuardsmithError) as err:
+            be.generate([REQ, REQ])
+        msg = str(err.value)
+        assert msg.startswith(f"request 0: {srv.url}/chat/completions sent a malformed reply: ")
+        assert MALFORMED_CAUSES[body] in msg and "\n" not in msg and err.value.__cause__ is None
+        assert srv.stats.requests == 1  # a malformed reply is the request's failure: not retried
+        plan.malformed(body)
+        out = be.generate([REQ, REQ], n=2, on_error="collect")
+    assert all(g.error.startswith("malformed reply: ") and MALFORMED_CAUSES[body] in g.error for g in out[0])
+    assert out[0][0].text == "" and out[0][0].finish_reason == "error"
+    assert [g.text for g in out[1]] == ["say hi", "say hi"] and out[1][0].error is None
+
+
+def test_malformed_logprobs_is_one_line(key):
+    responder = ScriptedResponder(["x"], logprobs={"harm": -0.1, "un": -2.0})
+    plan = FaultPlan().malformed("logprobs")
+    with serve(responder, api_key=key, faults=plan) as srv, client(srv.url) as be:
+        with pytest.raises(GuardsmithError, match=r"^request 0: .* malformed reply: logprobs are not") as err:
+            be.answer_probability([REQ], "Prompt harm:", ("harmful", "unharmful"))
+    assert "\n" not in str(err.value)
+
+
+def test_dripping_server_is_cut_at_the_deadline(key, caplog):
+    # one byte every 0.2 s: each read is quick, so only a deadline on the whole attempt stops it
+    plan = FaultPlan().drip(0.2, times=10)
+    timeout, retries = 0.6, 1
+    with serve(api_key=key, faults=plan) as srv, client(srv.url, timeout_s=timeout, max_retries=retries) as be:
+        t0 = time.monotonic()
+        with pytest.raises(GuardsmithError, match="timed out: no complete reply within 0.6 s") as err:
+            be.generate([REQ])
+        elapsed = time.monotonic() - t0
+    assert elapsed < timeout * (retries + 1) + 0.05 + 1.0  # backoff at most 0.05 s, 1 s slack
+    assert elapsed >= timeout * (retries + 1) and "2 attempts" in str(err.value)
+    assert "retry 1/1" in caplog.text
+
+
+def test_drip_once_then_success_and_slow_but_complete_drip_passes(key):
+    plan = FaultPlan().drip(0.3)
+    with serve(api_key=key, faults=plan) as srv, client(srv.url, timeout_s=0.8) as be:
+        assert be.generate([REQ])[0][0].text == "say hi"
+    assert srv.stats.requests == 2
+    plan = FaultPlan().drip(0.001)  # the whole body in well under the deadline
+    with serve(api_key=key, faults=plan) as srv, client(srv.url, timeout_s=5.0) as be:
+        assert be.generate([REQ])[0][0].text == "say hi"
+    assert srv.stats.requests == 1
+
+
+def test_huge_retry_after_is_capped(key, caplog):
+    plan = FaultPlan().fail(429, retry_after=100000).fail(503, retry_after=formatdate(time.time() + 86400, usegmt=True))
+    with serve(api_key=key, faults=plan) as srv, client(srv.url, retry_after_max_s=0.2, backoff_base_s=0.0) as be:
+        t0 = time.monotonic()
+        assert be.generate([REQ])[0][0].text == "say hi"
+        elapsed = time.monotonic() - t0
+    assert 0.4 <= elapsed < 1.5 and srv.stats.requests == 3
+    assert "in 0.20 s" in caplog.text
+
+
+def test_retry_after_cap_from_endpoint_settings(key):
+    from guardsmith.inference import open_backend
+    from guardsmith.settings import Endpoint
+
+    plan = FaultPlan().fail(429, retry_after=100000)
+    with serve(api_key=key, faults=plan) as srv:
+        be = open_backend(f"openai:{srv.url}?model=teacher",
+                          endpoint=Endpoint(api_key_env=KEY_ENV, timeout_s=5, max_retries=1, retry_after_max_s=0.1))
+        assert be.retry_after_max_s == 0.1
+        t0 = time.monotonic()
+        assert be.generate([REQ])[0][0].text == "say hi"
+        assert time.monotonic() - t0 < 1.5
+
+
+def test_collect_reports_poisoned_requests_only(key):
+    plan = FaultPlan().poison("POISON-ROW")
+    requests = [[{"role": "user", "content": f"row {i}" + (" POISON-ROW" if i in (1, 4) else "")}] for i in range(6)]
+    with serve(ScriptedResponder(numbered), api_key=key, faults=plan) as srv, client(srv.url) as be:
+        out = be.generate(requests, n=2, on_error="collect")
+        assert plan.poisoned == 2 and srv.stats.requests == 6  # the 400 is not retried
+        for i, gens in enumerate(out):
+            assert len(gens) == 2
+            if i in (1, 4):
+                assert all(g.error == "HTTP 400: prompt too long" and g.text == "" and g.finish_reason == "error"
+                           and g.completion_tokens == 0 for g in gens)
+            else:
+                assert [g.text for g in gens] == [f"row {i} #0", f"row {i} #1"] and gens[0].error is None
+        with pytest.raises(GuardsmithError) as err:
+            be.generate(requests[:4])
+    assert str(err.value) == f"request 1: {srv.url}/chat/completions answered HTTP 400: prompt too long"
+
+
+def test_collect_still_raises_on_infrastructure_failures(key, monkeypatch):
+    plan = FaultPlan().fail(503, times=10)
+    with serve(api_key=key, faults=plan) as srv, client(srv.url, max_retries=1) as be:
+        with pytest.raises(GuardsmithError, match="request 0: POST .* failed after 2 attempts; last error: HTTP 503"):
+            be.generate([REQ], on_error="collect")
+    monkeypatch.setenv(KEY_ENV, "wrong")
+    with serve(api_key=key) as srv, client(srv.url) as be:  # a wrong key concerns every row alike
+        with pytest.raises(GuardsmithError, match="HTTP 401"):
+            be.generate([REQ], on_error="collect")
+    with pytest.raises(GuardsmithError, match="on_error must be"):
+        be.generate([REQ], on_error="ignore")
+
+
+def test_dropped_mid_body_is_retried_not_malformed(key):
+    plan = FaultPlan().drop(partial=True)
+    with serve(api_key=key, faults=plan) as srv, client(srv.url) as be:
+        out = be.generate([REQ], on_error="collect")
+    assert out[0][0].text == "say hi" and out[0][0].error is None and srv.stats.requests == 2
+
+
+def test_password_in_base_url_is_basic_auth_and_never_shown(monkeypatch, caplog):
+    import base64
+
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    password = "pa55-SECRET-77"
+    hidden = (password, base64.b64encode(f"user:{password}".encode()).decode())
+    caplog.set_level(logging.DEBUG)
+    texts = []
+    with serve(basic_auth=("user", password)) as srv:
+        url = f"http://user:{password}@127.0.0.1:{srv.port}/v1"
+        be = make_backend(f"openai:{url}?model=teacher", api_key_env=KEY_ENV, max_retries=1, backoff_base_s=0.0)
+        assert be.generate([REQ])[0][0].text == "say hi"
+        texts += [repr(be), be.url, be.base_url]
+        srv.faults.fail(503, times=5, message="overloaded")
+        with pytest.raises(GuardsmithError) as err:
+            be.generate([REQ])
+        texts.append(str(err.value))
+        wrong = make_backend(f"openai:http://user:wrong-{password}@127.0.0.1:{srv.port}/v1?model=t", api_key_env=KEY_ENV)
+        with pytest.raises(GuardsmithError, match="HTTP 401") as err:
+            wrong.generate([REQ])
+        texts.append(str(err.value))
+    with socket_closed_port() as port:
+        dead = make_backend(f"openai:http://user:{password}@127.0.0.1:{port}/v1?model=t", api_key_env=KEY_ENV,
+                            max_retries=1, backoff_base_s=0.0, timeout_s=2)
+        with pytest.raises(GuardsmithError, match="connection error") as err:
+            dead.generate([REQ])
+        texts.append(str(err.value))
+    for bad in (f"openai:http://user:{password}@h/v1", f"transformers:s3://user:{password}@h/b/model",
+                f"bogus:http://user:{password}@h/v1", {"kind": "openai", "url": f"ftp://user:{password}@h"}):
+        with pytest.raises(GuardsmithError) as err:
+            make_backend(bad, **({"model": "m"} if isinstance(bad, dict) else {}))
+        texts.append(str(err.value))
+    with pytest.raises(GuardsmithError, match=r"no model name for http://\*\*\*@h/v1") as err:
+        OpenAIBackend(f"http://user:{password}@h/v1", "")
+    texts.append(str(err.value))
+    assert "retry" in caplog.text and "127.0.0.1" in texts[3]
+    for text in [*texts, caplog.text]:
+        assert not any(h in text for h in hidden), text
+
+
+class socket_closed_port:
+    """A local port nothing listens on."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def __exit__(self, *exc) -> None:
+        pass

@@ -157,3 +157,19 @@ def test_open_backend_from_a_model_folder_and_settings(tiny_model, monkeypatch):
     monkeypatch.setattr(model_store, "local_model", lambda uri: fetched.append(uri) or tiny_model)
     with open_backend("s3://bucket/models/tiny", choice=BackendChoice(concurrency=4)) as be:
         assert fetched == ["s3://bucket/models/tiny"] and be.batch_size == 4  # S3 folders are downloaded
+
+
+def test_prompt_longer_than_the_context(backend, monkeypatch):
+    lengths = [len(backend.tokenizer(backend.render(r), add_special_tokens=False)["input_ids"]) for r in REQS]
+    longest = lengths.index(max(lengths))
+    assert sorted(lengths)[-2] < lengths[longest]
+    monkeypatch.setattr(backend.model.config, "max_position_embeddings", lengths[longest])
+    with pytest.raises(GuardsmithError, match=rf"^request {longest}: the prompt has {lengths[longest]} tokens, more "):
+        backend.generate(REQS, max_tokens=4)
+    out = backend.generate(REQS, n=2, max_tokens=4, on_error="collect")
+    others = backend.generate([r for i, r in enumerate(REQS) if i != longest], n=2, max_tokens=4)
+    assert [g.error for g in out[longest]] == [
+        f"too long: the prompt has {lengths[longest]} tokens, the model's context is {lengths[longest]}"] * 2
+    assert out[longest][0].finish_reason == "error" and out[longest][0].text == ""
+    kept = [[g.text for g in r] for i, r in enumerate(out) if i != longest]
+    assert kept == [[g.text for g in r] for r in others] and all(g.error is None for r in others for g in r)

@@ -91,7 +91,8 @@ class FakeTokenizer:
     """Character-level tokenizer: one id per character."""
 
     def apply_chat_template(self, messages, add_generation_prompt=True, tokenize=False):
-        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" if add_generation_prompt else "")
+        text = "".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" if add_generation_prompt else "")
+        return self.encode(text) if tokenize else text
 
     def encode(self, text, add_special_tokens=False):
         return [ord(c) for c in text]
@@ -145,6 +146,26 @@ def test_backend_class_with_fake_vllm(monkeypatch, tmp_path):
     assert be.llm is None
 
 
+def test_vllm_collect_reports_prompts_beyond_max_model_len(monkeypatch, tmp_path):
+    fake = types.ModuleType("vllm")
+    fake.LLM = FakeLLM
+    fake.SamplingParams = lambda **kw: types.SimpleNamespace(**{"n": 1, **kw})
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    be = make_backend(f"vllm:{tmp_path}")
+    requests = [[{"role": "user", "content": c}] for c in ("a", "b" * 40, "c")]
+    assert [[g.text for g in r] for r in be.generate(requests)] == [["a:0"], ["b" * 40 + ":0"], ["c:0"]]  # no limit known
+    be.llm.llm_engine = types.SimpleNamespace(model_config=types.SimpleNamespace(max_model_len=30))
+    out = be.generate(requests, n=2, temperature=1.0, on_error="collect")
+    assert [g.text for g in out[0]] == ["a:0", "a:1"] and [g.text for g in out[2]] == ["c:0", "c:1"]
+    long = len("<user>" + "b" * 40 + "<assistant>")
+    assert [g.error for g in out[1]] == [f"too long: the prompt has {long} tokens, the model's context is 30"] * 2
+    assert [c[0] for c in be.llm.calls[-1][1]] == [requests[0][0], requests[2][0]]  # only the fitting ones ran
+    calls = len(be.llm.calls)
+    with pytest.raises(GuardsmithError, match=rf"^request 1: the prompt has {long} tokens, more than the model's"):
+        be.generate(requests)
+    assert len(be.llm.calls) == calls  # refused before anything ran
+
+
 # ------------------------------------------------------------------------------------ Backend base
 
 
@@ -156,7 +177,7 @@ class Counting(Backend):
     def __init__(self) -> None:
         self.seen: list[SamplingParams] = []
 
-    def _generate(self, requests, params):
+    def _generate(self, requests, params, on_error="raise"):
         self.seen.append(params)
         return [[Generation(str(i), 1, 1, 0.0, "stop")] * params.n for i, _ in enumerate(requests)]
 

@@ -107,13 +107,18 @@ def test_max_n_and_logprobs():
 
 def test_backend_responder_reports_token_counts():
     class Fake:
-        def generate(self, requests, n=1, temperature=0.0, top_p=1.0, max_tokens=256, seed=None):
+        def generate(self, requests, n=1, temperature=0.0, top_p=1.0, max_tokens=256, seed=None, on_error="raise"):
+            assert on_error == "collect"
+            if "LONG" in requests[0][-1]["content"]:
+                return [[Generation("", 0, 0, 0.0, "error", error="too long: 9999 tokens") for _ in range(n)]]
             return [[Generation(f"s{i}", 7, 3, 0.01, "length") for i in range(n)] for _ in requests]
 
     with serve(BackendResponder(Fake())) as srv:
         data = post(srv.url, {"messages": MSGS, "n": 2}).json()
+        bad = post(srv.url, {"messages": [{"role": "user", "content": "LONG"}]})
     assert data["usage"] == {"prompt_tokens": 7, "completion_tokens": 6, "total_tokens": 13}
     assert data["choices"][1]["finish_reason"] == "length"
+    assert bad.status_code == 400 and bad.json()["error"]["message"] == "too long: 9999 tokens"
 
 
 def test_stop_frees_port_and_is_idempotent():
@@ -124,3 +129,66 @@ def test_stop_frees_port_and_is_idempotent():
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
     assert isinstance(srv, ChatServer) and "auth=off" in repr(srv)
+
+
+def test_malformed_bodies_as_named():
+    import json as _json
+
+    from guardsmith.inference.server import MALFORMED
+
+    plan = FaultPlan()
+    for name in MALFORMED:
+        plan.malformed(name)
+    with serve(faults=plan) as srv:
+        bodies = {name: post(srv.url, {"messages": MSGS}) for name in MALFORMED}
+        assert post(srv.url, {"messages": MSGS}).json()["choices"][0]["message"]["content"] == "hello there"
+    assert all(r.status_code == 200 for r in bodies.values())
+    assert isinstance(bodies["list"].json(), list) and bodies["string"].json() == "the teacher is thinking"
+    assert bodies["number"].json() == 42 and bodies["empty"].content == b""
+    for name in ("not_json", "truncated"):
+        with pytest.raises(_json.JSONDecodeError):
+            bodies[name].json()
+    assert bodies["truncated"].text.startswith('{"id": "chatcmpl-')
+    assert bodies["usage"].json()["usage"] == "many"
+    assert bodies["usage_tokens"].json()["usage"]["completion_tokens"] == "lots"
+    assert bodies["no_choices"].json()["choices"] == []
+    assert bodies["message_not_object"].json()["choices"][0]["message"] == "just text"
+    assert bodies["content_not_text"].json()["choices"][0]["message"]["content"] == {"parts": ["a", "b"]}
+    assert bodies["logprobs"].json()["choices"][0]["logprobs"] == {"content": "not a list"}
+    with pytest.raises(GuardsmithError, match="unknown malformed body"):
+        FaultPlan().malformed("weird")
+
+
+def test_drip_sends_a_byte_at_a_time():
+    plan = FaultPlan().drip(0.02)
+    with serve(faults=plan) as srv:
+        with httpx.stream("POST", srv.url + "/chat/completions", json={"messages": MSGS}, timeout=5) as r:
+            assert r.status_code == 200
+            chunks = list(r.iter_raw())
+            length = int(r.headers["content-length"])
+    assert len(chunks) > length // 4  # arrives in many small pieces, every read well inside 5 s
+    assert b"".join(chunks).startswith(b'{"id": "chatcmpl-') and len(b"".join(chunks)) == length
+
+
+def test_drop_partial_and_poison():
+    plan = FaultPlan().drop(partial=True).fail(500).poison("TOO-LONG-ROW")
+    with serve(faults=plan) as srv:
+        bad = post(srv.url, {"messages": [{"role": "user", "content": "x TOO-LONG-ROW"}]})
+        assert bad.status_code == 400 and bad.json()["error"]["message"] == "prompt too long"
+        assert plan.pending == 2  # a poisoned request takes no queued fault
+        with pytest.raises(httpx.RemoteProtocolError):
+            post(srv.url, {"messages": MSGS})
+        assert post(srv.url, {"messages": MSGS}).status_code == 500
+        assert post(srv.url, {"messages": MSGS}).status_code == 200
+        assert post(srv.url, {"messages": [{"role": "user", "content": "TOO-LONG-ROW"}]}).status_code == 400
+    assert plan.poisoned == 2 and srv.stats.requests == 5
+    with pytest.raises(GuardsmithError):
+        FaultPlan().poison("")
+
+
+def test_basic_auth():
+    with serve(basic_auth=("u", "pw")) as srv:
+        assert post(srv.url, {"messages": MSGS}).status_code == 401
+        assert post(srv.url, {"messages": MSGS}, auth=("u", "nope")).status_code == 401
+        assert post(srv.url, {"messages": MSGS}, auth=("u", "pw")).status_code == 200
+        assert "auth=on" in repr(srv)

@@ -1,6 +1,7 @@
 """sft: example building (R/NR/dual, subset, topic-following mix), bad input, training, resume, S3."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections import Counter
@@ -175,7 +176,7 @@ def test_train_publish_and_resume(tmp_path, tiny_model):
 
     _write(tmp_path / "train", [_row(i) for i in range(12)])
     ckpt = str(tmp_path / "ckpt")
-    cfg = _train_cfg(tmp_path, tiny_model, mode="dual", subset=8, seed=3, checkpoint_uri=ckpt,
+    cfg = _train_cfg(tmp_path, tiny_model, mode="dual", subset=8, seed=3, checkpoint_uri=ckpt, save_steps=1,
                      examples_output=str(tmp_path / "examples"))
     first = sft.run(cfg)
     assert first.global_step == 2 and first.examples == 8 and first.counts["train_used"] == 8
@@ -194,11 +195,111 @@ def test_train_publish_and_resume(tmp_path, tiny_model):
     ex = storage.read_table(str(tmp_path / "examples"), "sft_examples")
     assert ex.num_rows == 8 and sorted(set(ex.column("mode").to_pylist())) == ["NR", "R"]
 
-    second = sft.run(_train_cfg(tmp_path, tiny_model, mode="dual", subset=8, seed=3, checkpoint_uri=ckpt, max_steps=4,
-                                save_total_limit=1))
+    assert not [p for p in (*out.rglob("*"), *Path(ckpt).rglob("*")) if p.name == "training_args.bin"]  # no pickles
+
+    # a crash after checkpoint-1 was uploaded (checkpoint-2 and the model never written): the re-run resumes
+    storage.remove(storage.join(ckpt, "checkpoint-2"))
+    storage.remove(str(out))
+    second = sft.run(dataclasses.replace(cfg, save_total_limit=1, examples_output=None))
     summary = json.loads((out / "guardsmith_training.json").read_text())
-    assert second.global_step == 4 and summary["resumed_from_step"] == 2
-    assert [s for s, _ in training.committed_checkpoints(ckpt)] == [4]  # save_total_limit prunes step 2
+    assert second.global_step == 2 and summary["resumed_from_step"] == 1
+    assert [s for s, _ in training.committed_checkpoints(ckpt)] == [2]  # save_total_limit prunes step 1
+
+
+def _published(out: Path) -> dict:
+    """Every file of a published model folder with its bytes' digest (the commit manifest included)."""
+    import hashlib
+
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*") if p.is_file()}
+
+
+def test_rerun_skips_same_work_refuses_other_work_and_overwrite_retrains(tmp_path, tiny_model, capsys):
+    """Issue 10: a finished SFT re-run is a no-op; other inputs or config are refused unless --overwrite."""
+    _write(tmp_path / "train", [_row(i) for i in range(6)])
+    ckpt = str(tmp_path / "ckpt")
+    cfg = _train_cfg(tmp_path, tiny_model, mode="R", checkpoint_uri=ckpt, max_steps=1, save_steps=1)
+    first = sft.run(cfg)
+    out = tmp_path / "out"
+    published, checkpoints = _published(out), _published(Path(ckpt))
+    capsys.readouterr()
+
+    again = sft.run(cfg)  # same inputs and config: nothing trained, nothing republished
+    assert again.global_step == first.global_step == 1
+    assert "already there" in capsys.readouterr().err
+    assert _published(out) == published and _published(Path(ckpt)) == checkpoints
+
+    _write(tmp_path / "train2", [_row(i) for i in range(1, 7)])
+    for changed, named in ((dict(learning_rate=1e-2), "config.learning_rate"),
+                           (dict(train=str(tmp_path / "train2")), "input train"),
+                           (dict(mode="NR"), "config.mode")):
+        with pytest.raises(GuardsmithError) as err:
+            sft.run(dataclasses.replace(cfg, **changed))
+        message = str(err.value)
+        assert named in message and str(out) in message and "--overwrite" in message and "\n" not in message
+        assert _published(out) == published and _published(Path(ckpt)) == checkpoints
+
+    # an NR run writing elsewhere must not resume the R run's checkpoints either
+    with pytest.raises(GuardsmithError, match=r"checkpoint-1 was saved by other work: .*config\.mode"):
+        sft.run(dataclasses.replace(cfg, mode="NR", output=str(tmp_path / "nr")))
+    assert not (tmp_path / "nr").exists()
+
+    redone = sft.run(dataclasses.replace(cfg, learning_rate=1e-2, overwrite=True))
+    summary = json.loads((out / "guardsmith_training.json").read_text())
+    assert redone.global_step == 1 and summary["resumed_from_step"] is None  # from scratch, not from step 1
+    assert summary["config"]["learning_rate"] == 1e-2 and _published(out) != published
+    assert storage.recorded_identity(str(out))["config"]["learning_rate"] == 1e-2
+    assert [s for s, _ in training.committed_checkpoints(ckpt)] == [1]
+    assert storage.recorded_identity(storage.join(ckpt, "checkpoint-1"))["config"]["learning_rate"] == 1e-2
+
+
+@pytest.mark.parametrize("damage", ["no_tokenizer", "truncated_weights", "config_not_json"])
+def test_damaged_model_folder_is_one_line(tmp_path, tiny_model, damage):
+    import shutil
+
+    from guardsmith.inference.transformers_backend import TransformersBackend
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    if damage == "no_tokenizer":
+        (base / "tokenizer.json").unlink()
+        match = "has no tokenizer"
+    elif damage == "truncated_weights":
+        weights = base / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        match = "model.safetensors is truncated"
+    else:
+        (base / "config.json").write_text('{"model_type": "llama",')
+        match = "config.json is not valid JSON"
+    _write(tmp_path / "train", [_row(i) for i in range(4)])
+    for load in (lambda: sft.run(_train_cfg(tmp_path, tiny_model, base_model=str(base), mode="NR", max_steps=1)),
+                 lambda: TransformersBackend(base, device="cpu")):
+        with pytest.raises(GuardsmithError, match=match) as err:
+            load()
+        assert str(base) in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_huge_prompt_is_refused_fast_or_truncated_and_counted(tmp_path):
+    """Issue 10: a single 50 MB prompt took SFT to 16 GB before step 1; now it is one line naming the row."""
+    import time
+
+    huge = "A" * (50 * 1024 * 1024)
+    _write(tmp_path / "train", [_row(0), _row(1), _row(2, prompt=huge), _row(3)])
+    start = time.monotonic()
+    with pytest.raises(DataError) as err:
+        sft.run(_cfg(tmp_path))  # default max_example_chars 100000, long_examples error
+    seconds = time.monotonic() - start
+    message = str(err.value)
+    assert f"file {tmp_path / 'train'}, column 'prompt', row 2" in message and "'r2'" in message
+    assert "max_example_chars 100000" in message and "'AAAA" in message and len(message) < 400
+    assert seconds < 10, seconds  # well under a second on a quiet machine; nothing reaches a tokenizer
+    assert not (tmp_path / "out").exists()
+
+    prep = sft.prepare(_cfg(tmp_path, long_examples="truncate", max_example_chars=20_000))
+    assert prep.data.counts["truncated_examples"] == 1 and len(prep.examples) == 4
+    assert max(len(m["content"]) for e in prep.examples for m in e["messages"]) < 25_000
+    with pytest.raises(DataError, match="row 2"):
+        ex.bound_texts({"prompt": huge}, 100, file="t", row=2, row_id="r2")
 
 
 def test_lora_merged(tmp_path, tiny_model):

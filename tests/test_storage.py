@@ -303,7 +303,8 @@ def test_folder_round_trip(base: str, tmp_path: Path, request: pytest.FixtureReq
     if uri.startswith("s3://"):
         bucket, key = storage.resolve(uri).bucket_key
         client = request.getfixturevalue("s3").client()
-        head = client.head_object(Bucket=bucket, Key=f"{key}/model.safetensors")
+        assert manifest["root"].startswith("versions/")  # an immutable version under the URI
+        head = client.head_object(Bucket=bucket, Key=f"{key}/{manifest['root']}/model.safetensors")
         assert "-" in head["ETag"], "the big file should have gone up in multipart chunks"
     dest = tmp_path / "dl" / "guard"
     assert storage.download_dir(uri, str(dest), transfer_config=small) == str(dest)
@@ -313,8 +314,9 @@ def test_folder_round_trip(base: str, tmp_path: Path, request: pytest.FixtureReq
 
     # overwrite with fewer files: stale ones go, the download replaces the local copy
     (src / "tokenizer" / "vocab.json").unlink()
-    storage.upload_dir(str(src), uri)
-    assert "tokenizer/vocab.json" not in _objects(uri)
+    second = storage.upload_dir(str(src), uri)
+    current = f"{second['root']}/" if "root" in second else ""
+    assert f"{current}config.json" in _objects(uri) and f"{current}tokenizer/vocab.json" not in _objects(uri)
     storage.download_dir(uri, str(dest))
     assert "tokenizer/vocab.json" not in _read_tree(dest)
     assert list(dest.parent.iterdir()) == [dest]  # no staging leftovers
@@ -418,3 +420,339 @@ def test_missing_bucket_and_bad_credentials(s3, monkeypatch: pytest.MonkeyPatch,
         with pytest.raises(GuardsmithError, match="refused access") as e:
             call()
         assert "wrong-secret-value" not in str(e.value)
+
+
+# --------------------------------------------------------------------------- one writer per URI
+
+def _race(*jobs):
+    """Run the jobs in threads started together; returns (results, errors) in job order."""
+    import threading
+
+    results: list = [None] * len(jobs)
+    errors: list = [None] * len(jobs)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = jobs[i]()
+        except BaseException as e:  # noqa: BLE001 - collected for the assertions
+            errors[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results, errors
+
+
+def _one_winner(errors: list) -> int:
+    """Index of the single job that succeeded; the others failed with the clear one-line error."""
+    winners = [i for i, e in enumerate(errors) if e is None]
+    assert len(winners) == 1, f"expected exactly one writer to commit, got errors {errors}"
+    for i, e in enumerate(errors):
+        if i != winners[0]:
+            assert isinstance(e, storage.ConcurrentWriteError), repr(e)
+            assert "was committed by another writer at the same time" in str(e) and "\n" not in str(e)
+    return winners[0]
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["fresh", "over-previous"])
+def test_two_concurrent_table_writers_one_commits(base: str, previous: bool) -> None:
+    import threading
+
+    uri = storage.join(base, "t")
+    if previous:
+        storage.write_table(uri, interactions(300, tag="v0"), "interactions", rows_per_part=100)
+    opened = threading.Barrier(2)
+    data = {"a": interactions(2500, tag="a"), "b": interactions(1700, tag="b")}
+
+    def writer(tag: str):
+        def job():
+            w = storage.TableWriter(uri, "interactions", rows_per_part=500)
+            with w:
+                opened.wait(10)  # both have opened (seen the same committed state) before either commits
+                for batch in data[tag].to_batches(max_chunksize=400):
+                    w.write(batch)
+            return w.manifest
+        return job
+
+    results, errors = _race(writer("a"), writer("b"))
+    win = _one_winner(errors)
+    tag = "ab"[win]
+    assert storage.read_table(uri, "interactions").equals(data[tag])
+    assert storage.list_dir(uri) == sorted(["_SUCCESS", *(p["name"] for p in results[win]["parts"])])
+    assert _siblings(uri) == []
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["fresh", "over-previous"])
+def test_two_concurrent_uploads_one_commits(base: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            previous: bool) -> None:
+    import threading
+
+    uri = storage.join(base, "models", "guard")
+    small, large = tmp_path / "small", tmp_path / "large"
+    for root, n in ((small, 2), (large, 58)):
+        for i in range(n):
+            (root / f"f{i:02d}.bin").parent.mkdir(parents=True, exist_ok=True)
+            (root / f"f{i:02d}.bin").write_bytes(f"{root.name}-{i}".encode() * 100)
+    if previous:
+        storage.upload_dir(str(small), uri)
+    scanned = threading.Barrier(2)
+    real_scan = storage._scan_folder
+
+    def scan(root: str):  # both uploads have read the committed state before either commits
+        out = real_scan(root)
+        if root in (str(small), str(large)):
+            scanned.wait(10)
+        return out
+
+    monkeypatch.setattr(storage, "_scan_folder", scan)
+    results, errors = _race(lambda: storage.upload_dir(str(small), uri), lambda: storage.upload_dir(str(large), uri))
+    win = _one_winner(errors)
+    dest = tmp_path / "dl"
+    storage.download_dir(uri, str(dest))
+    got = _read_tree(dest)
+    got.pop("_SUCCESS")
+    assert got == _read_tree((small, large)[win])
+    if uri.startswith("s3://"):  # the loser's version is gone: only the winner's (and the replaced one)
+        versions = {o.split("/")[1] for o in _objects(uri) if o.startswith("versions/")}
+        assert results[win]["root"].split("/")[1] in versions and len(versions) == (2 if previous else 1)
+    assert _siblings(uri) == []
+
+
+@pytest.mark.parametrize("where", ["transfer", "commit"])
+def test_interrupted_republish_keeps_previous_version(base: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      where: str) -> None:
+    uri = storage.join(base, "models", "guard")
+    v1 = tmp_path / "v1"
+    files1 = _make_model(v1, 1000)
+    first = storage.upload_dir(str(v1), uri)
+    v2 = tmp_path / "v2"
+    _make_model(v2, 2000)
+
+    class Crash(Exception):
+        pass
+
+    def crash(*a, **k):
+        raise Crash("killed mid-upload")
+
+    with monkeypatch.context() as m:
+        if where == "commit":  # every file is up, the commit never happens
+            m.setattr(storage, "_put_manifest_s3" if uri.startswith("s3://") else "_swap_into_place", crash)
+        elif uri.startswith("s3://"):  # the transfer of a file fails
+            from boto3.s3.transfer import TransferManager
+            m.setattr(TransferManager, "upload", crash)
+        else:
+            m.setattr(storage.shutil, "copy2", crash)
+        with pytest.raises(Crash):
+            storage.upload_dir(str(v2), uri)
+    assert storage.is_committed(uri) and storage.content_id(uri) == storage.manifest_id(first)
+    dest = tmp_path / "dl"
+    storage.download_dir(uri, str(dest))
+    got = _read_tree(dest)
+    got.pop("_SUCCESS")
+    assert got == files1
+    if uri.startswith("s3://"):  # the failed attempt removed its version
+        assert {o.split("/")[1] for o in _objects(uri) if o.startswith("versions/")} == {first["root"].split("/")[1]}
+    assert _siblings(uri) == []
+
+
+@pytest.mark.s3
+def test_sigkill_mid_republish_keeps_previous_version(s3_prefix: str, tmp_path: Path) -> None:
+    uri = storage.join(s3_prefix, "guard")
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    files1 = _make_model(v1, 1000)
+    first = storage.upload_dir(str(v1), uri)
+    _make_model(v2, 3000)
+    script = ("import sys, time\nfrom guardsmith import storage\n"
+              "def stall(*a, **k):\n    print('UPLOADED', flush=True)\n    time.sleep(60)\n"
+              "storage._put_manifest_s3 = stall\nstorage.upload_dir(sys.argv[1], sys.argv[2])\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(v2), uri], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "UPLOADED", proc.stderr.read() if proc.stderr else ""
+    assert len({o.split("/")[1] for o in _objects(uri) if o.startswith("versions/")}) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    storage.download_dir(uri, str(tmp_path / "dl"))
+    got = _read_tree(tmp_path / "dl")
+    got.pop("_SUCCESS")
+    assert got == files1
+    # the next publish succeeds and removes the killed attempt's version
+    third = storage.upload_dir(str(v2), uri)
+    versions = {o.split("/")[1] for o in _objects(uri) if o.startswith("versions/")}
+    # the new one and the one it replaced; the killed attempt's is gone
+    assert versions == {third["root"].split("/")[1], first["root"].split("/")[1]}
+
+
+@pytest.mark.s3
+def test_flat_folder_from_before_versions_still_reads(s3_prefix: str, tmp_path: Path) -> None:
+    uri = storage.join(s3_prefix, "old-model")
+    files = {"config.json": b'{"hidden": 8}', "model.safetensors": b"w" * 100}
+    for rel, data in files.items():
+        storage.write_bytes_atomic(storage.join(uri, rel), data)
+    storage.write_json_atomic(storage.join(uri, "_SUCCESS"), {
+        "format": "guardsmith-folder", "version": 1, "created": "2026-01-01T00:00:00+00:00", "total_bytes": 113,
+        "files": [{"path": k, "size": len(v)} for k, v in files.items()]})
+    storage.download_dir(uri, str(tmp_path / "dl"))
+    got = _read_tree(tmp_path / "dl")
+    got.pop("_SUCCESS")
+    assert got == files
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "config.json").write_bytes(b'{"hidden": 16}')
+    m = storage.upload_dir(str(tmp_path / "new"), uri)  # republished as a version; the flat files go
+    assert _objects(uri) == sorted(["_SUCCESS", f"{m['root']}/config.json"])
+
+
+# --------------------------------------------------------------------------- model cache
+
+@pytest.mark.s3
+def test_model_cache_keys_on_content(s3_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from guardsmith import model_store
+
+    monkeypatch.setenv("GUARDSMITH_CACHE", str(tmp_path / "cache"))
+    downloads = []
+    real = storage.download_dir
+    monkeypatch.setattr(storage, "download_dir", lambda *a, **k: downloads.append(a[0]) or real(*a, **k))
+    uri = storage.join(s3_prefix, "guard")
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "config.json").write_text('{"v": 1}')
+    model_store.publish_model(src, uri)
+    p1 = model_store.local_model(uri)
+    assert (p1 / "config.json").read_text() == '{"v": 1}' and len(downloads) == 1
+    assert model_store.local_model(uri) == p1 and len(downloads) == 1  # cached
+    model_store.publish_model(src, uri)  # republished unchanged: still cached
+    assert model_store.local_model(uri) == p1 and len(downloads) == 1
+    (src / "config.json").write_text('{"v": 2}')
+    model_store.publish_model(src, uri)  # republished with new content: downloaded again
+    p2 = model_store.local_model(uri)
+    assert p2 != p1 and (p2 / "config.json").read_text() == '{"v": 2}' and len(downloads) == 2
+    assert sorted(p.name for p in (tmp_path / "cache" / "models").iterdir()) == sorted([p1.name, p2.name])
+
+
+# --------------------------------------------------------------------------- identity
+
+def test_identity_round_trip_through_manifest(base: str, tmp_path: Path) -> None:
+    from guardsmith.identity import WorkIdentity, decide
+
+    ident = WorkIdentity(stage="distill", config={"seed": 1, "teacher": "offline"}, inputs={"data": "abc"})
+    uri = storage.join(base, "t")
+    assert storage.recorded_identity(uri) is None and decide(uri, ident) == "run"
+    storage.write_table(uri, interactions(5), "interactions", identity=ident)
+    assert storage.recorded_identity(uri) == ident.to_json()
+    assert WorkIdentity.from_json(storage.recorded_identity(uri)).digest == ident.digest
+    assert decide(uri, ident) == "skip"
+    other = WorkIdentity(stage="distill", config={"seed": 2, "teacher": "offline"}, inputs={"data": "abd"})
+    with pytest.raises(GuardsmithError, match=r"made by other work: config.seed, input data; .*--overwrite"):
+        decide(uri, other)
+    assert decide(uri, other, overwrite=True) == "run"
+    with storage.TableWriter(uri, "interactions", identity=other) as w:
+        w.write(interactions(3))
+    assert storage.recorded_identity(uri) == other.to_json()
+    storage.write_table(uri, interactions(3))
+    assert storage.recorded_identity(uri) is None  # written without identity: records none
+
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "config.json").write_text("{}")
+    folder = storage.join(base, "model")
+    storage.upload_dir(str(src), folder, identity=ident)
+    assert storage.recorded_identity(folder) == ident.to_json()
+    storage.download_dir(folder, str(tmp_path / "dl"))
+    assert storage.recorded_identity(str(tmp_path / "dl")) == ident.to_json()
+    assert storage.recorded_identity(storage.join(folder, "nothing-here")) is None
+
+
+def test_content_id_follows_data_not_commits(base: str, tmp_path: Path) -> None:
+    import hashlib
+
+    a, b = storage.join(base, "a"), storage.join(base, "b")
+    storage.write_table(a, interactions(1000), "interactions", rows_per_part=300)
+    first = storage.content_id(a)
+    storage.write_table(a, interactions(1000), "interactions", rows_per_part=300)  # re-committed identically
+    assert storage.content_id(a) == first
+    storage.write_table(b, interactions(1000), "interactions", rows_per_part=300)  # same data elsewhere
+    assert storage.content_id(b) == first
+    storage.write_table(a, interactions(1000, tag="x"), "interactions", rows_per_part=300)
+    assert storage.content_id(a) != first
+
+    f = storage.join(base, "user.json")
+    storage.write_bytes_atomic(f, b'{"x": 1}')
+    assert storage.content_id(f) == hashlib.sha256(b'{"x": 1}').hexdigest()
+
+    src = tmp_path / "m"
+    files = _make_model(src, 5000)
+    assert storage.content_id(str(src)) == storage.content_id(str(src))  # a plain local folder
+    folder = storage.join(base, "model")
+    storage.upload_dir(str(src), folder)
+    before = storage.content_id(folder)
+    storage.upload_dir(str(src), folder)
+    assert storage.content_id(folder) == before
+    storage.download_dir(folder, str(tmp_path / "dl"))
+    assert storage.content_id(str(tmp_path / "dl")) == before
+    (src / "model.safetensors").write_bytes(bytes(reversed(files["model.safetensors"])))  # same size
+    storage.upload_dir(str(src), folder)
+    assert storage.content_id(folder) != before
+    with pytest.raises(GuardsmithError, match="does not exist"):
+        storage.content_id(storage.join(base, "missing"))
+
+
+def test_is_location(tmp_path: Path) -> None:
+    (tmp_path / "here").mkdir()
+    for text in ("s3://b/k", "file:///x", "/abs/path", "./rel", "~/x", str(tmp_path / "here")):
+        assert storage.is_location(text), text
+    for text in ("openai:http://h/v1#m", "hf", "offline", "Qwen/Qwen2.5-0.5B-Instruct", "http://host/x", ""):
+        assert not storage.is_location(text), text
+
+
+# --------------------------------------------------------------------------- not an S3 server
+
+def test_http_server_that_is_not_s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    (tmp_path / "www").mkdir()
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # noqa: ANN002
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path / "www"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        apply_s3_env(monkeypatch, {"GUARDSMITH_S3_ENDPOINT": f"http://admin:hunter2pw@127.0.0.1:{port}",
+                                   "AWS_REGION": "us-east-1", "GUARDSMITH_S3_MAX_ATTEMPTS": "1"})
+        (tmp_path / "m").mkdir()
+        (tmp_path / "m" / "w.bin").write_bytes(b"x")
+        calls = [
+            lambda: storage.read_table("s3://bucket/t"),
+            lambda: storage.write_table("s3://bucket/t", interactions(3)),
+            lambda: storage.upload_dir(str(tmp_path / "m"), "s3://bucket/m"),
+            lambda: storage.download_dir("s3://bucket/m", str(tmp_path / "dl")),
+        ]
+        for call in calls:
+            with pytest.raises(GuardsmithError) as e:
+                call()
+            msg = str(e.value)
+            assert f"S3 endpoint http://127.0.0.1:{port} answers HTTP but is not an S3 server" in msg, msg
+            assert "does not exist" not in msg and "hunter2pw" not in msg and "\n" not in msg
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_folder_file_follows_the_current_version(base: str, tmp_path: Path) -> None:
+    """Files inside a published model folder are read through the manifest, whatever its layout."""
+    uri = storage.join(base, "model-ff")
+    for n in (1, 2):
+        local = tmp_path / f"v{n}"
+        local.mkdir()
+        (local / "config.json").write_text("{}")
+        (local / "guardsmith_training.json").write_text(json.dumps({"n": n}))
+        storage.upload_dir(str(local), uri)
+        assert storage.read_json(storage.folder_file(uri, "guardsmith_training.json")) == {"n": n}
+    assert storage.folder_file(str(tmp_path / "plain"), "x.json") == storage.join(str(tmp_path / "plain"), "x.json")

@@ -29,7 +29,7 @@ def test_interactions_schema_is_method_a1() -> None:
 
 def test_every_schema_documented_and_named() -> None:
     assert set(tables.SCHEMAS) == {"interactions", "traces", "judged_traces", "sft_examples",
-                                   "generations", "mined", "pairs", "judged_outputs", "boundary_metrics", "predictions", "metrics"}
+                                   "generations", "mined", "pairs", "judged_outputs", "boundary_metrics", "predictions", "metrics", "failed"}
     for name, s in tables.SCHEMAS.items():
         assert s.metadata[b"description"]
         assert all(f.metadata and f.metadata[b"help"] for f in s), name

@@ -67,19 +67,69 @@ def _fake_checkpoint(folder: Path, step: int) -> Path:
     return folder
 
 
+def _identity(cfg: SftConfig):
+    from guardsmith.identity import WorkIdentity
+
+    return WorkIdentity(stage="sft", config={"mode": cfg.mode, "learning_rate": cfg.learning_rate}, inputs={"train": "t1"})
+
+
 def test_checkpoints_latest_prune_and_restore(tmp_path):
     remote = str(tmp_path / "ckpt")
+    cfg = _cfg(checkpoint_uri=remote)
+    mine = _identity(cfg)
     assert training.latest_checkpoint(remote) is None
     for step in (2, 10, 4):
-        storage.upload_dir(str(_fake_checkpoint(tmp_path / f"l{step}", step)), storage.join(remote, f"checkpoint-{step}"))
+        storage.upload_dir(str(_fake_checkpoint(tmp_path / f"l{step}", step)), storage.join(remote, f"checkpoint-{step}"),
+                           identity=mine)
     (tmp_path / "ckpt" / "checkpoint-99").mkdir()  # an upload that never committed: ignored
     assert [s for s, _ in training.committed_checkpoints(remote)] == [2, 4, 10]
     assert training.latest_checkpoint(remote)[0] == 10
     training._prune(remote, keep=2)
     assert [s for s, _ in training.committed_checkpoints(remote)] == [4, 10]
-    local, step = training.restore_checkpoint(_cfg(checkpoint_uri=remote), tmp_path / "work")
+    local, step = training.restore_checkpoint(cfg, tmp_path / "work", mine)
     assert step == 10 and (Path(local) / "trainer_state.json").exists()
-    assert training.restore_checkpoint(_cfg(checkpoint_uri=remote, resume=False), tmp_path / "w2") == (None, 0)
+    assert training.restore_checkpoint(_cfg(checkpoint_uri=remote, resume=False), tmp_path / "w2", mine) == (None, 0)
+
+
+def test_checkpoints_of_other_work_are_never_resumed(tmp_path):
+    """Issue 10: an R-mode checkpoint must not be resumed by an NR run with other data and learning rate."""
+    remote = str(tmp_path / "ckpt")
+    r_cfg = _cfg(checkpoint_uri=remote, mode="R")
+    storage.upload_dir(str(_fake_checkpoint(tmp_path / "l3", 3)), storage.join(remote, "checkpoint-3"),
+                       identity=_identity(r_cfg))
+    nr_cfg = _cfg(checkpoint_uri=remote, mode="NR", learning_rate=1e-4)
+    with pytest.raises(GuardsmithError) as err:
+        training.restore_checkpoint(nr_cfg, tmp_path / "work", _identity(nr_cfg))
+    message = str(err.value)
+    assert "checkpoint-3" in message and "config.mode" in message and "config.learning_rate" in message
+    assert "--overwrite" in message and "\n" not in message
+    assert not (tmp_path / "work").exists()  # nothing downloaded
+    # with overwrite: other work's checkpoints are left out (and removed by the main process)
+    nr_over = _cfg(checkpoint_uri=remote, mode="NR", learning_rate=1e-4, overwrite=True)
+    assert training.restore_checkpoint(nr_over, tmp_path / "work", _identity(nr_over)) == (None, 0)
+    assert training.own_checkpoints(nr_over, _identity(nr_over), remove_others=True) == []
+    assert training.committed_checkpoints(remote) == []
+    # a checkpoint recording no identity (an older guardsmith) is refused too
+    storage.upload_dir(str(_fake_checkpoint(tmp_path / "l5", 5)), storage.join(remote, "checkpoint-5"))
+    with pytest.raises(GuardsmithError, match="records no work identity"):
+        training.restore_checkpoint(r_cfg, tmp_path / "work", _identity(r_cfg))
+
+
+def test_training_identity_leaves_out_how_to_run_fields(tmp_path):
+    from dataclasses import replace
+
+    (tmp_path / "base.bin").write_bytes(b"weights")
+
+    def ident(**kw):
+        return training.training_identity("sft", replace(_cfg(**kw), base_model=str(tmp_path / "base.bin")),
+                                          {"train": None})
+
+    ida = ident(checkpoint_uri="s3://b/c1", gpus=2, per_device_batch_size=2, save_steps=5, overwrite=True, work_dir="/x")
+    idb = ident(checkpoint_uri="s3://b/c2", gpus=8, per_device_batch_size=4)
+    assert ida.digest == idb.digest
+    c = ident(learning_rate=3e-4)
+    assert c.differences(idb) == ["config.learning_rate"]
+    assert "train" not in ida.config and "output" not in ida.config and "base_model" in ida.inputs
 
 
 @pytest.mark.parametrize("distributed", ["ddp", "fsdp"])

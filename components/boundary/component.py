@@ -72,6 +72,9 @@ def boundary(
     logging_steps: int = 10,
     seed: int = 0,
     work_dir: Optional[str] = None,
+    max_example_chars: int = 100000,
+    long_examples: str = "error",
+    overwrite: bool = False,
 ) -> NamedTuple("Outputs", [("output", str), ("rewards_log", str), ("examples", int), ("global_step", int)]):
     """Boundary Guidance: GRPO fine-tuning of a generator with one reward variant (boundary, guard_only, rm_only, filter_avoid, prompt_aware)."""
     params = dict(locals())

@@ -22,6 +22,9 @@ def filter_traces(
     max_retries: int = 6,
     retry_after_max_s: float = 300.0,
     shard_size: int = 256,
+    max_failed_fraction: float = 0.05,
+    max_input_chars: int = 50000,
+    input_policy: str = "error",
     rules: List[str] = ["unparsed", "wrong_answer", "leakage", "overthinking", "repetition", "overlength", "no_reasoning"],
     overthinking_max: int = 2,
     repetition_n: int = 4,
@@ -38,6 +41,7 @@ def filter_traces(
     judge_retry_after_max_s: Optional[float] = None,
     teacher: Optional[str] = None,
     rounds: int = 2,
+    min_yield: float = 0.05,
     keep_rounds: bool = False,
     overwrite: bool = False,
 ) -> NamedTuple("Outputs", [("accepted", str), ("rejected", str), ("report_md", str), ("accepted_rows", int), ("rejected_rows", int)]):

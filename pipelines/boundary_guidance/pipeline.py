@@ -129,7 +129,8 @@ def add_boundary_guidance(p: Any, safety: Any, after: Sequence[Any] = ()) -> Bou
             batch_size=p.boundary_batch_size, per_device_batch_size=p.boundary_per_device_batch_size,
             max_length=p.boundary_max_length, finetune=p.boundary_finetune, precision=p.boundary_precision,
             distributed=p.boundary_distributed, gpus=p.boundary_gpus, checkpoint_uri=variant.checkpoint,
-            save_steps=p.boundary_save_steps, logging_steps=p.boundary_logging_steps, seed=p.boundary_seed),
+            save_steps=p.boundary_save_steps, logging_steps=p.boundary_logging_steps, seed=p.boundary_seed,
+            overwrite=p.boundary_overwrite),
             "boundary", gpus=p.boundary_gpus, pool=pool, display_name="train generator")
 
     evaluated = configure(boundary_eval(
@@ -197,6 +198,7 @@ def boundary_guidance(
     boundary_logging_steps: int = 10,
     boundary_seed: int = 0,
     boundary_gpus: int = 1,
+    boundary_overwrite: bool = False,
     prompt_sets: List[Dict] = PROMPT_SETS,
     boundary_eval_refusal: str = DEFAULT_REFUSAL,
     boundary_eval_unfiltered_variants: bool = False,

@@ -85,7 +85,9 @@ def add_guard_training(p: Any, after: Sequence[Any] = ()) -> GuardTraining:
             temperature=p.distill_temperature, top_p=p.distill_top_p, max_tokens=p.distill_max_tokens, seed=p.distill_seed,
             concurrency=p.distill_concurrency, api_key_env=TEACHER_KEY_ENV, timeout_s=p.distill_timeout_s,
             max_retries=p.distill_max_retries, retry_after_max_s=p.distill_retry_after_max_s,
-            shard_size=p.distill_shard_size), "distill", display_name="distill part")
+            shard_size=p.distill_shard_size, max_failed_fraction=p.distill_max_failed_fraction,
+            max_input_chars=p.distill_max_input_chars, input_policy=p.distill_input_policy),
+        "distill", display_name="distill part")
     merged = configure(distill_merge(parts=dsl.Collected(traces.outputs["output"]),
                                      output=f"{p.work_root}/distill/traces"), "distill_merge", display_name="merge traces")
 
@@ -97,7 +99,9 @@ def add_guard_training(p: Any, after: Sequence[Any] = ()) -> GuardTraining:
         max_tokens=p.distill_max_tokens, seed=p.distill_seed, concurrency=p.distill_concurrency,
         api_key_env=TEACHER_KEY_ENV, judge_api_key_env=JUDGE_KEY_ENV, timeout_s=p.distill_timeout_s,
         max_retries=p.distill_max_retries, retry_after_max_s=p.distill_retry_after_max_s,
-        shard_size=p.distill_shard_size), "filter", display_name="filter")
+        shard_size=p.distill_shard_size, max_failed_fraction=p.distill_max_failed_fraction,
+        max_input_chars=p.distill_max_input_chars, input_policy=p.distill_input_policy,
+        min_yield=p.filter_min_yield), "filter", display_name="filter")
 
     tuned = configure(sft(
         base_model=p.sft_base_model, output=f"{p.work_root}/sft/model", train=kept.outputs["accepted"], mode=p.sft_mode,
@@ -106,7 +110,8 @@ def add_guard_training(p: Any, after: Sequence[Any] = ()) -> GuardTraining:
         warmup_ratio=p.sft_warmup_ratio, epochs=p.sft_epochs, max_steps=p.sft_max_steps, batch_size=p.sft_batch_size,
         per_device_batch_size=p.sft_per_device_batch_size, max_length=p.sft_max_length, packing=p.sft_packing,
         finetune=p.sft_finetune, precision=p.sft_precision, distributed=p.sft_distributed, gpus=p.sft_gpus,
-        checkpoint_uri=f"{p.work_root}/sft/checkpoints", save_steps=p.sft_save_steps, seed=p.sft_seed),
+        checkpoint_uri=f"{p.work_root}/sft/checkpoints", save_steps=p.sft_save_steps, seed=p.sft_seed,
+        max_example_chars=p.sft_max_example_chars, long_examples=p.sft_long_examples, overwrite=p.sft_overwrite),
         "sft", gpus=p.sft_gpus, pool=pool, display_name="sft")
 
     mined = configure(mine(
@@ -122,7 +127,8 @@ def add_guard_training(p: Any, after: Sequence[Any] = ()) -> GuardTraining:
         epochs=p.continual_epochs, max_steps=p.continual_max_steps, batch_size=p.continual_batch_size,
         per_device_batch_size=p.continual_per_device_batch_size, max_length=p.continual_max_length,
         dpo_beta=p.continual_dpo_beta, precision=p.sft_precision, distributed=p.sft_distributed, gpus=p.continual_gpus,
-        checkpoint_uri=f"{p.work_root}/continual/checkpoints", save_steps=p.sft_save_steps, seed=p.continual_seed),
+        checkpoint_uri=f"{p.work_root}/continual/checkpoints", save_steps=p.sft_save_steps, seed=p.continual_seed,
+        max_example_chars=p.sft_max_example_chars, long_examples=p.sft_long_examples, overwrite=p.sft_overwrite),
         "continual", gpus=p.continual_gpus, pool=pool, display_name="continual training")
 
     scored, built = add_evaluation(
@@ -160,6 +166,9 @@ def guard_training(
     distill_timeout_s: float = 600.0,
     distill_max_retries: int = 6,
     distill_retry_after_max_s: float = 300.0,
+    distill_max_failed_fraction: float = 0.05,
+    distill_max_input_chars: int = 50000,
+    distill_input_policy: str = "error",
     filter_rules: List[str] = ["unparsed", "wrong_answer", "leakage", "overthinking", "repetition",
                                "overlength", "no_reasoning"],
     filter_max_words: int = 400,
@@ -167,6 +176,7 @@ def guard_training(
     filter_judge: str = "",
     filter_judge_min_score: float = 4.0,
     filter_rounds: int = 2,
+    filter_min_yield: float = 0.05,
     sft_mode: str = "R",
     sft_prompt_style: str = "full",
     sft_topic_following: str = "",
@@ -185,6 +195,9 @@ def guard_training(
     sft_save_steps: int = 200,
     sft_seed: int = 0,
     sft_gpus: int = 8,
+    sft_max_example_chars: int = 100000,
+    sft_long_examples: str = "error",
+    sft_overwrite: bool = False,
     mine_mode: str = "R",
     mine_dual: bool = False,
     mine_samples_per_row: int = 4,

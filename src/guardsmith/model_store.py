@@ -2,12 +2,15 @@
 
 Training and inference need a local folder; models live in object storage between stages.
 S3 models are downloaded once into a cache (`GUARDSMITH_CACHE`, default ~/.cache/guardsmith)
-keyed by URI; a local path or `file://` URI is used in place.
+keyed by the content of the committed manifest (`storage.content_id`: the files' paths, sizes and
+sha256), not by the URI: a model republished at the same URI is downloaded again, an unchanged one
+is not. A local path or `file://` URI is used in place.
 """
 from __future__ import annotations
 
-import hashlib
 import os
+import shutil
+import uuid
 from pathlib import Path
 
 from guardsmith.errors import GuardsmithError
@@ -36,16 +39,32 @@ def local_model(uri: str | Path, refresh: bool = False) -> Path:
         if not (path / "config.json").exists():
             raise GuardsmithError(f"{uri} is not a model folder (no config.json)")
         return path
-    digest = hashlib.sha256(str(uri).encode()).hexdigest()[:16]
-    target = cache_root() / "models" / digest
+    models = cache_root() / "models"
+    target = models / storage.content_id(str(uri))[:32]  # one small read: the manifest
     if refresh or not (target / "config.json").exists():
-        storage.download_dir(str(uri), target)
+        # download beside the cache, then file it under the content it really has (the model may
+        # be republished between the two reads)
+        models.mkdir(parents=True, exist_ok=True)
+        staging = models / f".download-{uuid.uuid4().hex[:12]}"
+        try:
+            storage.download_dir(str(uri), str(staging))
+            target = models / storage.content_id(str(staging))[:32]
+            if refresh and target.exists():
+                shutil.rmtree(target, ignore_errors=True)
+            try:
+                os.rename(staging, target)
+            except OSError:
+                if not (target / "config.json").exists():  # another process filed it meanwhile
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
-def publish_model(local_dir: str | Path, uri: str | Path) -> str:
-    """Copy a finished model folder to ``uri`` atomically (upload to S3 or copy locally)."""
+def publish_model(local_dir: str | Path, uri: str | Path, identity: object = None) -> str:
+    """Copy a finished model folder to ``uri`` as a new version, atomically (upload to S3 or copy
+    locally), recording ``identity`` (a WorkIdentity) in its manifest."""
     from guardsmith import storage
 
-    storage.upload_dir(Path(local_dir), str(uri))
+    storage.upload_dir(str(local_dir), str(uri), identity=identity)
     return str(uri)

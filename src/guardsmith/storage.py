@@ -7,30 +7,48 @@ URIs
     from the standard ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
     ``AWS_REGION`` / ``AWS_DEFAULT_REGION``. Addressing is path-style. Connections fail fast:
     ``GUARDSMITH_S3_CONNECT_TIMEOUT`` seconds (default 3) and ``GUARDSMITH_S3_MAX_ATTEMPTS``
-    attempts (default 3). Secrets are never logged nor put in error messages.
+    attempts (default 3). Secrets are never logged nor put in error messages: ``user:pass@`` in an
+    endpoint URL is removed from it (and used as the keys only when ``AWS_ACCESS_KEY_ID`` is unset).
+    An endpoint that answers HTTP but is not an S3 server is reported as such.
 
 Tables
     A table is a directory of Parquet part files plus a commit manifest ``_SUCCESS`` (JSON: the
-    part names and row counts, schema name, total rows, creation time). Readers read only the
-    listed parts and refuse a directory without a manifest, so a crashed writer never exposes a
-    partial table. Locally, a writer stages parts in a sibling ``<name>.tmp-<id>`` directory and
-    renames it into place; when overwriting a committed table it moves the new parts in and
-    atomically replaces the manifest. On S3 parts get unique names under the target prefix and the
-    manifest is PUT last (a single PUT is atomic). Unlisted parts left by a crashed writer are
-    ignored, and deleted by the next successful write to the same URI. One writer per URI at a
-    time. A single ``.parquet`` file (a user's input) is also readable.
+    part names, row counts, byte sizes and sha256, schema name, total rows, creation time, the
+    attempt id and, when given, the work identity). Readers read only the listed parts and refuse
+    a directory without a manifest, so a crashed writer never exposes a partial table. A single
+    ``.parquet`` file (a user's input) is also readable.
+
+One writer per URI (see docs/storage.md)
+    Each write is an attempt with its own id: on S3 its parts are named ``part-<attempt>-NNNNN``
+    under the target; locally they are staged in a sibling ``<name>.tmp-<attempt>`` directory.
+    The commit is conditional on the manifest the writer saw when it opened: on S3 one
+    ``PUT _SUCCESS`` with ``If-None-Match: *`` (nothing was committed) or ``If-Match: <ETag>`` (a
+    replace); locally a rename under an exclusive ``flock`` of the parent directory after checking
+    the manifest is unchanged. Of two writers racing for one URI exactly one commits; the other
+    gets :class:`ConcurrentWriteError` and removes what it wrote. After a commit the writer deletes
+    the parts of the table it replaced and unlisted parts that were there when it opened (crashed
+    or losing writers), never parts that appeared later. Every manifest carries a unique attempt
+    id, so an identical re-commit still changes it.
 
 Folders
     Model and checkpoint folders move with :func:`upload_dir` / :func:`download_dir` (boto3's
-    transfer manager: multipart, concurrent) and carry a ``_SUCCESS`` manifest listing files and
-    sizes, written last. On S3 an overwrite first removes the old manifest, so a crash mid-upload
-    leaves an uncommitted folder that :func:`download_dir` refuses, never a mix of versions.
-    Locally the copy is staged in a sibling directory and renamed into place.
+    transfer manager: multipart, concurrent). On S3 each upload is an immutable version
+    ``<uri>/versions/<attempt>/``; ``<uri>/_SUCCESS`` (files, sizes, sha256, ``root``) points at the
+    current one and is switched by the same conditional PUT, so a republish never removes the
+    previous model before the new one is complete. The replaced version is kept for readers still
+    downloading it; older ones are removed. A folder committed before versions (files beside
+    ``_SUCCESS``, no ``root``) still reads. Locally the copy is staged and renamed into place.
+
+Identity
+    :func:`content_id` (what is at a URI, as a digest of its manifest's content, or of a file's
+    bytes), :func:`recorded_identity` (the work identity stored in a manifest) and
+    :func:`is_location` serve :mod:`guardsmith.identity`.
 """
 from __future__ import annotations
 
 import errno
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -50,13 +68,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from guardsmith import tables
-from guardsmith.errors import DataError, GuardsmithError
+from guardsmith.errors import DataError, GuardsmithError, redact
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "_SUCCESS"
 TABLE_FORMAT = "guardsmith-table"
 FOLDER_FORMAT = "guardsmith-folder"
+VERSIONS = "versions"
 DEFAULT_BATCH_SIZE = 8_192
 DEFAULT_ROWS_PER_PART = 250_000
 DEFAULT_ROW_GROUP_ROWS = 65_536
@@ -93,8 +112,14 @@ class S3Config:
                 endpoint = "https://" + endpoint
             parsed = urlparse(endpoint)
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
-                raise GuardsmithError(f"bad S3 endpoint {endpoint!r}: expected http(s)://host[:port]")
-            endpoint = f"{parsed.scheme}://{parsed.netloc}"
+                raise GuardsmithError(f"bad S3 endpoint {redact(endpoint)!r}: expected http(s)://host[:port]")
+            # credentials inside the URL never reach a message: keep host:port, use them as keys
+            # only when AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are unset
+            userinfo, _, hostport = parsed.netloc.rpartition("@")
+            if userinfo and not get("AWS_ACCESS_KEY_ID"):
+                user, _, password = userinfo.partition(":")
+                env = {**env, "AWS_ACCESS_KEY_ID": unquote(user), "AWS_SECRET_ACCESS_KEY": unquote(password)}
+            endpoint = f"{parsed.scheme}://{hostport}"
         try:
             timeout = float(get("GUARDSMITH_S3_CONNECT_TIMEOUT") or 3.0)
             attempts = int(get("GUARDSMITH_S3_MAX_ATTEMPTS") or 3)
@@ -113,7 +138,7 @@ class S3Config:
     @property
     def label(self) -> str:
         """The endpoint as shown in messages."""
-        return self.endpoint or "AWS S3 (default endpoint)"
+        return redact(self.endpoint) if self.endpoint else "AWS S3 (default endpoint)"
 
 
 @functools.lru_cache(maxsize=32)
@@ -241,20 +266,67 @@ def _one_line(err: BaseException | str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _not_s3_server(cfg: S3Config) -> str | None:
+    """When the endpoint answers HTTP but is not an S3 server, a description of what answered.
+
+    An S3 server answers an unsigned ``GET /`` with an ``x-amz-*`` header or an XML ``<Error>``
+    (AccessDenied) or bucket listing; a web server, a proxy's landing page or another API does not.
+    Only asked on error paths (a "missing bucket" or an unknown error)."""
+    if not cfg.endpoint:
+        return None
+    import urllib.error
+    import urllib.request
+
+    try:
+        try:
+            resp = urllib.request.urlopen(cfg.endpoint + "/", timeout=cfg.connect_timeout)  # noqa: S310
+        except urllib.error.HTTPError as e:
+            resp = e
+        with resp:
+            headers = {k.lower(): v for k, v in resp.headers.items()}
+            body = resp.read(4096)
+            status = resp.status if hasattr(resp, "status") else resp.code
+    except (OSError, ValueError):
+        return None  # unreachable: reported as such by the caller
+    if any(k.startswith("x-amz-") for k in headers) or b"<Error>" in body or b"ListAllMyBucketsResult" in body:
+        return None
+    kind = headers.get("content-type", "unknown content").split(";")[0]
+    server = f", server {headers['server']!r}" if headers.get("server") else ""
+    return f"HTTP {status} ({kind}{server})"
+
+
+def _not_s3_error(cfg: S3Config, loc: Location, action: str, what: str) -> GuardsmithError:
+    return GuardsmithError(
+        f"S3 endpoint {cfg.label} answers HTTP but is not an S3 server ({what}) to {action} {loc.uri}: "
+        "check GUARDSMITH_S3_ENDPOINT (or AWS_ENDPOINT_URL): host and port of the S3 API")
+
+
+def _missing_bucket(loc: Location, action: str | None = None) -> GuardsmithError:
+    """'bucket does not exist', unless the endpoint is not an S3 server at all."""
+    cfg = S3Config.from_env()
+    what = _not_s3_server(cfg)
+    if what is not None:
+        return _not_s3_error(cfg, loc, action or "open", what)
+    where = f"{action} {loc.uri}" if action else loc.uri
+    return GuardsmithError(f"S3 bucket {loc.bucket_key[0]!r} does not exist at {cfg.label} ({where})")
+
+
 def _s3_error(loc: Location, action: str, err: BaseException | str) -> GuardsmithError:
     cfg = S3Config.from_env()
-    msg = _one_line(err, 2000)
-    bucket = loc.bucket_key[0]
+    msg = redact(_one_line(err, 2000))
     if any(k in msg for k in _UNREACHABLE):
         return GuardsmithError(
             f"cannot reach S3 endpoint {cfg.label} to {action} {loc.uri}: "
             "check GUARDSMITH_S3_ENDPOINT (or AWS_ENDPOINT_URL) and the network")
     if "NoSuchBucket" in msg or "bucket does not exist" in msg.lower():
-        return GuardsmithError(f"S3 bucket {bucket!r} does not exist at {cfg.label} ({action} {loc.uri})")
+        return _missing_bucket(loc, action)
     if any(k in msg for k in _DENIED):
         return GuardsmithError(
             f"S3 endpoint {cfg.label} refused access to {loc.uri} ({action}): "
             "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket's permissions")
+    what = _not_s3_server(cfg)
+    if what is not None:
+        return _not_s3_error(cfg, loc, action, what)
     return GuardsmithError(f"S3 error at {cfg.label} to {action} {loc.uri}: {_one_line(msg)}")
 
 
@@ -313,8 +385,7 @@ def _not_found(loc: Location) -> GuardsmithError:
         with _io(loc, "look up"):
             missing = loc.fs.get_file_info(bucket).type == pafs.FileType.NotFound
         if missing:
-            return GuardsmithError(f"S3 bucket {bucket!r} does not exist at {S3Config.from_env().label} "
-                                   f"({loc.uri})")
+            return _missing_bucket(loc)
     return GuardsmithError(f"{loc.uri} does not exist")
 
 
@@ -416,18 +487,17 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _read_manifest(loc: Location) -> dict[str, Any] | None:
-    """The ``_SUCCESS`` manifest of a directory, or None when there is none."""
-    mloc = loc.child(MANIFEST)
-    try:
-        with loc.fs.open_input_stream(mloc.path) as f:
-            raw = f.read()
-    except FileNotFoundError:
-        return None
-    except (OSError, pa.ArrowException) as e:
-        if _info(mloc).type == pafs.FileType.NotFound:
-            return None
-        raise _fail(mloc, "read", e) from e
+class ConcurrentWriteError(GuardsmithError):
+    """Another writer committed the same URI while this one was writing; this attempt was discarded."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(
+            f"{redact(uri)} was committed by another writer at the same time; this attempt's output was "
+            "discarded and the other writer's output is intact (one writer per URI: re-run to reuse it, "
+            "or --overwrite to replace it)")
+
+
+def _parse_manifest(mloc: Location, raw: bytes) -> dict[str, Any]:
     try:
         manifest = json.loads(raw)
         if not isinstance(manifest, dict) or manifest.get("format") not in (TABLE_FORMAT, FOLDER_FORMAT):
@@ -435,6 +505,121 @@ def _read_manifest(loc: Location) -> dict[str, Any] | None:
     except ValueError:
         raise GuardsmithError(f"{mloc.uri} is damaged: not a guardsmith manifest") from None
     return manifest
+
+
+def _read_manifest_tagged(loc: Location) -> tuple[dict[str, Any] | None, str | None]:
+    """The ``_SUCCESS`` manifest of a directory and its version tag (the S3 ETag, or the sha256 of
+    the local file), or ``(None, None)`` when there is none. The tag is what a commit is
+    conditional on."""
+    mloc = loc.child(MANIFEST)
+    if loc.is_s3:
+        from botocore.exceptions import ClientError
+
+        bucket, key = mloc.bucket_key
+        with _boto_io(mloc, "read"):
+            try:
+                got = _client(mloc).get_object(Bucket=bucket, Key=key)
+            except ClientError as e:
+                if str(e.response.get("Error", {}).get("Code", "")) in ("NoSuchKey", "404", "NotFound"):
+                    return None, None
+                raise
+            raw, tag = got["Body"].read(), str(got.get("ETag", ""))
+        return _parse_manifest(mloc, raw), tag
+    try:
+        with open(mloc.path, "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None
+    except OSError as e:
+        raise _fail(mloc, "read", e) from e
+    return _parse_manifest(mloc, raw), hashlib.sha256(raw).hexdigest()
+
+
+def _read_manifest(loc: Location) -> dict[str, Any] | None:
+    """The ``_SUCCESS`` manifest of a directory, or None when there is none."""
+    return _read_manifest_tagged(loc)[0]
+
+
+def _manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=1) + "\n").encode()
+
+
+def _put_manifest_s3(loc: Location, data: bytes, seen: str | None) -> None:
+    """The commit on S3: one conditional PUT of ``_SUCCESS``. ``If-None-Match: *`` when there was no
+    manifest when the writer started, else ``If-Match: <the ETag it saw>``; a failed condition
+    means another writer committed first: :class:`ConcurrentWriteError`."""
+    from botocore.exceptions import ClientError
+
+    mloc = loc.child(MANIFEST)
+    bucket, key = mloc.bucket_key
+    _probe_conditional_writes(loc)
+    cond = {"IfNoneMatch": "*"} if seen is None else {"IfMatch": seen}
+    with _boto_io(mloc, "commit"):
+        try:
+            _client(mloc).put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/json", **cond)
+        except ClientError as e:
+            err = e.response.get("Error", {})
+            code, status = str(err.get("Code", "")), e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                raise ConcurrentWriteError(loc.uri) from None
+            if code in ("NotImplemented", "501") or status == 501:
+                raise GuardsmithError(
+                    f"S3 endpoint {S3Config.from_env().label} does not support conditional writes "
+                    f"(If-None-Match / If-Match on PutObject), which guardsmith needs to commit {loc.uri} safely"
+                ) from None
+            raise
+
+
+_CONDITIONAL: dict[tuple[str, str], bool] = {}
+
+
+def _probe_conditional_writes(loc: Location) -> None:
+    """Once per endpoint and bucket: check that the store honours ``If-None-Match`` on PutObject (a
+    store that silently ignores it would let two writers both "win"). A small probe object beside
+    the target is created twice and removed; a store that ignores the condition gets a warning
+    that one writer per URI is not enforced there."""
+    from botocore.exceptions import ClientError
+
+    bucket, key = loc.child(f"{MANIFEST}.tmp-probe-{uuid.uuid4().hex[:12]}").bucket_key
+    cache_key = (S3Config.from_env().label, bucket)
+    if cache_key in _CONDITIONAL:
+        return
+    client = _client(loc)
+    with _boto_io(loc, "commit"):
+        client.put_object(Bucket=bucket, Key=key, Body=b"probe", IfNoneMatch="*")
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=b"probe", IfNoneMatch="*")
+            honoured = False
+        except ClientError:
+            honoured = True
+        finally:
+            client.delete_object(Bucket=bucket, Key=key)
+    _CONDITIONAL[cache_key] = honoured
+    if not honoured:
+        log.warning("S3 endpoint %s ignores conditional writes (If-None-Match): one writer per URI is not "
+                    "enforced there; do not run two writers of one output at once", cache_key[0])
+
+
+@contextmanager
+def _local_commit_lock(target: str) -> Iterator[None]:
+    """Serialize local commits next to ``target``: an exclusive ``flock`` on its parent directory
+    (between processes and threads alike; nothing is created)."""
+    import fcntl
+
+    parent = os.path.dirname(target) or "."
+    os.makedirs(parent, exist_ok=True)
+    fd = os.open(parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _check_unchanged_local(loc: Location, seen: str | None) -> None:
+    """Under the commit lock: fail when the manifest changed since the writer started."""
+    if _read_manifest_tagged(loc)[1] != seen:
+        raise ConcurrentWriteError(loc.uri)
 
 
 def is_committed(uri: str) -> bool:
@@ -598,7 +783,45 @@ def _check_bucket(loc: Location) -> None:
     with _io(loc, "open the bucket of"):
         missing = loc.fs.get_file_info(bucket).type == pafs.FileType.NotFound
     if missing:
-        raise GuardsmithError(f"S3 bucket {bucket!r} does not exist at {S3Config.from_env().label} ({loc.uri})")
+        raise _missing_bucket(loc, "open the bucket of")
+
+
+def _delete_parts(loc: Location, names: set[str]) -> None:
+    for name in sorted(names):
+        try:
+            loc.fs.delete_file(loc.child(name).path)
+        except FileNotFoundError:
+            pass
+        except (OSError, pa.ArrowException) as e:
+            log.warning("could not delete stale part %s/%s: %s", loc.uri, name, _one_line(e))
+
+
+class _HashingSink:
+    """A write-only file that passes bytes on to ``raw`` and keeps their count and sha256."""
+
+    def __init__(self, raw: pa.NativeFile) -> None:
+        self.raw, self.size, self.sha256, self.closed = raw, 0, hashlib.sha256(), False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.sha256.update(view)
+        self.size += view.nbytes
+        self.raw.write(data)
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.raw.close()
 
 
 def _cleanup_stale_parts(loc: Location) -> None:
@@ -634,6 +857,7 @@ class TableWriter:
         rows_per_part: int = DEFAULT_ROWS_PER_PART,
         row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
         compression: str = "zstd",
+        identity: Any = None,
     ) -> None:
         if isinstance(schema, str):
             schema_name = schema_name or schema
@@ -648,6 +872,7 @@ class TableWriter:
         self.rows_per_part = rows_per_part
         self.row_group_rows = row_group_rows
         self.compression = compression
+        self.identity = identity
         self.rows = 0
         self.manifest: dict[str, Any] | None = None
         self._loc = resolve(uri)
@@ -656,7 +881,10 @@ class TableWriter:
         self._stage: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._written: list[str] = []
-        self._sink: pa.NativeFile | None = None
+        self._seen: str | None = None  # the manifest tag when the writer opened: the commit's condition
+        self._found_parts: set[str] = set()  # unlisted parts present at open (crashed or losing writers)
+        self._old_parts: set[str] = set()  # the parts of the table this writer replaces
+        self._sink: _HashingSink | None = None
         self._writer: pq.ParquetWriter | None = None
         self._buffer: list[pa.Table] = []
         self._buffered = 0
@@ -684,6 +912,13 @@ class TableWriter:
         if self._loc.is_s3:
             _check_bucket(self._loc)
         _check_table_target(self._loc)
+        manifest, self._seen = _read_manifest_tagged(self._loc)
+        if self._loc.is_s3:
+            listed = {p.get("name") for p in (manifest or {}).get("parts", [])}
+            with _io(self._loc, "list"):
+                entries = self._loc.fs.get_file_info(pafs.FileSelector(self._loc.path, allow_not_found=True))
+            self._found_parts = {e.base_name for e in entries if _PART_RE.match(e.base_name)} - listed
+            self._old_parts = listed
         self._state = "open"
 
     def write(self, data: pa.Table | pa.RecordBatch) -> None:
@@ -730,7 +965,7 @@ class TableWriter:
                     os.makedirs(self._stage)
             path = f"{self._stage}/part-{self._id}-{len(self._parts):05d}.parquet"
             self._written.append(path)
-            self._sink = loc.fs.open_output_stream(path, compression=None)
+            self._sink = _HashingSink(loc.fs.open_output_stream(path, compression=None))
             self._writer = pq.ParquetWriter(self._sink, self.schema, compression=self.compression)
 
     def _flush(self, final: bool = False) -> None:
@@ -757,8 +992,10 @@ class TableWriter:
             self._writer.close()
             assert self._sink is not None
             self._sink.close()
+        size, sha = self._sink.size, self._sink.sha256.hexdigest()
         self._writer = self._sink = None
-        self._parts.append({"name": posixpath.basename(self._written[-1]), "rows": self._part_rows})
+        self._parts.append({"name": posixpath.basename(self._written[-1]), "rows": self._part_rows,
+                            "bytes": size, "sha256": sha})
         self._part_rows = 0
 
     def commit(self) -> dict[str, Any]:
@@ -777,13 +1014,13 @@ class TableWriter:
                 self._close_part()
             manifest = {
                 "format": TABLE_FORMAT, "version": 1, "schema_name": self.schema_name,
-                "total_rows": self.rows, "created": _now(), "parts": self._parts,
+                "total_rows": self.rows, "created": _now(), "attempt": self._id, "parts": self._parts,
             }
-            data = (json.dumps(manifest, indent=1) + "\n").encode()
+            if self.identity is not None:
+                manifest["identity"] = self.identity.to_json()
+            data = _manifest_bytes(manifest)
             if self._loc.is_s3:
-                with _io(self._loc, "commit"), \
-                        self._loc.fs.open_output_stream(self._loc.child(MANIFEST).path, compression=None) as f:
-                    f.write(data)  # one PUT: the table appears atomically
+                _put_manifest_s3(self._loc, data, self._seen)  # one conditional PUT: the commit
             else:
                 self._commit_local(data)
         except BaseException:
@@ -791,7 +1028,12 @@ class TableWriter:
             raise
         self._state = "committed"
         self.manifest = manifest
-        _cleanup_stale_parts(self._loc)
+        if self._loc.is_s3:
+            # only parts that were there when this writer opened: the table it replaced and
+            # writers that started earlier (crashed, or losing now); never a later writer's parts
+            _delete_parts(self._loc, (self._found_parts | self._old_parts) - {p["name"] for p in self._parts})
+        else:
+            _cleanup_stale_parts(self._loc)
         log.info("committed %s: %d rows in %d parts", self._loc.uri, self.rows, len(self._parts))
         return manifest
 
@@ -803,18 +1045,19 @@ class TableWriter:
                 f.write(manifest)
                 f.flush()
                 os.fsync(f.fileno())
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            try:
-                os.rename(stage, target)  # target absent (or an empty directory)
-                self._stage = None
-                return
-            except OSError as e:
-                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-            _check_table_target(self._loc)
-            for part in self._parts:  # an existing table: move parts in, swap the manifest
-                os.replace(os.path.join(stage, part["name"]), os.path.join(target, part["name"]))
-            os.replace(os.path.join(stage, MANIFEST), os.path.join(target, MANIFEST))
+            with _local_commit_lock(target):
+                _check_unchanged_local(self._loc, self._seen)
+                try:
+                    os.rename(stage, target)  # target absent (or an empty directory)
+                    self._stage = None
+                    return
+                except OSError as e:
+                    if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise
+                _check_table_target(self._loc)
+                for part in self._parts:  # an existing table: move parts in, swap the manifest
+                    os.replace(os.path.join(stage, part["name"]), os.path.join(target, part["name"]))
+                os.replace(os.path.join(stage, MANIFEST), os.path.join(target, MANIFEST))
             shutil.rmtree(stage, ignore_errors=True)
             self._stage = None
 
@@ -856,8 +1099,10 @@ def write_table(
     *,
     schema: pa.Schema | None = None,
     rows_per_part: int = DEFAULT_ROWS_PER_PART,
+    identity: Any = None,
 ) -> dict[str, Any]:
-    """Write a whole table atomically; returns the manifest.
+    """Write a whole table atomically; returns the manifest (recording ``identity``, a
+    :class:`guardsmith.identity.WorkIdentity`, when given).
 
     With ``schema_name`` the table is validated first and written with the named schema's exact
     types and order, extra columns kept after it. Otherwise ``schema`` (or the table's own
@@ -875,7 +1120,7 @@ def write_table(
             schema = pa.schema(list(base) + extra, metadata=base.metadata)
         else:
             schema = table.schema
-    with TableWriter(uri, schema, schema_name, rows_per_part=rows_per_part) as writer:
+    with TableWriter(uri, schema, schema_name, rows_per_part=rows_per_part, identity=identity) as writer:
         writer.write(table)
     assert writer.manifest is not None
     return writer.manifest
@@ -891,7 +1136,16 @@ def default_transfer_config() -> Any:
                           max_concurrency=8, use_threads=True)
 
 
-def _scan_folder(root: str) -> list[tuple[str, int]]:
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(4 * _MiB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _scan_folder(root: str) -> list[dict[str, Any]]:
+    """Manifest entries (path, size, sha256) of every file under ``root``, sorted."""
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -900,14 +1154,21 @@ def _scan_folder(root: str) -> list[tuple[str, int]]:
             rel = os.path.relpath(full, root).replace(os.sep, "/")
             if rel == MANIFEST:
                 continue
-            files.append((rel, os.path.getsize(full)))
+            files.append({"path": rel, "size": os.path.getsize(full), "sha256": _sha256_file(full)})
     return files
 
 
-def _folder_manifest(files: list[tuple[str, int]]) -> dict[str, Any]:
-    return {"format": FOLDER_FORMAT, "version": 1, "created": _now(),
-            "total_bytes": sum(s for _, s in files),
-            "files": [{"path": rel, "size": size} for rel, size in files]}
+def _folder_manifest(files: list[dict[str, Any]], identity: Any = None, root: str | None = None) -> dict[str, Any]:
+    # the attempt id makes every commit's manifest unique, so a commit conditional on the manifest
+    # a writer saw never mistakes an identical re-commit for "unchanged"
+    manifest: dict[str, Any] = {"format": FOLDER_FORMAT, "version": 2, "created": _now(),
+                                "attempt": uuid.uuid4().hex[:12],
+                                "total_bytes": sum(f["size"] for f in files), "files": files}
+    if root is not None:
+        manifest["root"] = root  # the files live under <uri>/<root>/ (an immutable version)
+    if identity is not None:
+        manifest["identity"] = identity.to_json()
+    return manifest
 
 
 def _check_local_folder_target(path: str) -> None:
@@ -932,9 +1193,14 @@ def _swap_into_place(stage: str, target: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+_ANY = object()
+
+
 def _materialize_local(target: str, files: list[tuple[str, int]], manifest: dict[str, Any],
-                       fetch: Any, label: str) -> None:
-    """Fill a staging sibling of ``target`` with ``fetch(rel, dest_path)`` then rename it in."""
+                       fetch: Any, label: str, seen: Any = _ANY) -> None:
+    """Fill a staging sibling of ``target`` with ``fetch(stage)`` then rename it in; with ``seen``
+    (the manifest tag when the writer started) the rename happens only if the target's manifest
+    is still that one (else :class:`ConcurrentWriteError`)."""
     _check_local_folder_target(target)
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
     stage = f"{target}.tmp-{uuid.uuid4().hex[:12]}"
@@ -946,9 +1212,14 @@ def _materialize_local(target: str, files: list[tuple[str, int]], manifest: dict
             if got != size:
                 raise GuardsmithError(f"{label}/{rel} has {got} bytes, the manifest says {size}: "
                                       "the folder changed during the copy or is damaged")
+        local_manifest = {k: v for k, v in manifest.items() if k != "root"}  # a local copy is flat
         with open(os.path.join(stage, MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=1)
-        _swap_into_place(stage, target)
+            json.dump(local_manifest, f, indent=1)
+        with _local_commit_lock(target):
+            if seen is not _ANY:
+                _check_unchanged_local(Location(_LOCAL, target), seen)
+                _check_local_folder_target(target)
+            _swap_into_place(stage, target)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -968,12 +1239,37 @@ def _client(loc: Location) -> Any:
     return _boto3_client(cfg, _region(cfg, loc.bucket_key[0]))
 
 
-def upload_dir(local_dir: str, uri: str, *, transfer_config: Any = None) -> dict[str, Any]:
+def _list_keys(client: Any, bucket: str, prefix: str, delimiter: str | None = None) -> Iterator[str]:
+    """Keys (or, with ``delimiter``, common prefixes) under ``prefix``."""
+    kwargs = {"Bucket": bucket, "Prefix": prefix, **({"Delimiter": delimiter} if delimiter else {})}
+    for page in client.get_paginator("list_objects_v2").paginate(**kwargs):
+        if delimiter:
+            yield from (p["Prefix"] for p in page.get("CommonPrefixes", []))
+        else:
+            yield from (o["Key"] for o in page.get("Contents", []))
+
+
+def _delete_keys(client: Any, bucket: str, keys: list[str], label: str) -> None:
+    """Best-effort delete (cleanup after a commit or a failed attempt)."""
+    for i in range(0, len(keys), 1000):
+        batch = keys[i:i + 1000]
+        try:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+        except Exception as e:  # noqa: BLE001 - cleanup is best effort
+            log.warning("could not delete %d stale objects of %s: %s", len(batch), label, _one_line(e))
+
+
+def upload_dir(local_dir: str, uri: str, *, transfer_config: Any = None, identity: Any = None) -> dict[str, Any]:
     """Copy a local folder (model, checkpoint) to ``uri`` and commit it; returns the manifest.
 
-    On S3 files go through boto3's transfer manager (multipart above the threshold, concurrent);
-    ``transfer_config`` is a ``boto3.s3.transfer.TransferConfig``. A local ``uri`` gets a staged
-    copy renamed into place.
+    The manifest lists every file's path, size and sha256, and records ``identity`` (a
+    :class:`guardsmith.identity.WorkIdentity`) when given. On S3 the files go up as a new immutable
+    version ``<uri>/versions/<id>/`` through boto3's transfer manager (multipart above the
+    threshold, concurrent; ``transfer_config`` is a ``boto3.s3.transfer.TransferConfig``), then
+    ``<uri>/_SUCCESS`` is switched to it with one conditional PUT: the previous version stays
+    readable until then, and of two concurrent uploads exactly one commits (the other raises
+    :class:`ConcurrentWriteError` and removes its version). The previous version is kept; older
+    ones are removed. A local ``uri`` gets a staged copy renamed into place under the same rule.
     """
     src = resolve(local_dir)
     if src.is_s3:
@@ -981,12 +1277,14 @@ def upload_dir(local_dir: str, uri: str, *, transfer_config: Any = None) -> dict
     if not os.path.isdir(src.path):
         raise GuardsmithError(f"{src.path} is not a folder" if os.path.exists(src.path)
                               else f"{src.path} does not exist")
-    files = _scan_folder(src.path)
-    manifest = _folder_manifest(files)
     dst = resolve(uri)
     if not dst.is_s3:
+        _, seen = _read_manifest_tagged(dst) if os.path.isdir(dst.path) else (None, None)
+        entries = _scan_folder(src.path)
+        files = [(f["path"], f["size"]) for f in entries]
+        manifest = _folder_manifest(entries, identity)
         with _io(dst, "write"):
-            _materialize_local(dst.path, files, manifest, _copy_files(src.path, files), src.path)
+            _materialize_local(dst.path, files, manifest, _copy_files(src.path, files), src.path, seen)
         return manifest
 
     from boto3.s3.transfer import create_transfer_manager
@@ -996,32 +1294,48 @@ def upload_dir(local_dir: str, uri: str, *, transfer_config: Any = None) -> dict
     client = _client(dst)
     with _boto_io(dst, "open the bucket of"):
         client.head_bucket(Bucket=bucket)
-    old = _read_manifest(dst)
+    old, seen = _read_manifest_tagged(dst)
     if old is not None and old["format"] != FOLDER_FORMAT:
         raise GuardsmithError(f"refusing to overwrite {dst.uri}: it is a guardsmith table, not a folder")
-    with _boto_io(dst, "upload to"):
-        if old is not None:  # uncommit first: a crash mid-upload must not leave a mixed folder
-            client.delete_object(Bucket=bucket, Key=key(MANIFEST))
-        with create_transfer_manager(client, transfer_config or default_transfer_config()) as tm:
-            futures = [tm.upload(os.path.join(src.path, rel), bucket, key(rel)) for rel, _ in files]
-            for fut in futures:
-                fut.result()
-        client.put_object(Bucket=bucket, Key=key(MANIFEST), Body=json.dumps(manifest, indent=1).encode())
-    if old is not None:
-        stale = {f["path"] for f in old.get("files", [])} - {rel for rel, _ in files}
-        for rel in sorted(stale):
-            try:
-                client.delete_object(Bucket=bucket, Key=key(_safe_name(rel, dst)))
-            except Exception as e:  # noqa: BLE001 - cleanup is best effort
-                log.warning("could not delete stale %s/%s: %s", dst.uri, rel, _one_line(e))
-    log.info("uploaded %s to %s: %d files, %d bytes", src.path, dst.uri, len(files), manifest["total_bytes"])
+    with _boto_io(dst, "list"):
+        found = set(_list_keys(client, bucket, key(VERSIONS) + "/", delimiter="/"))  # present at start
+    entries = _scan_folder(src.path)
+    manifest = _folder_manifest(entries, identity)
+    root = manifest["root"] = f"{VERSIONS}/{manifest['attempt']}"
+    try:
+        with _boto_io(dst, "upload to"):
+            with create_transfer_manager(client, transfer_config or default_transfer_config()) as tm:
+                futures = [tm.upload(os.path.join(src.path, f["path"]), bucket, key(f"{root}/{f['path']}"))
+                           for f in entries]
+                for fut in futures:
+                    fut.result()
+        _put_manifest_s3(dst, _manifest_bytes(manifest), seen)  # the commit
+    except BaseException:
+        _delete_keys(client, bucket, [key(f"{root}/{f['path']}") for f in entries], dst.uri)
+        raise
+    # cleanup: versions that were there when this upload started, except the one it replaced
+    # (kept for readers still downloading it), and the files of a pre-version (flat) folder
+    stale: list[str] = []
+    keep = key(old["root"]) + "/" if old and old.get("root") else None
+    try:
+        for version in sorted(found - {keep}):
+            stale += list(_list_keys(client, bucket, version))
+        if old is not None and not old.get("root"):
+            stale += [key(_safe_name(f.get("path"), dst)) for f in old.get("files", [])]
+    except Exception as e:  # noqa: BLE001 - cleanup is best effort
+        log.warning("could not list stale versions of %s: %s", dst.uri, _one_line(e))
+    _delete_keys(client, bucket, stale, dst.uri)
+    log.info("uploaded %s to %s (%s): %d files, %d bytes", src.path, dst.uri, root, len(entries),
+             manifest["total_bytes"])
     return manifest
 
 
 def download_dir(uri: str, local_dir: str, *, transfer_config: Any = None) -> str:
     """Copy a committed folder from ``uri`` to ``local_dir`` (replaced atomically); returns its path.
 
-    Refuses a folder without a ``_SUCCESS`` manifest (an upload that did not finish).
+    Follows the manifest to the current version; refuses a folder without a ``_SUCCESS`` manifest
+    (an upload that did not finish). The local copy is flat and carries the manifest (without
+    ``root``), so :func:`content_id` of the copy equals that of the source.
     """
     src = resolve(uri)
     dst = resolve(local_dir)
@@ -1038,17 +1352,19 @@ def download_dir(uri: str, local_dir: str, *, transfer_config: Any = None) -> st
         raise GuardsmithError(f"{src.uri} is a guardsmith table, not a folder")
     try:
         files = [(_safe_name(f["path"], src), int(f["size"])) for f in manifest["files"]]
+        root = _safe_name(manifest["root"], src) if manifest.get("root") else None
     except (KeyError, TypeError, ValueError):
         raise GuardsmithError(f"{src.uri}/{MANIFEST} is damaged: bad files list") from None
+    base = src.child(root) if root else src
 
     if not src.is_s3:
         with _io(dst, "write"):
-            _materialize_local(dst.path, files, manifest, _copy_files(src.path, files), src.uri)
+            _materialize_local(dst.path, files, manifest, _copy_files(base.path, files), src.uri)
         return dst.path
 
     from boto3.s3.transfer import create_transfer_manager
 
-    bucket, prefix = src.bucket_key
+    bucket, prefix = base.bucket_key
     client = _client(src)
 
     def fetch(stage: str) -> None:
@@ -1064,3 +1380,90 @@ def download_dir(uri: str, local_dir: str, *, transfer_config: Any = None) -> st
     with _boto_io(src, "download"), _io(dst, "write"):
         _materialize_local(dst.path, files, manifest, fetch, src.uri)
     return dst.path
+
+
+# --------------------------------------------------------------------------- identity
+
+def folder_file(uri: str, name: str) -> str:
+    """URI of file ``name`` inside the committed folder ``uri``, following the manifest to the current
+    version (``<uri>/versions/<id>/name`` for a versioned model); ``<uri>/name`` otherwise."""
+    loc = resolve(uri)
+    manifest = _read_manifest(loc) if _info(loc).type == pafs.FileType.Directory else None
+    root = manifest.get("root") if manifest and manifest.get("format") == FOLDER_FORMAT else None
+    return join(uri, _safe_name(root, loc), name) if root else join(uri, name)
+
+
+def is_location(text: str) -> bool:
+    """Whether ``text`` names storage (``s3://``, ``file://`` or a local path) rather than a spec
+    such as ``openai:...``, ``hf`` or a Hugging Face model id: a plain path counts when it exists
+    or is written as a path (``/``, ``./``, ``../``, ``~``)."""
+    s = str(text).strip()
+    if not s:
+        return False
+    if s.startswith(("s3://", "file://")):
+        return True
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", s):  # another scheme or a backend spec
+        return False
+    return s.startswith(("/", "./", "../", "~")) or os.path.exists(os.path.expanduser(s))
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def manifest_id(manifest: dict[str, Any]) -> str:
+    """The content identity of a committed manifest: a digest of its parts (rows, bytes, sha256)
+    or files (path, size, sha256), never of commit times, attempt ids or where the files live.
+    Manifests written before part hashes were recorded fall back to part names (unique per write)
+    or, for folders, to the commit time: a rewrite then counts as a change."""
+    if manifest.get("format") == TABLE_FORMAT:
+        parts = manifest.get("parts") or []
+        if all(isinstance(p, dict) and "sha256" in p for p in parts):
+            basis = [{"rows": p.get("rows"), "bytes": p.get("bytes"), "sha256": p["sha256"]} for p in parts]
+        else:
+            basis = [{"name": p.get("name"), "rows": p.get("rows")} for p in parts if isinstance(p, dict)]
+        return _digest({"format": TABLE_FORMAT, "schema_name": manifest.get("schema_name"), "parts": basis})
+    files = manifest.get("files") or []
+    if all(isinstance(f, dict) and "sha256" in f for f in files):
+        return _digest({"format": FOLDER_FORMAT,
+                        "files": [{"path": f.get("path"), "size": f.get("size"), "sha256": f["sha256"]}
+                                  for f in files]})
+    return _digest({"format": FOLDER_FORMAT, "created": manifest.get("created"),
+                    "files": [{"path": f.get("path"), "size": f.get("size")} for f in files if isinstance(f, dict)]})
+
+
+def content_id(uri: str) -> str:
+    """What is at ``uri``, as a digest: a committed table or folder -> :func:`manifest_id` of its
+    manifest (one small read); a plain file -> the sha256 of its bytes (streamed); a local folder
+    without a manifest (e.g. a Hugging Face model folder) -> a digest of its files' paths and
+    sha256. An S3 prefix without a manifest is an error (an unfinished write)."""
+    loc = resolve(uri)
+    info = _info(loc)
+    if info.type == pafs.FileType.NotFound:
+        raise _not_found(loc)
+    if info.type == pafs.FileType.File:
+        h = hashlib.sha256()
+        with _io(loc, "read"), loc.fs.open_input_stream(loc.path) as f:
+            while chunk := f.read(4 * _MiB):
+                h.update(chunk)
+        return h.hexdigest()
+    manifest = _read_manifest(loc)
+    if manifest is not None:
+        return manifest_id(manifest)
+    if loc.is_s3:
+        raise GuardsmithError(f"{loc.uri} is not a committed guardsmith table or folder (no {MANIFEST} "
+                              "manifest): an earlier write may have crashed")
+    with _io(loc, "read"):
+        return _digest({"format": "local-folder",
+                        "files": [{"path": f["path"], "sha256": f["sha256"]} for f in _scan_folder(loc.path)]})
+
+
+def recorded_identity(uri: str) -> dict[str, Any] | None:
+    """The work identity (``WorkIdentity.to_json()``) recorded in the commit manifest at ``uri``;
+    None when nothing is committed there or the manifest records none."""
+    loc = resolve(uri)
+    if _info(loc).type != pafs.FileType.Directory:
+        return None
+    manifest = _read_manifest(loc)
+    identity = manifest.get("identity") if manifest else None
+    return identity if isinstance(identity, dict) else None

@@ -248,6 +248,17 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("latency_s_mean", pa.float64(), True, "mean latency per request; null if unknown"),
         ],
     ),
+    "failed": _schema(
+        "Rows a stage could not process (the endpoint rejected the request, or its reply could not "
+        "be read): counted, written beside the output, not fatal below max_failed_fraction.",
+        [
+            _f("id", pa.string(), False, "id of the input row"),
+            _f("stage", pa.string(), False, "stage that failed on the row, e.g. distill, filter"),
+            _f("round", pa.int64(), False, "generation round (0 = first pass)"),
+            _f("cause", pa.string(), False, "endpoint_rejected, unreadable_reply, judge_unparsed, ..."),
+            _f("detail", pa.string(), True, "the error message (credentials redacted), at most 500 characters"),
+        ],
+    ),
 }
 """The schema of each inter-stage table. ``schema.metadata[b"description"]`` describes the table
 and each field's ``metadata[b"help"]`` describes the column."""

@@ -9,24 +9,45 @@ inference backend (:func:`guardsmith.inference.open_backend`); each reply become
 row (:func:`trace_record`). **budget rewrite** (``budget`` = N): the reasoning of each trace is
 rewritten to at most N sentences (:func:`rewrite_rows`, :func:`cut_to_budget`).
 
-**Shards and resume.** Selected rows are processed in shards of ``shard_size`` rows, in input
-order, each committed as its own table ``<output>.shards/shard-00007``; a re-run with the same
-settings (recorded in ``<output>.shards/_config.json``) skips committed shards, and a re-run with
-different ones is refused. When every shard is committed the output table is written from them.
+**Work identity.** A run's :class:`~guardsmith.identity.WorkIdentity` (:func:`job_identity`: the
+input's content, the settings that change the traces, the teacher's model name, the guardsmith
+version) is recorded in the output's and every shard's commit manifest. A committed output of the
+same work is skipped; of other work it is refused naming the difference (``overwrite`` replaces
+it). Shards are committed one by one as ``<output>.shards/shard-00007`` and resumed only by the
+same work; shards of other work are refused (``overwrite`` discards them).
+
+**Failed rows.** A row the teacher endpoint rejects, or whose reply cannot be read, becomes a
+row of the ``failed`` table (``<output>.failed``: id, stage, round, cause, detail), not a trace; a
+reply that is read but does not parse as a guard answer is a trace with ``parse_ok`` false, which
+the filter rejects (and regenerates). The run fails, without committing ``output``, when more than
+``max_failed_fraction`` of the rows failed, or when no reply parsed at all.
+
+**Bounded input.** ``prompt`` and ``response`` longer than ``max_input_chars`` are an error naming
+the row (``input_policy: error``) or are cut to that length and counted (``truncate``).
+
+**SIGTERM** (:func:`stop_on_sigterm`): the shard in flight is abandoned (nothing half-written,
+its staging removed), committed shards stay, and the run ends with a :class:`Stopped` error; a
+re-run resumes.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import re
+import signal
+import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Literal
+
+import pyarrow as pa
 
 from guardsmith import settings, storage, tables
 from guardsmith.config import option
-from guardsmith.errors import DataError, GuardsmithError
+from guardsmith.errors import DataError, GuardsmithError, redact
+from guardsmith.identity import WorkIdentity, decide, work_identity
 from guardsmith.guard import (
     MAX_BUDGET,
     MIN_BUDGET,
@@ -44,7 +65,8 @@ from guardsmith.progress import track
 
 INTERACTION_COLUMNS: tuple[str, ...] = tuple(tables.schema("interactions").names)
 TRACE_COLUMNS: tuple[str, ...] = tuple(tables.schema("traces").names)
-_FINGERPRINT_VERSION = 1
+BOUNDED_COLUMNS: tuple[str, ...] = ("prompt", "response")
+"""Input text columns held to ``max_input_chars``."""
 
 
 @dataclass(kw_only=True)
@@ -61,6 +83,14 @@ class TeacherSettings(settings.sampling(omit=("samples_per_row",), max_tokens=20
                                         "taxonomy (aegis2, wildguard); default: each row's taxonomy.")
     shard_size: int = option(256, "Rows per shard: each shard is committed on its own and a re-run "
                                   "skips committed shards.")
+    max_failed_fraction: float = option(0.05, "Largest share of rows that may fail (endpoint rejected "
+                                              "the request, reply unreadable) before the stage fails; "
+                                              "failed rows are listed in a failed table either way.")
+    max_input_chars: int = option(50_000, "Longest prompt or response text (characters) sent to the "
+                                          "teacher; 0 = no limit.")
+    input_policy: Literal["error", "truncate"] = option(
+        "error", "What a longer text does: error (names file, column, row) or truncate (cut to "
+                 "max_input_chars and counted).")
 
 
 @dataclass(kw_only=True)
@@ -83,27 +113,47 @@ class TracesJob(TeacherSettings):
     round: int = option(0, "Generation round stored in the traces (0 = first pass; the filter sets "
                            "1, 2, ... when it regenerates).")
     keep_shards: bool = option(False, "Keep <output>.shards after the output table is committed.")
-    overwrite: bool = option(False, "Recompute even when the output is already committed (its "
-                                    "shards are dropped first).")
+    overwrite: bool = option(False, "Replace an output (and discard shards) made by other work: "
+                                    "another input, teacher or settings. Output of the same work is "
+                                    "kept (skipped) either way.")
 
 
 # --------------------------------------------------------------------------- backend
 
-def teacher_label(spec: str) -> str:
-    """The model name of a teacher spec (``?model=`` for openai, else the folder name), without building it."""
+def teacher_label(spec: str, role: str = "teacher") -> str:
+    """The model name of a teacher (or judge: ``role``) spec (``?model=`` for openai, else the folder
+    name), without building it; errors show the spec with its credentials hidden."""
     kind, _, rest = str(spec).partition(":")
     if kind.strip().lower() in ("vllm", "transformers"):
         return PurePosixPath(rest.rstrip("/")).name or "model"
-    _, given = parse_spec(spec)
+    try:
+        _, given = parse_spec(spec)
+    except GuardsmithError as exc:
+        raise GuardsmithError(redact(exc)) from None
     if not given.get("model"):
-        raise GuardsmithError("the openai teacher needs a model name: add ?model=NAME to the URL")
+        raise GuardsmithError(f"the openai {role} {redact(spec)} needs a model name: add ?model=NAME to the URL")
     return str(given["model"])
+
+
+def open_teacher(spec: str, cfg: TeacherSettings, endpoint_prefix: str = "") -> Backend:
+    """Open a teacher (or judge) backend; errors name the spec with its credentials hidden."""
+    try:
+        return open_backend(spec, choice=settings.group_values(cfg, settings.BackendChoice),
+                            endpoint=settings.group_values(cfg, settings.Endpoint, endpoint_prefix))
+    except GuardsmithError as exc:
+        raise GuardsmithError(redact(exc)) from None
 
 
 def check_settings(cfg: TeacherSettings) -> None:
     """Reject impossible teacher settings with a one-line error."""
     if cfg.shard_size < 1:
         raise GuardsmithError(f"shard_size must be at least 1, got {cfg.shard_size}")
+    if not 0.0 <= cfg.max_failed_fraction <= 1.0:
+        raise GuardsmithError(f"max_failed_fraction must be from 0 to 1, got {cfg.max_failed_fraction}")
+    if cfg.max_input_chars < 0:
+        raise GuardsmithError(f"max_input_chars must be >= 0 (0 = no limit), got {cfg.max_input_chars}")
+    if cfg.input_policy not in ("error", "truncate"):
+        raise GuardsmithError(f"input_policy must be error or truncate, got {cfg.input_policy!r}")
     for group in (settings.Sampling, settings.BackendChoice, settings.Endpoint):
         settings.group_values(cfg, group)
 
@@ -117,6 +167,137 @@ def check_job(cfg: TracesJob) -> None:
         raise GuardsmithError(f"round must be >= 0, got {cfg.round}")
     if cfg.output.rstrip("/") == cfg.input.rstrip("/"):
         raise GuardsmithError("output must differ from input")
+
+
+def bound_row(row: dict[str, Any], cfg: TeacherSettings, file: str, index: int) -> bool:
+    """Hold ``row``'s :data:`BOUNDED_COLUMNS` to ``cfg.max_input_chars``: raise a :class:`DataError`
+    naming the row (policy ``error``) or cut the text in place (``truncate``); True when cut."""
+    limit = cfg.max_input_chars
+    cut = False
+    if not limit:
+        return cut
+    for column in BOUNDED_COLUMNS:
+        text = row.get(column)
+        if isinstance(text, str) and len(text) > limit:
+            if cfg.input_policy == "error":
+                raise DataError(f"{len(text)} characters, more than max_input_chars {limit} (set "
+                                "input_policy: truncate to cut such texts)", file=redact(file), column=column,
+                                row=index, value=text[:60] + "...")
+            row[column] = text[:limit]
+            cut = True
+    return cut
+
+
+# --------------------------------------------------------------------------- failed rows
+
+@dataclass
+class Failure:
+    """A row the teacher or judge could not process: a row of the ``failed`` table."""
+
+    id: str
+    stage: str
+    round: int
+    cause: str
+    detail: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        detail = None if self.detail is None else redact(self.detail)[:500]
+        return {"id": self.id, "stage": self.stage, "round": int(self.round), "cause": self.cause, "detail": detail}
+
+
+def failed_uri(output: str) -> str:
+    """Where a traces table's failed rows are committed: the sibling ``<output>.failed``."""
+    return output.rstrip("/") + ".failed"
+
+
+def failed_table(failures: Sequence[Failure]) -> pa.Table:
+    """The ``failed`` table of ``failures``."""
+    return pa.Table.from_pylist([f.record() for f in failures], schema=tables.schema("failed"))
+
+
+def generation_error(gen: Sequence[Generation]) -> str | None:
+    """The error of a request collected by ``backend.generate(..., on_error="collect")``, else None."""
+    if not gen:
+        return "no reply"
+    return getattr(gen[0], "error", None)
+
+
+def check_failures(stage: str, failed_ids: Sequence[str], total: int, max_fraction: float, where: str,
+                   first_detail: str | None = None) -> None:
+    """Fail with one line naming the first failed ids when more than ``max_fraction`` of ``total`` rows failed."""
+    n = len(failed_ids)
+    if not n or not total or n / total <= max_fraction:
+        return
+    shown = ", ".join(failed_ids[:5]) + (" ..." if n > 5 else "")
+    why = f"; first: {redact(first_detail)[:200]}" if first_detail else ""
+    raise GuardsmithError(f"{stage}: {n} of {total} rows failed ({n / total:.1%} > max_failed_fraction "
+                          f"{max_fraction:g}): {shown}{why}; see {redact(where)}")
+
+
+# --------------------------------------------------------------------------- SIGTERM
+
+class Stopped(GuardsmithError):
+    """The run was stopped by SIGTERM; committed work stays and a re-run resumes."""
+
+
+class _SigtermGuard:
+    """Turns SIGTERM into :class:`Stopped`, raised in the main thread; deferred while a commit runs."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.stopped = False
+        self.depth = 0
+        self.previous: Any = None
+        self.installed = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.stopped = True
+        if self.depth == 0:
+            raise Stopped(f"{self.what} stopped by SIGTERM; committed work is kept and a re-run with the same "
+                          "inputs and settings resumes it")
+
+    @contextlib.contextmanager
+    def commit(self) -> Iterator[None]:
+        """A section that SIGTERM does not interrupt (a commit); the stop is raised after it."""
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if self.stopped and self.depth == 0:
+            self._handle(signal.SIGTERM, None)
+
+
+_GUARD: _SigtermGuard | None = None
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(what: str) -> Iterator[None]:
+    """While the block runs, SIGTERM (Kubernetes preemption) raises :class:`Stopped` in the main
+    thread, except inside :func:`commit_section`. Installed only in the main thread; the previous
+    handler is restored afterwards. Nested uses keep the outer one."""
+    global _GUARD
+    if _GUARD is not None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    guard = _SigtermGuard(what)
+    guard.previous = signal.signal(signal.SIGTERM, guard._handle)
+    _GUARD = guard
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, guard.previous)
+        _GUARD = None
+
+
+@contextlib.contextmanager
+def commit_section() -> Iterator[None]:
+    """Commit without being cut by SIGTERM (a stop is raised right after)."""
+    if _GUARD is None:
+        yield
+    else:
+        with _GUARD.commit():
+            yield
 
 
 # --------------------------------------------------------------------------- rows -> traces
@@ -150,17 +331,27 @@ def trace_record(row: Mapping[str, Any], gen: Generation, teacher: str, round: i
 
 
 def distill_rows(rows: Sequence[Mapping[str, Any]], backend: Backend, settings: TeacherSettings,
-                 teacher: str, round: int = 0, seed: int | None = None) -> list[dict[str, Any]]:
-    """Ask the teacher about each row (one request per row, all sent together); return traces rows.
+                 teacher: str, round: int = 0, seed: int | None = None,
+                 stage: str = "distill") -> tuple[list[dict[str, Any]], list[Failure]]:
+    """Ask the teacher about each row (one request per row, all sent together); return traces rows
+    and the rows that failed (the endpoint rejected the request or its reply could not be read).
 
     ``seed`` defaults to ``settings.seed``; the filter passes ``settings.seed + round``.
     """
     if not rows:
-        return []
+        return [], []
     requests = [render_teacher_messages(r, settings.taxonomy) for r in rows]
     gens = backend.generate(requests, n=1, temperature=settings.temperature, top_p=settings.top_p,
-                            max_tokens=settings.max_tokens, seed=settings.seed if seed is None else seed)
-    return [trace_record(r, g[0], teacher, round) for r, g in zip(rows, gens)]
+                            max_tokens=settings.max_tokens, seed=settings.seed if seed is None else seed,
+                            on_error="collect")
+    records, failures = [], []
+    for r, g in zip(rows, gens):
+        error = generation_error(g)
+        if error is not None:
+            failures.append(Failure(r["id"], stage, round, "request_failed", error))
+        else:
+            records.append(trace_record(r, g[0], teacher, round))
+    return records, failures
 
 
 _BOUNDARY = re.compile(r"[.!?]+[\"')\]\u201d\u2019]*(?=\s|$)|\n\s*\n")
@@ -189,30 +380,42 @@ def rewritten_reasoning(text: str) -> str:
 
 
 def rewrite_rows(rows: Sequence[Mapping[str, Any]], backend: Backend, settings: TeacherSettings,
-                 teacher: str, budget: int, enforce_budget: bool = True,
-                 seed: int | None = None) -> list[dict[str, Any]]:
-    """Rewrite each trace's reasoning to at most ``budget`` sentences; return traces rows.
+                 teacher: str, budget: int, enforce_budget: bool = True, seed: int | None = None,
+                 stage: str = "distill") -> tuple[list[dict[str, Any]], list[Failure]]:
+    """Rewrite each trace's reasoning to at most ``budget`` sentences; return traces rows and the
+    rows that failed (request rejected, reply unreadable, or a rewrite with no text).
 
     Rows without reasoning (unparsed traces) are passed through with only ``budget`` set.
     """
     todo = [i for i, r in enumerate(rows) if (r.get("reasoning") or "").strip()]
     out = [{**{k: r.get(k) for k in TRACE_COLUMNS}, "budget": budget} for r in rows]
     if not todo:
-        return out
+        return out, []
     requests = [render_rewrite_messages(rows[i], rows[i]["reasoning"], budget) for i in todo]
     gens = backend.generate(requests, n=1, temperature=settings.temperature, top_p=settings.top_p,
-                            max_tokens=settings.max_tokens, seed=settings.seed if seed is None else seed)
+                            max_tokens=settings.max_tokens, seed=settings.seed if seed is None else seed,
+                            on_error="collect")
+    failures: dict[int, Failure] = {}
     for i, g in zip(todo, gens):
+        error = generation_error(g)
+        round_ = int(rows[i].get("round") or 0)
+        if error is not None:
+            failures[i] = Failure(rows[i]["id"], stage, round_, "request_failed", error)
+            continue
         gen = g[0]
         text = rewritten_reasoning(gen.text)
         if enforce_budget:
             text = cut_to_budget(text, budget)
+        if not text.strip():
+            failures[i] = Failure(rows[i]["id"], stage, round_, "empty_rewrite",
+                                  f"the rewrite has no reasoning text: {gen.text[:200]!r}")
+            continue
         out[i].update({
             "teacher": teacher, "raw_output": gen.text, "reasoning": text,
             "prompt_tokens": int(gen.prompt_tokens), "completion_tokens": int(gen.completion_tokens),
             "latency_s": float(gen.latency_s), "n_sentences": sentence_count(text), "n_words": word_count(text),
         })
-    return out
+    return [r for i, r in enumerate(out) if i not in failures], list(failures.values())
 
 
 # --------------------------------------------------------------------------- input
@@ -222,32 +425,44 @@ def _schema_name(cfg: TracesJob) -> str:
 
 
 def _selected(cfg: TracesJob) -> Iterator[dict[str, Any]]:
-    """Validated input rows, restricted to ``cfg.ids`` when given, in input order."""
+    """Validated input rows, restricted to ``cfg.ids`` when given, in input order, with texts held
+    to ``max_input_chars`` (:func:`bound_row`; ``_cut`` marks a row that was cut)."""
     wanted = set(cfg.ids) if cfg.ids else None
+    index = 0
     for batch in storage.iter_batches(cfg.input, schema_name=_schema_name(cfg), batch_size=4096):
-        if wanted is not None:
-            ids = batch.column(batch.schema.get_field_index("id")).to_pylist()
-            keep = [i for i, v in enumerate(ids) if v in wanted]
-            if not keep:
+        rows = batch.to_pylist()
+        start, index = index, index + len(rows)
+        for offset, row in enumerate(rows):
+            if wanted is not None and row["id"] not in wanted:
                 continue
-            batch = batch.take(keep)
-        yield from batch.to_pylist()
+            if bound_row(row, cfg, cfg.input, start + offset):
+                row["_cut"] = True
+            yield row
 
 
-def scan_input(cfg: TracesJob) -> int:
-    """Validate the whole input before anything is written; return the number of selected rows.
+@dataclass
+class InputScan:
+    """What :func:`scan_input` found: selected rows and how many had a text cut to ``max_input_chars``."""
+
+    rows: int
+    truncated: int
+
+
+def scan_input(cfg: TracesJob) -> InputScan:
+    """Validate the whole input before anything is written.
 
     Checks the schema and label words (via storage), duplicate ids, that every requested id
-    exists, and that each selected row has a usable policy and prompt.
+    exists, each text's length, and that each selected row has a usable policy and prompt.
     """
     seen: set[str] = set()
     file = cfg.input
-    count = 0
+    count = truncated = 0
     for index, row in enumerate(_selected(cfg)):
         rid = row["id"]
         if rid in seen:
             raise DataError("duplicate id", file=file, column="id", row=index, value=rid)
         seen.add(rid)
+        truncated += bool(row.get("_cut"))
         try:
             if cfg.budget is None:
                 render_teacher_messages(row, cfg.taxonomy)
@@ -263,7 +478,7 @@ def scan_input(cfg: TracesJob) -> int:
         if missing:
             shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise GuardsmithError(f"{len(missing)} requested id(s) are not in {file}: {shown}")
-    return count
+    return InputScan(count, truncated)
 
 
 def _shards(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -289,91 +504,181 @@ def shard_uri(output: str, index: int) -> str:
     return storage.join(shard_root(output), f"shard-{index:05d}")
 
 
-def fingerprint(cfg: TracesJob, teacher_name: str) -> dict[str, Any]:
-    """The settings that determine the traces; shards are only reused under the same ones."""
+def shard_failed_uri(output: str, index: int) -> str:
+    """URI of the failed rows of shard ``index`` (committed just before the shard itself)."""
+    return storage.join(shard_root(output), f"failed-{index:05d}")
+
+
+def job_identity(cfg: TracesJob, stage: str = "distill") -> WorkIdentity:
+    """The work identity of a teacher run: the input's content, the settings that change the traces
+    (``ids`` as a digest), the teacher's model name and the guardsmith version. The teacher spec
+    itself (host, credentials) is left out: the same model behind another address is the same work."""
     ids = hashlib.sha256("\n".join(sorted(cfg.ids)).encode()).hexdigest()[:16] if cfg.ids else None
-    return {
-        "version": _FINGERPRINT_VERSION, "mode": "budget" if cfg.budget is not None else "distill",
-        "input": cfg.input, "ids": ids, "teacher": teacher_name, "taxonomy": cfg.taxonomy,
-        "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens,
-        "seed": cfg.seed, "round": cfg.round, "budget": cfg.budget,
-        "enforce_budget": cfg.enforce_budget, "shard_size": cfg.shard_size,
-    }
+    return work_identity(stage, cfg, {"input": cfg.input}, exclude=("input", "output", "teacher", "ids"),
+                         extra={"teacher_model": teacher_label(cfg.teacher), "ids": ids})
 
 
-def _check_fingerprint(cfg: TracesJob, expected: dict[str, Any]) -> bool:
-    """True when shards exist for ``expected``; raise when they were made with other settings."""
-    path = storage.join(shard_root(cfg.output), "_config.json")
-    if not storage.exists(path):
-        return False
-    found = storage.read_json(path)
-    if found != expected:
-        diff = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
-        raise GuardsmithError(
-            f"{shard_root(cfg.output)} holds shards made with other settings ({', '.join(diff)}); "
-            "use the same settings to resume, or --overwrite to start again")
-    return True
+def _check_shards(cfg: TracesJob, identity: WorkIdentity) -> None:
+    """Shards under ``<output>.shards`` must be of this work: others are refused, or discarded with
+    ``overwrite``."""
+    root = shard_root(cfg.output)
+    if not storage.exists(root):
+        return
+    foreign: list[str] = []
+    for name in storage.list_dir(root):
+        uri = storage.join(root, name)
+        if not storage.is_committed(uri):
+            if name == "_config.json":  # shards of an older guardsmith
+                foreign.append("shards without a work identity")
+            continue
+        recorded = storage.recorded_identity(uri)
+        if recorded is None:
+            foreign.append("shards without a work identity")
+        elif WorkIdentity.from_json(recorded).digest != identity.digest:
+            foreign += identity.differences(WorkIdentity.from_json(recorded)) or ["work identity"]
+    if not foreign:
+        return
+    if cfg.overwrite:
+        storage.remove(root)
+        return
+    what = ", ".join(dict.fromkeys(foreign))
+    raise GuardsmithError(f"{redact(root)} holds shards made with other settings or input ({what}); use the "
+                          "same inputs and settings to resume, or --overwrite to discard them")
 
 
 # --------------------------------------------------------------------------- the run
 
 @dataclass
 class TracesRun:
-    """What :func:`write_traces` did: shards in all, reused from an earlier run, teacher requests."""
+    """What :func:`write_traces` did: shards in all, reused from an earlier run, teacher requests,
+    failed rows (ids in input order) and input texts cut to ``max_input_chars``."""
 
     shards: int = 0
     reused: int = 0
     requests: int = 0
     skipped: bool = False
+    rows: int = 0
+    failed_ids: list[str] = field(default_factory=list)
+    truncated: int = 0
+    failed: str | None = None
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failed_ids)
 
 
-def write_traces(cfg: TracesJob) -> TracesRun:
+def _failed_ids(uri: str) -> list[str]:
+    if not storage.is_committed(uri):
+        return []
+    return storage.read_table(uri, "failed").column("id").to_pylist()
+
+
+def write_traces(cfg: TracesJob, stage: str = "distill", check: bool = True) -> TracesRun:
     """Distill (or budget-rewrite) ``cfg.input`` into the traces table ``cfg.output``; resumable.
 
-    A committed output is left alone (``skipped``) unless ``overwrite``.
+    A committed output of the same work is left alone (``skipped``); of other work it is refused
+    unless ``overwrite``. Failed rows are committed to ``<output>.failed``. With ``check`` the run
+    fails (``output`` not committed, shards kept) when more than ``max_failed_fraction`` of the
+    rows failed or no teacher reply parsed; the filter checks its own totals instead.
     """
     check_job(cfg)
     root = shard_root(cfg.output)
-    if storage.is_committed(cfg.output) and not cfg.overwrite:
+    identity = job_identity(cfg, stage)
+    if decide(cfg.output, identity, cfg.overwrite) == "skip":
         if not cfg.keep_shards:
             storage.remove(root)  # left over when a run stopped right after its final commit
-        return TracesRun(skipped=True)
-    total = scan_input(cfg)
-    n_shards = math.ceil(total / cfg.shard_size)
-    if cfg.overwrite:
-        storage.remove(root)
+        fail_uri = failed_uri(cfg.output)
+        return TracesRun(skipped=True, failed_ids=_failed_ids(fail_uri),
+                         failed=fail_uri if storage.is_committed(fail_uri) else None)
+    try:
+        return _write_traces(cfg, stage, check, identity)
+    except GuardsmithError:
+        # A second writer of the same work (an overlapping retry or schedule) may lose a shard race
+        # or find the shards gone: when the other one committed the same work, this run is done too.
+        recorded = storage.recorded_identity(cfg.output) if storage.is_committed(cfg.output) else None
+        if recorded is None or recorded.get("digest") != identity.digest:
+            raise
+        fail_uri = failed_uri(cfg.output)
+        return TracesRun(skipped=True, failed_ids=_failed_ids(fail_uri),
+                         failed=fail_uri if storage.is_committed(fail_uri) else None)
+
+
+def _write_traces(cfg: TracesJob, stage: str, check: bool, identity: WorkIdentity) -> TracesRun:
+    root = shard_root(cfg.output)
+    scan = scan_input(cfg)
+    n_shards = math.ceil(scan.rows / cfg.shard_size)
+    _check_shards(cfg, identity)
     backend: Backend | None = None
     teacher_name = cfg.teacher_name or teacher_label(cfg.teacher)
-    expected = fingerprint(cfg, teacher_name)
-    recorded = _check_fingerprint(cfg, expected)
     reused = requests = 0
     label = f"{'rewriting' if cfg.budget is not None else 'distilling'} shards"
-    try:
-        for index, rows in enumerate(track(_shards(_selected(cfg), cfg.shard_size), label, total=n_shards)):
-            uri = shard_uri(cfg.output, index)
-            if storage.is_committed(uri):
-                reused += 1
-                continue
-            if backend is None:
-                backend = open_backend(cfg.teacher, choice=settings.group_values(cfg, settings.BackendChoice),
-                                       endpoint=settings.group_values(cfg, settings.Endpoint))
-            if cfg.budget is None:
-                records = distill_rows(rows, backend, cfg, teacher_name, cfg.round)
-                requests += len(rows)
-            else:
-                records = rewrite_rows(rows, backend, cfg, teacher_name, cfg.budget, cfg.enforce_budget)
-                requests += sum(1 for r in rows if (r.get("reasoning") or "").strip())
-            if not recorded:
-                storage.write_json_atomic(storage.join(root, "_config.json"), expected)
-                recorded = True
-            storage.write_table(uri, tables.from_records(records, "traces", file=uri), "traces")
-    finally:
-        if backend is not None:
-            backend.close()
-    with storage.TableWriter(cfg.output, "traces") as writer:
+    with stop_on_sigterm(stage):
+        try:
+            for index, rows in enumerate(track(_shards(_selected(cfg), cfg.shard_size), label, total=n_shards)):
+                uri = shard_uri(cfg.output, index)
+                if storage.is_committed(uri):
+                    reused += 1
+                    continue
+                if backend is None:
+                    backend = open_teacher(cfg.teacher, cfg)
+                if cfg.budget is None:
+                    records, failures = distill_rows(rows, backend, cfg, teacher_name, cfg.round, stage=stage)
+                    requests += len(rows)
+                else:
+                    records, failures = rewrite_rows(rows, backend, cfg, teacher_name, cfg.budget,
+                                                     cfg.enforce_budget, stage=stage)
+                    requests += sum(1 for r in rows if (r.get("reasoning") or "").strip())
+                traces = tables.from_records(records, "traces", file=uri) if records else tables.empty_table("traces")
+                with commit_section():
+                    storage.write_table(shard_failed_uri(cfg.output, index), failed_table(failures), "failed",
+                                        identity=identity)
+                    storage.write_table(uri, traces, "traces", identity=identity)
+        finally:
+            if backend is not None:
+                backend.close()
+        failed_ids: list[str] = []
+        first_detail = None
         for index in range(n_shards):
-            for batch in storage.iter_batches(shard_uri(cfg.output, index), schema_name="traces"):
-                writer.write(batch)
+            part = storage.read_table(shard_failed_uri(cfg.output, index), "failed") \
+                if storage.is_committed(shard_failed_uri(cfg.output, index)) else None
+            if part is not None and part.num_rows:
+                failed_ids += part.column("id").to_pylist()
+                first_detail = first_detail or part.column("detail")[0].as_py()
+        fail_uri = failed_uri(cfg.output)
+        with commit_section():  # replaces, atomically, one left by a run that stopped at the checks below
+            with storage.TableWriter(fail_uri, "failed", identity=identity) as writer:
+                for index in range(n_shards):
+                    part = shard_failed_uri(cfg.output, index)
+                    if storage.is_committed(part):
+                        for batch in storage.iter_batches(part, schema_name="failed"):
+                            writer.write(batch)
+        if check:
+            check_failures(stage, failed_ids, scan.rows, cfg.max_failed_fraction, fail_uri, first_detail)
+            if cfg.budget is None:
+                _check_some_parsed(cfg.output, n_shards, scan.rows - len(failed_ids))
+        with commit_section():  # a committed output of other work (--overwrite) is replaced atomically
+            with storage.TableWriter(cfg.output, "traces", identity=identity) as writer:
+                for index in range(n_shards):
+                    for batch in storage.iter_batches(shard_uri(cfg.output, index), schema_name="traces"):
+                        writer.write(batch)
     if not cfg.keep_shards:
         storage.remove(root)
-    return TracesRun(n_shards, reused, requests)
+    return TracesRun(n_shards, reused, requests, rows=scan.rows, failed_ids=failed_ids, truncated=scan.truncated,
+                     failed=fail_uri)
+
+
+def _check_some_parsed(output: str, n_shards: int, traces: int) -> None:
+    """Fail when there are traces and not one teacher reply parsed as a guard answer (a wrong
+    teacher, prompt format or max_tokens: every trace would be rejected downstream)."""
+    if traces <= 0:
+        return
+    first: list[str] = []
+    for index in range(n_shards):
+        for batch in storage.iter_batches(shard_uri(output, index), columns=["id", "parse_ok", "raw_output"]):
+            cols = batch.to_pydict()
+            if any(cols["parse_ok"]):
+                return
+            if not first and cols["id"]:
+                first = [cols["id"][0], (cols["raw_output"][0] or "")[:80]]
+    raise GuardsmithError(f"no teacher reply of the {traces} rows parsed as a guard answer (first: id {first[0]}, "
+                          f"reply {first[1]!r}); check the teacher model, its prompt format and max_tokens")

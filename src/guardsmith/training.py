@@ -7,9 +7,14 @@
   `use_cpu=True` (TRL's defaults are 5-15x slower on CPU).
 - `trainer_args(...)`: the keyword arguments common to `SFTConfig`, `DPOConfig` and `GRPOConfig`.
 - `expand_weights`, `sft_dataset`: example records -> a TRL conversational dataset.
-- `checkpoint_callback`, `latest_checkpoint`, `restore_checkpoint`: every saved checkpoint is
-  uploaded to `checkpoint_uri` with `storage.upload_dir`; a rerun downloads the newest committed
-  one and resumes from it.
+- `training_identity`, `finished_run`: the work identity of a run (`guardsmith.identity`: inputs
+  by content, effective config, version), checked before training: a model at `output` made by
+  the same work makes the run a no-op; one made by other work is refused (one line naming the
+  difference) unless `overwrite`.
+- `checkpoint_callback`, `own_checkpoints`, `restore_checkpoint`: every saved checkpoint is
+  uploaded to `checkpoint_uri` with `storage.upload_dir`, with the run's identity and without the
+  pickled `training_args.bin`; a rerun of the same work downloads its newest committed one and
+  resumes from it; checkpoints of other work are refused (or removed with `overwrite`).
 - `accelerate_config`, `launch_command`: a generated accelerate config plus the argv that runs a
   stage on several GPUs (`accelerate launch ... -m guardsmith.cli <stage> --config <yaml>`).
 - `TrainingData`, `Prepared`: what a stage built for training (records plus the facts about them);
@@ -17,7 +22,7 @@
 - `TrainingSummary`: the typed summary written beside every trained model
   (`guardsmith_training.json`) and read back by the guard prompt style, evaluate and reports.
 - `train_and_publish`: train, save, write the summary, the training log and the model card
-  (`guardsmith.model_card`), then `publish_model`.
+  (`guardsmith.model_card`), then publish the folder with the run's identity.
 
 Heavy imports (torch, transformers, trl, peft, datasets) happen inside the functions.
 """
@@ -27,6 +32,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,10 +41,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from guardsmith.config import build_config, dump_yaml, option, to_dict
-from guardsmith.errors import GuardsmithError
+from guardsmith.errors import GuardsmithError, redact
+
+if TYPE_CHECKING:
+    from guardsmith.identity import WorkIdentity
 
 SUMMARY_FILE = "guardsmith_training.json"
 """The `TrainingSummary` of a training run, written beside the model."""
@@ -73,13 +82,20 @@ class TrainConfig:
     activation_checkpointing: bool | None = option(None, "Recompute activations to save memory; default: on for GPU, off for CPU.")
     gpus: int = option(0, "GPUs to use: 0 = all visible; more than 1 relaunches the stage with accelerate.")
     distributed: Literal["ddp", "fsdp"] = option("ddp", "Multi-GPU strategy: ddp (model fits one GPU) or fsdp (sharded, FSDP2).")
-    checkpoint_uri: str | None = option(None, "Where checkpoints are uploaded (one folder per run); a rerun resumes from the newest.")
+    checkpoint_uri: str | None = option(None, "Where checkpoints are uploaded (one folder per run); a rerun of the same work resumes from its newest.")
     save_steps: int = option(200, "Save (and upload) a checkpoint every this many steps, and at the end.")
     save_total_limit: int = option(2, "Checkpoints kept locally and at checkpoint_uri.")
-    resume: bool = option(True, "Resume from the newest committed checkpoint at checkpoint_uri when there is one.")
+    resume: bool = option(True, "Resume from the newest committed checkpoint of the same work at checkpoint_uri when there is one.")
     logging_steps: int = option(10, "Log loss (and rewards) every this many steps.")
     seed: int = option(0, "Seed of data sampling (subset, dual split, oversampling) and of training.")
     work_dir: str | None = option(None, "Local scratch folder for checkpoints; default: a temporary folder.")
+    max_example_chars: int = option(100_000, "Longest training example in characters (prompt, response and reasoning "
+                                             "together), checked before tokenising; 0: no bound.")
+    long_examples: Literal["error", "truncate"] = option(
+        "error", "Examples over max_example_chars: error (names the file, column, row and id) or truncate "
+                 "(cut the longest text, counted as truncated_examples).")
+    overwrite: bool = option(False, "Replace a finished model at `output` made by other inputs or config (and discard "
+                                    "other work's checkpoints at checkpoint_uri); without it such a re-run is refused.")
 
 
 # --------------------------------------------------------------------------- device and precision
@@ -193,11 +209,17 @@ def peft_config(cfg: TrainConfig):
                       target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
 
 
-def load_tokenizer(model_dir: Path):
-    """The model's tokenizer, with a pad token (eos when the model has none)."""
+def load_tokenizer(model_dir: Path, what: str = "base model"):
+    """The model's tokenizer, with a pad token (eos when the model has none). The folder is checked
+    first (`guardsmith.model_files`): a missing tokenizer, truncated weights or a damaged
+    config.json is a one-line error naming the folder."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    from guardsmith.model_files import check_model_folder, loading
+
+    check_model_folder(model_dir, what=what)
+    with loading(model_dir, f"{what}'s tokenizer"):
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if not tok.chat_template:
@@ -260,6 +282,47 @@ def _ids(encoded: Any) -> list[int]:
     return list(encoded["input_ids"])
 
 
+# --------------------------------------------------------------------------- work identity
+
+HOW_TO_TRAIN = ("per_device_batch_size", "activation_checkpointing")
+"""Training fields that say how a run uses its devices, not what it trains: left out of the work
+identity (with `guardsmith.identity.RUN_ONLY_FIELDS`: gpus, checkpoint_uri, save_steps, ...)."""
+PICKLES = ("training_args.bin",)
+"""Files the trainer writes that are pickles of arbitrary objects: deleted from every checkpoint
+before it is uploaded and from the published model (resume does not read them)."""
+
+
+def training_identity(stage: str, cfg: TrainConfig, inputs: dict[str, str | None], *,
+                      exclude: Sequence[str] = (), extra: dict[str, Any] | None = None) -> WorkIdentity:
+    """The work identity of a training run: `stage`, the effective config (without run-only fields,
+    `HOW_TO_TRAIN`, `exclude`, the output and the input URIs), the content identity of the base
+    model and of each set input (name -> URI; names that are config fields leave the config), and
+    the guardsmith version."""
+    from guardsmith.identity import work_identity
+
+    named = {"base_model": cfg.base_model, **{k: v for k, v in inputs.items() if v}}
+    return work_identity(stage, cfg, named, exclude=("output", "base_model", *inputs, *HOW_TO_TRAIN, *exclude),
+                         extra=extra)
+
+
+def finished_run(cfg: TrainConfig, identity: WorkIdentity, stage: str) -> TrainingSummary | None:
+    """Before any training: the summary of the model at `cfg.output` when the same work (identity)
+    made it, so a re-run is a no-op; None when this run must train.
+
+    A model at `cfg.output` made by other work, and checkpoints of other work at `checkpoint_uri`,
+    are refused with a one-line error naming what differs, unless `cfg.overwrite` (then the other
+    checkpoints are removed and the model is replaced when the new one is published).
+    """
+    from guardsmith.identity import decide
+
+    if decide(cfg.output, identity, cfg.overwrite) == "skip":
+        log_line(stage, f"{redact(cfg.output)} is already there, trained from the same inputs and config; "
+                        "nothing to do")
+        return TrainingSummary.read(cfg.output)
+    own_checkpoints(cfg, identity, remove_others=int(os.environ.get("RANK", "0")) == 0)
+    return None
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 def _step(name: str) -> int | None:
@@ -284,26 +347,67 @@ def committed_checkpoints(uri: str) -> list[tuple[int, str]]:
 
 
 def latest_checkpoint(uri: str | None) -> tuple[int, str] | None:
-    """The newest committed checkpoint under `uri` as (step, uri), or None."""
+    """The newest committed checkpoint under `uri` as (step, uri), or None (whatever work saved it)."""
     found = committed_checkpoints(uri) if uri else []
     return found[-1] if found else None
 
 
-def restore_checkpoint(cfg: TrainConfig, work_dir: Path) -> tuple[str | None, int]:
-    """Download the newest committed checkpoint (when resuming) into `work_dir`; (local path, step)."""
-    if not cfg.resume:
+def own_checkpoints(cfg: TrainConfig, identity: WorkIdentity, *, remove_others: bool = False) -> list[tuple[int, str]]:
+    """(step, uri) of the committed checkpoints under `cfg.checkpoint_uri` saved by this work, oldest first.
+
+    Checkpoints recording another identity (or none) are a one-line error naming the first one and
+    what differs, unless `cfg.overwrite`: then they are left out, and removed when `remove_others`.
+    """
+    if not cfg.checkpoint_uri:
+        return []
+    from guardsmith import storage
+    from guardsmith.identity import WorkIdentity
+
+    own, other = [], []
+    for step, uri in committed_checkpoints(cfg.checkpoint_uri):
+        recorded = storage.recorded_identity(uri)
+        theirs = WorkIdentity.from_json(recorded) if recorded else None
+        if theirs is not None and theirs.digest == identity.digest:
+            own.append((step, uri))
+        else:
+            other.append((uri, theirs))
+    if other and not cfg.overwrite:
+        uri, theirs = other[0]
+        if theirs is None:
+            why = "records no work identity (saved by an older guardsmith)"
+        else:
+            diff = identity.differences(theirs) or ["identity"]
+            why = "was saved by other work: " + ", ".join(diff[:8]) + (f" (+{len(diff) - 8} more)" if len(diff) > 8 else "")
+        raise GuardsmithError(f"checkpoint {redact(uri)} {why}; it is never resumed by this run: use another "
+                              f"checkpoint_uri, or --overwrite to discard the {len(other)} checkpoint(s) of other work")
+    if other and remove_others:
+        for uri, _ in other:
+            storage.remove(uri)
+        log_line("training", f"--overwrite: removed {len(other)} checkpoint(s) of other work under "
+                             f"{redact(cfg.checkpoint_uri)}")
+    return own
+
+
+def restore_checkpoint(cfg: TrainConfig, work_dir: Path, identity: WorkIdentity) -> tuple[str | None, int]:
+    """Download the newest committed checkpoint of this work (when resuming) into `work_dir`;
+    (local path, step), or (None, 0) when there is none. Other work's checkpoints are never resumed."""
+    if not cfg.resume or not cfg.checkpoint_uri:
         return None, 0
-    latest = latest_checkpoint(cfg.checkpoint_uri)
-    if latest is None:
-        return None, 0
-    step, uri = latest
     from accelerate import PartialState
 
     from guardsmith import storage
 
-    local = work_dir / f"{CHECKPOINT_PREFIX}{step}"
-    with PartialState().main_process_first():  # launched processes share work_dir: one download
-        if not (local / "trainer_state.json").exists():
+    state = PartialState()
+    with state.main_process_first():  # launched processes share work_dir: one download
+        own = own_checkpoints(cfg, identity)
+        if not own:
+            return None, 0
+        step, uri = own[-1]
+        local = work_dir / f"{CHECKPOINT_PREFIX}{step}"
+        if state.is_main_process or not (local / "trainer_state.json").exists():
+            # work_dir is scratch: a killed run may have left its own, uncommitted copy of this step
+            # there; only the committed checkpoint in object storage is trusted
+            shutil.rmtree(local, ignore_errors=True)
             storage.download_dir(uri, str(local))
     return str(local), step
 
@@ -318,8 +422,15 @@ def _prune(uri: str, keep: int) -> None:
         storage.remove(old)
 
 
-def checkpoint_callback(uri: str, keep: int):
-    """A `TrainerCallback` that uploads each saved checkpoint to `uri` (main process only)."""
+def drop_pickles(folder: str | Path) -> None:
+    """Delete the trainer's pickled files (`PICKLES`) from a local checkpoint or model folder."""
+    for name in PICKLES:
+        (Path(folder) / name).unlink(missing_ok=True)
+
+
+def checkpoint_callback(uri: str, keep: int, identity: WorkIdentity):
+    """A `TrainerCallback` that uploads each saved checkpoint to `uri` with the run's identity
+    (main process only), without pickled training arguments."""
     from transformers import TrainerCallback
 
     from guardsmith import storage
@@ -335,11 +446,17 @@ def checkpoint_callback(uri: str, keep: int):
                 name = f"{CHECKPOINT_PREFIX}{state.global_step}"
                 local = Path(args.output_dir) / name
                 if local.is_dir():
-                    storage.upload_dir(str(local), storage.join(uri, name))
+                    drop_pickles(local)
+                    storage.upload_dir(str(local), storage.join(uri, name), identity=identity)
                     _prune(uri, keep)
             return control
 
     return CheckpointSync()
+
+
+def checkpoint_callbacks(cfg: TrainConfig, identity: WorkIdentity) -> list[Any]:
+    """`[checkpoint_callback(...)]` when `cfg.checkpoint_uri` is set, else []."""
+    return [checkpoint_callback(cfg.checkpoint_uri, cfg.save_total_limit, identity)] if cfg.checkpoint_uri else []
 
 
 # --------------------------------------------------------------------------- multi-GPU launch
@@ -499,7 +616,7 @@ class TrainingSummary(TrainingData):
         """The summary in a model folder (local path or URI); a GuardsmithError naming the file if bad."""
         from guardsmith import storage
 
-        uri = storage.join(str(where), SUMMARY_FILE)
+        uri = storage.folder_file(str(where), SUMMARY_FILE)
         raw = storage.read_json(uri)
         if not isinstance(raw, dict):
             raise GuardsmithError(f"{uri}: a training summary must be a JSON object, got {type(raw).__name__}")
@@ -510,7 +627,7 @@ class TrainingSummary(TrainingData):
         """`read(where)`, or None when the folder has no summary."""
         from guardsmith import storage
 
-        return cls.read(where) if storage.exists(storage.join(str(where), SUMMARY_FILE)) else None
+        return cls.read(where) if storage.exists(storage.folder_file(str(where), SUMMARY_FILE)) else None
 
 
 @dataclass
@@ -567,7 +684,7 @@ def work_folder(cfg: TrainConfig, stage: str) -> Iterator[Path]:
 
 
 def train_and_publish(trainer, cfg: TrainConfig, rt: Runtime, *, stage: str, method: str, title: str,
-                      resume: tuple[str | None, int], examples: int, data: TrainingData,
+                      resume: tuple[str | None, int], examples: int, data: TrainingData, identity: WorkIdentity,
                       extra_files: Callable[[], dict[str, str]] | None = None,
                       description: str | None = None) -> TrainingSummary:
     """Train (resuming from `resume` = (local checkpoint, step)), save and publish the model.
@@ -577,9 +694,11 @@ def train_and_publish(trainer, cfg: TrainConfig, rt: Runtime, *, stage: str, met
     `TrainingSummary`, full config included) and `training_log.jsonl` (the trainer's log
     history: loss, learning rate, rewards...), plus the files `extra_files()` returns
     (name -> text). `description` (with `{stage}` and `{base}`) defaults to a guard model's.
+    The folder is published with the run's work `identity` (recorded in its commit manifest), so a
+    re-run of the same work finds it and does nothing (`finished_run`).
     """
-    from guardsmith import __version__, model_card
-    from guardsmith.model_store import local_model, publish_model
+    from guardsmith import __version__, model_card, storage
+    from guardsmith.model_store import local_model
 
     resume_from, resume_step = resume
     start = time.monotonic()
@@ -606,7 +725,7 @@ def train_and_publish(trainer, cfg: TrainConfig, rt: Runtime, *, stage: str, met
                 (out / stale).unlink(missing_ok=True)
             merged.save_pretrained(str(out))
         trainer.processing_class.save_pretrained(str(out))
-        (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in the summary
+        drop_pickles(out)  # the config is in the summary
         with open(out / LOG_FILE, "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(entry) + "\n" for entry in state.log_history)
         for name, text in (extra_files() if extra_files else {}).items():
@@ -614,19 +733,20 @@ def train_and_publish(trainer, cfg: TrainConfig, rt: Runtime, *, stage: str, met
         summary.write(out)
         model_card.write_model_card(out, summary, title=title, description=description or model_card.GUARD_DESCRIPTION,
                                     license=model_card.base_license(local_model(cfg.base_model)))
-        publish_model(out, cfg.output)
+        storage.upload_dir(str(out), cfg.output, identity=identity)
     log_line(stage, f"published {cfg.output} (step {state.global_step}, {wall:.1f} s)")
     return summary
 
 
 # --------------------------------------------------------------------------- SFT
 
-def train_sft(cfg: TrainConfig, prepared: Prepared, *, stage: str, method: str = "sft",
+def train_sft(cfg: TrainConfig, prepared: Prepared, *, stage: str, identity: WorkIdentity, method: str = "sft",
               title: str = "guardsmith SFT guard") -> TrainingSummary:
     """Fine-tune `cfg.base_model` on prepared `sft_examples` records (weights expanded) with TRL's
     `SFTTrainer` (conversational prompt/completion, loss on the completion) and publish it."""
     from trl import SFTConfig, SFTTrainer
 
+    from guardsmith.model_files import loading
     from guardsmith.model_store import local_model
 
     rt = runtime(cfg)
@@ -637,7 +757,7 @@ def train_sft(cfg: TrainConfig, prepared: Prepared, *, stage: str, method: str =
     if lengths.get("total_tokens_max", 0) > cfg.max_length:
         log_line(stage, f"some examples exceed max_length {cfg.max_length} ({lengths}); they are truncated")
     with work_folder(cfg, stage) as work:
-        resume = restore_checkpoint(cfg, work)
+        resume = restore_checkpoint(cfg, work, identity)
         if resume[0]:
             log_line(stage, f"resuming from step {resume[1]} ({cfg.checkpoint_uri})")
         args = SFTConfig(
@@ -645,14 +765,15 @@ def train_sft(cfg: TrainConfig, prepared: Prepared, *, stage: str, method: str =
             max_length=cfg.max_length, packing=cfg.packing, completion_only_loss=True,
             model_init_kwargs=model_init_kwargs(cfg, rt),
         )
-        callbacks = [checkpoint_callback(cfg.checkpoint_uri, cfg.save_total_limit)] if cfg.checkpoint_uri else []
-        trainer = SFTTrainer(model=str(model_dir), args=args, train_dataset=sft_dataset(expanded),
-                             processing_class=tokenizer, peft_config=peft_config(cfg), callbacks=callbacks)
+        with loading(model_dir, "base model"):
+            trainer = SFTTrainer(model=str(model_dir), args=args, train_dataset=sft_dataset(expanded),
+                                 processing_class=tokenizer, peft_config=peft_config(cfg),
+                                 callbacks=checkpoint_callbacks(cfg, identity))
         log_line(stage, f"{len(expanded)} examples on {rt.describe()}, {lengths}")
         data = prepared.data
         data = TrainingData(**{**vars(data), "facts": {**data.facts, **lengths, "finetune": cfg.finetune}})
         return train_and_publish(trainer, cfg, rt, stage=stage, method=method, title=title, resume=resume,
-                                 examples=len(expanded), data=data)
+                                 examples=len(expanded), data=data, identity=identity)
 
 
 def log_line(stage: str, message: str) -> None:

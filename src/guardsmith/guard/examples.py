@@ -13,6 +13,12 @@ traces table); rows still lacking a label they need are skipped and counted. R-m
 reasoning is blank follow `missing_reasoning` (a short reason stated from the labels, NR, drop
 or error). `take_subset` keeps a seeded, nested random subset; `mix_count` / `sample_rows` mix a
 second table in at a given share.
+
+Input bound: an example whose texts (prompt, response, custom policy and the reasoning it uses)
+are longer than `max_chars` together is refused with a one-line `DataError` naming the file,
+column, row, id and a prefix of the value (`long_examples: error`), or cut to fit, longest text
+first, and counted as `truncated_examples` (`truncate`). `bound_texts` is checked before any
+rendering or tokenising, so one huge value never reaches the tokenizer.
 """
 from __future__ import annotations
 
@@ -31,6 +37,9 @@ GUARD_COLUMNS = ("id", "source", "taxonomy", "policy", "prompt", "response", *TA
 """Columns every input row needs (the interaction and its labels)."""
 OPTIONAL_COLUMNS = ("reasoning", "accepted", "budget", *(f"pred_{t}" for t in TASKS))
 """Columns used when present: trace reasoning, filter verdict, sentence budget, teacher answers."""
+LONG_EXAMPLES = ("error", "truncate")
+ROW_KEY = "_row"
+"""Key of a row read by `read_guard_rows` holding its row index in the input table (for errors)."""
 
 
 # --------------------------------------------------------------------------- reading rows
@@ -85,6 +94,7 @@ def read_guard_rows(uri: str, *, need_reasoning: bool, what: str = "train",
     batches = storage.iter_batches(uri, schema_name="judged_traces", columns=columns)
     for batch in track(batches, f"read {what} rows"):
         for row in batch.to_pylist():
+            row[ROW_KEY] = counts["read"]
             counts["read"] += 1
             if row.get("accepted") is False:
                 counts["not_accepted"] += 1
@@ -117,6 +127,63 @@ def shared_value(rows: Sequence[Mapping[str, Any]], column: str) -> Any:
     """The value of `column` when every row has the same non-null one (e.g. one sentence budget), else None."""
     values = {row.get(column) for row in rows}
     return values.pop() if len(values) == 1 else None
+
+
+# --------------------------------------------------------------------------- input bound
+
+def _cap(lengths: Mapping[str, int], budget: int) -> int:
+    """The largest per-text length L with sum(min(n, L)) <= budget (cut the longest texts first)."""
+    items = sorted(lengths.values())
+    left = budget
+    for i, n in enumerate(items):
+        share = left // (len(items) - i)
+        if n > share:
+            return share
+        left -= n
+    return max(items, default=0)
+
+
+def bound_texts(texts: Mapping[str, str | None], max_chars: int, policy: str = "error", *, file: str | None = None,
+                row: int | None = None, row_id: Any = None, counts: Counter | None = None,
+                fixed: int = 0) -> dict[str, str | None]:
+    """`texts` (column -> text) whose total length plus `fixed` is at most `max_chars` (0: no bound).
+
+    Over the bound: `policy` error raises a DataError naming the file, the longest column, the row
+    and id, and a prefix of its value; truncate cuts the longest texts to fit and adds 1 to
+    `counts["truncated_examples"]`.
+    """
+    out = dict(texts)
+    if not max_chars:
+        return out
+    lengths = {k: len(v) for k, v in out.items() if v}
+    total = fixed + sum(lengths.values())
+    if total <= max_chars:
+        return out
+    if policy not in LONG_EXAMPLES:
+        raise GuardsmithError(f"unknown long_examples {policy!r}: expected {', '.join(LONG_EXAMPLES)}")
+    longest = max(lengths, key=lengths.__getitem__)
+    if policy == "error":
+        raise DataError(f"example {row_id!r} has {total} characters, over max_example_chars {max_chars} "
+                        f"({lengths[longest]} in {longest}); raise max_example_chars or set long_examples truncate",
+                        file=file, column=longest, row=row, value=out[longest][:60])
+    cap = _cap(lengths, max(max_chars - fixed, 0))
+    for k, n in lengths.items():
+        if n > cap:
+            out[k] = out[k][:cap]
+    if counts is not None:
+        counts["truncated_examples"] += 1
+    return out
+
+
+def bound_row(row: Mapping[str, Any], index: int, max_chars: int, policy: str, *, file: str | None,
+              counts: Counter | None, reasoning: bool = True) -> dict[str, Any]:
+    """`row` with its guard texts (prompt, response, policy and, when `reasoning`, the reasoning) within
+    `max_chars` (see `bound_texts`); the error names the table row (`ROW_KEY`, else `index`)."""
+    columns = ("prompt", "response", "policy", *(("reasoning",) if reasoning else ()))
+    texts = {c: row.get(c) for c in columns if isinstance(row.get(c), str)}
+    bounded = bound_texts(texts, max_chars, policy, file=file, row=row.get(ROW_KEY, index), row_id=row.get("id"),
+                          counts=counts)
+    return {**row, **bounded} if bounded != texts else dict(row)
 
 
 # --------------------------------------------------------------------------- building examples
@@ -157,10 +224,13 @@ def assign_modes(n: int, mode: str, seed: int, salt: str = "train") -> list[str]
 
 def build_examples(rows: Sequence[Mapping[str, Any]], mode: str, *, seed: int = 0,
                    missing_reasoning: str = "short", weight: float = 1.0, file: str | None = None,
-                   salt: str = "train", counts: Counter | None = None, style: str = "full") -> list[dict[str, Any]]:
+                   salt: str = "train", counts: Counter | None = None, style: str = "full",
+                   max_chars: int = 0, long_examples: str = "error") -> list[dict[str, Any]]:
     """`sft_examples` records for `rows` (labels already filled in) in mode R, NR or dual.
 
-    `counts` (optional) receives `short_reason`, `as_nr` and `no_reasoning_dropped` tallies.
+    `counts` (optional) receives `short_reason`, `as_nr`, `no_reasoning_dropped` and
+    `truncated_examples` tallies. Each row's texts are bounded by `max_chars` (`bound_row`,
+    policy `long_examples`) before its prompt is rendered.
     """
     from guardsmith.guard import render_guard_messages, render_guard_target, strip_think
 
@@ -170,13 +240,14 @@ def build_examples(rows: Sequence[Mapping[str, Any]], mode: str, *, seed: int = 
     dual = mode == "dual"
     out = []
     for index, (row, row_mode) in enumerate(zip(rows, assign_modes(len(rows), mode, seed, salt))):
+        row = bound_row(row, index, max_chars, long_examples, file=file, counts=counts, reasoning=row_mode == "R")
         reasoning = None
         if row_mode == "R":
             reasoning = strip_think(row.get("reasoning") or "") or None
             if reasoning is None:
                 if missing_reasoning == "error":
                     raise DataError("R mode needs reasoning; this row has none", file=file,
-                                    column="reasoning", row=index, value=row.get("id"))
+                                    column="reasoning", row=row.get(ROW_KEY, index), value=row.get("id"))
                 if missing_reasoning == "drop":
                     counts["no_reasoning_dropped"] += 1
                     continue

@@ -9,7 +9,7 @@ import inspect
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from guardsmith.errors import GuardsmithError
+from guardsmith.errors import GuardsmithError, redact
 from guardsmith.inference.base import Backend, Generation, Message, SamplingParams
 from guardsmith.inference.openai_backend import OpenAIBackend
 from guardsmith.inference.transformers_backend import TransformersBackend
@@ -69,7 +69,7 @@ def parse_spec(spec: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
         _check_kind(kind)
         return kind, opts
     if not isinstance(spec, str) or ":" not in spec:
-        raise GuardsmithError(f"backend spec must look like 'kind:location' (kinds: {', '.join(BACKENDS)}), got {spec!r}")
+        raise GuardsmithError(f"backend spec must look like 'kind:location' (kinds: {', '.join(BACKENDS)}), got {redact(spec)!r}")
     kind, rest = spec.split(":", 1)
     kind = kind.strip().lower()
     _check_kind(kind)
@@ -83,7 +83,7 @@ def parse_spec(spec: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if rest.startswith("file://"):
         rest = rest[len("file://"):]
     if "://" in rest:
-        raise GuardsmithError(f"{kind} loads a local model folder; download {rest} first "
+        raise GuardsmithError(f"{kind} loads a local model folder; download {redact(rest)} first "
                               "(guardsmith.storage.download_dir) and pass the folder")
     if not rest:
         raise GuardsmithError(f"the {kind} backend spec needs a model folder: '{kind}:/path/to/model'")

@@ -5,6 +5,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from guardsmith.errors import GuardsmithError
 
@@ -19,6 +20,10 @@ class Generation:
     `latency_s` is the request's share of the wall time (batch time / batch size for batched
     local backends, the HTTP round trip including retries for remote ones). `finish_reason` is
     ``"stop"`` (end of turn) or ``"length"`` (hit `max_tokens`), or what the server reported.
+    `error` is set only by ``generate(..., on_error="collect")`` for a request that failed on its
+    own (rejected by the endpoint, unparseable reply, longer than the model's context): then
+    `text` is empty, `finish_reason` is ``"error"`` and `error` is one line,
+    ``"<HTTP status or 'malformed reply' or 'too long'>: <cause>"``.
     """
 
     text: str
@@ -26,6 +31,18 @@ class Generation:
     completion_tokens: int
     latency_s: float
     finish_reason: str
+    error: str | None = None
+
+
+OnError = Literal["raise", "collect"]
+"""What `Backend.generate` does with a request that fails on its own: raise naming the request's
+index, or return `n` error `Generation`s for it and complete the others."""
+
+
+def failed(n: int, error: str, latency_s: float = 0.0, prompt_tokens: int = 0) -> list[Generation]:
+    """The `n` error generations that stand for one failed request in ``on_error="collect"`` mode."""
+    return [Generation(text="", prompt_tokens=prompt_tokens, completion_tokens=0, latency_s=latency_s,
+                       finish_reason="error", error=" ".join(str(error).split())) for _ in range(n)]
 
 
 @dataclass(frozen=True)
@@ -71,11 +88,21 @@ class Backend:
         top_p: float = 1.0,
         max_tokens: int = 256,
         seed: int | None = None,
+        on_error: OnError = "raise",
     ) -> list[list[Generation]]:
-        """Generate `n` completions per request; outer list follows `requests`, inner has `n` items."""
+        """Generate `n` completions per request; outer list follows `requests`, inner has `n` items.
+
+        ``on_error="raise"``: a request that fails on its own (the endpoint rejects it, its reply
+        cannot be parsed, it does not fit the model's context) raises a one-line GuardsmithError
+        naming the request's index. ``"collect"``: that request yields `n` generations with
+        `error` set (see `Generation`) and the others complete. Infrastructure failures (an
+        endpoint that stays unreachable, overloaded or slow after every retry) raise either way.
+        """
         check_requests(requests)
+        if on_error not in ("raise", "collect"):
+            raise GuardsmithError(f"on_error must be 'raise' or 'collect', got {on_error!r}")
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
-        return self._generate(requests, params)
+        return self._generate(requests, params, on_error)
 
     def answer_probability(
         self, requests: list[list[Message]], prefix: str, words: tuple[str, ...]
@@ -84,7 +111,8 @@ class Backend:
         check_requests(requests)
         return self._answer_probability(requests, prefix, check_words(words))
 
-    def _generate(self, requests: list[list[Message]], params: SamplingParams) -> list[list[Generation]]:
+    def _generate(self, requests: list[list[Message]], params: SamplingParams,
+                  on_error: OnError = "raise") -> list[list[Generation]]:
         raise NotImplementedError(f"the {self.kind} backend cannot generate")
 
     def _answer_probability(
@@ -124,6 +152,25 @@ def check_requests(requests: Sequence[Sequence[Mapping[str, str]]]) -> None:
         for message in request:
             if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
                 raise GuardsmithError(f"request {i}: every message needs 'role' and 'content', got {message!r:.120}")
+
+
+def fit_context(
+    requests: list[list[Message]], lengths: Sequence[int], limit: int | None, params: SamplingParams,
+    on_error: OnError, run: Callable[[list[list[Message]]], list[list[Generation]]],
+) -> list[list[Generation]]:
+    """``run`` on the requests whose prompt (``lengths[i]`` tokens) leaves room for one new token
+    in a context of ``limit`` tokens (None: no limit). The others raise naming the first one
+    (``on_error="raise"``) or yield `failed` generations (``"collect"``); order is kept."""
+    too_long = {i: n for i, n in enumerate(lengths) if limit is not None and n >= limit}
+    if not too_long:
+        return run(requests)
+    if on_error == "raise":
+        i, n = next(iter(too_long.items()))
+        raise GuardsmithError(f"request {i}: the prompt has {n} tokens, more than the model's context of "
+                              f"{limit} tokens allows ({len(too_long)} such request(s))")
+    done = iter(run([r for i, r in enumerate(requests) if i not in too_long]))
+    return [failed(params.n, f"too long: the prompt has {too_long[i]} tokens, the model's context is {limit}",
+                   prompt_tokens=too_long[i]) if i in too_long else next(done) for i in range(len(requests))]
 
 
 def check_words(words: Sequence[str]) -> tuple[str, ...]:

@@ -1,7 +1,14 @@
 """OpenAI-compatible chat-completions client (teachers and judges): asyncio, bounded, retrying.
 
 The API key is read from an environment variable (name configurable) and sent as a Bearer
-token. It is never logged and never appears in error messages or in the backend's repr.
+token; ``user:password@`` in the base URL is sent as HTTP basic auth and removed from the URL.
+Neither is ever logged, nor appears in error messages or in the backend's repr.
+
+Every attempt has one deadline (`timeout_s`) for connecting, sending and reading the whole
+reply; a server's Retry-After is honoured up to `retry_after_max_s`. A request the endpoint
+rejects (4xx other than 408/409/425/429 and the auth/route errors 401/403/404) or whose reply
+cannot be parsed is a failure of that request: one line naming the request's index, or an
+error `Generation` with ``on_error="collect"``.
 """
 from __future__ import annotations
 
@@ -16,14 +23,17 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from guardsmith.errors import GuardsmithError
+from guardsmith.errors import GuardsmithError, redact
 from guardsmith.inference.base import (
     Backend,
     Generation,
     Message,
+    OnError,
     SamplingParams,
     check_requests,
+    failed,
     normalise_logprobs,
     plain_messages,
 )
@@ -33,7 +43,110 @@ log = logging.getLogger("guardsmith.inference.openai")
 RETRY_STATUSES = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 TOP_LOGPROBS = 20
 """First-token alternatives asked for when scoring answer words."""
+CONFIG_STATUSES = frozenset({401, 403, 404})
+"""Rejections that concern every request alike (key, permission, URL or model name): never a bad row."""
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class BadReply(GuardsmithError):
+    """One request failed on its own: the endpoint rejected it (``status="HTTP 400"``) or its reply
+    cannot be parsed (``status="malformed reply"``). `cause` is one line."""
+
+    def __init__(self, status: str, cause: str) -> None:
+        self.status = status
+        self.cause = _one_line(cause)
+        super().__init__(f"{status}: {self.cause}")
+
+    def describe(self, url: str) -> str:
+        """The failure as a sentence about `url`."""
+        if self.status == "malformed reply":
+            return f"{url} sent a malformed reply: {self.cause}"
+        return f"{url} answered {self.status}: {self.cause}"
+
+
+def _one_line(text: Any, limit: int = 300) -> str:
+    """``text`` redacted, whitespace collapsed to single spaces, at most `limit` characters."""
+    out = " ".join(redact(text).split())
+    return out if len(out) <= limit else out[:limit - 3] + "..."
+
+
+def _shown(value: Any) -> str:
+    """A short repr of a JSON value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _json_type(value: Any) -> str:
+    return {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number",
+            type(None): "null", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def parse_reply(data: Any) -> tuple[list[tuple[str, str]], int, int]:
+    """``([(text, finish_reason), ...], prompt_tokens, completion_tokens)`` of a chat-completion body.
+
+    Raises `BadReply` ("malformed reply") with a one-line cause for anything else: a body that is
+    not an object, no choices, choices not a list, a choice or message not an object, content
+    that is not text, usage not an object, token counts that are not non-negative integers.
+    """
+    if not isinstance(data, dict):
+        raise BadReply("malformed reply", f"the body is {_json_type(data)}, not an object: {_shown(data)}")
+    choices = data.get("choices")
+    if choices is None or choices == []:
+        err = data.get("error")
+        if err:
+            msg = err.get("message", err) if isinstance(err, dict) else err
+            raise BadReply("malformed reply", f"no choices; the body holds an error: {msg}")
+        raise BadReply("malformed reply", "no choices")
+    if not isinstance(choices, list):
+        raise BadReply("malformed reply", f"choices is {_json_type(choices)}, not a list: {_shown(choices)}")
+    out = []
+    for i, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            raise BadReply("malformed reply", f"choice {i} is {_json_type(choice)}, not an object: {_shown(choice)}")
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            raise BadReply("malformed reply",
+                           f"choice {i}: message is {_json_type(message)}, not an object: {_shown(message)}")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise BadReply("malformed reply", f"choice {i}: content is {_json_type(content)}, not text: {_shown(content)}")
+        reason = choice.get("finish_reason")
+        if reason is not None and not isinstance(reason, str):
+            raise BadReply("malformed reply", f"choice {i}: finish_reason is not text: {_shown(reason)}")
+        out.append((content or "", reason or "stop"))
+    usage = data.get("usage")
+    if usage is None:
+        usage = {}
+    if not isinstance(usage, dict):
+        raise BadReply("malformed reply", f"usage is {_json_type(usage)}, not an object: {_shown(usage)}")
+    counts = []
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = usage.get(name)
+        if value is None:
+            value = 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise BadReply("malformed reply", f"usage.{name} is not a non-negative integer: {_shown(value)}")
+        counts.append(value)
+    return out, counts[0], counts[1]
+
+
+def parse_top_logprobs(data: Any) -> dict[str, float] | None:
+    """First-token ``{token: logprob}`` of a chat-completion body asked for logprobs; None when the
+    first choice has none. Raises `BadReply` for a malformed body or malformed logprobs."""
+    parse_reply(data)
+    lp = data["choices"][0].get("logprobs")
+    if lp is None:
+        return None
+    try:
+        first = lp["content"][0]
+        tops = first.get("top_logprobs") or [first]
+        top = {t["token"]: float(t["logprob"]) for t in tops}
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        raise BadReply("malformed reply", f"logprobs are not a list of tokens with log-probabilities: {_shown(lp)}") \
+            from None
+    if not all(isinstance(t, str) for t in top) or any(math.isnan(v) or v > 0 for v in top.values()):
+        raise BadReply("malformed reply", f"logprobs are not tokens with log-probabilities <= 0: {_shown(lp)}")
+    return top
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -67,7 +180,8 @@ class OpenAIBackend(Backend):
 
     Options: `base_url` (ending in ``/v1``), `model`, `api_key_env` (env var holding the key;
     unset means no Authorization header), `max_concurrency` (in-flight requests), `timeout_s`
-    (per HTTP attempt), `max_retries` (retries after the first attempt), `backoff_base_s` /
+    (deadline of one whole HTTP attempt: connect, send, read the full reply), `max_retries`
+    (retries after the first attempt), `backoff_base_s` /
     `backoff_max_s` (full-jitter exponential backoff), `retry_after_max_s` (cap on a server's
     Retry-After), `extra_body` (merged into every request body), `progress_min_requests`
     (show progress for batches at least this long).
@@ -90,14 +204,16 @@ class OpenAIBackend(Backend):
         extra_body: dict[str, Any] | None = None,
         progress_min_requests: int = 50,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise GuardsmithError(f"OpenAI backend URL must start with http:// or https://, got {base_url!r}")
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise GuardsmithError(f"OpenAI backend URL must start with http:// or https://, got {redact(base_url)!r}")
         if not model:
-            raise GuardsmithError(f"no model name for {base_url}; add ?model=NAME to the spec")
+            raise GuardsmithError(f"no model name for {redact(base_url)}; add ?model=NAME to the spec")
         if not _ENV_NAME.match(api_key_env):
             raise GuardsmithError(f"api_key_env must be an environment variable name, got {api_key_env!r}")
-        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0:
-            raise GuardsmithError("max_concurrency must be >= 1, max_retries >= 0 and timeout_s > 0")
+        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0 or retry_after_max_s < 0:
+            raise GuardsmithError("max_concurrency must be >= 1, max_retries >= 0, timeout_s > 0 "
+                                  "and retry_after_max_s >= 0")
+        base_url, self.__basic = _split_userinfo(base_url)
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
         self.model = model
@@ -111,6 +227,10 @@ class OpenAIBackend(Backend):
         self.extra_body = dict(extra_body or {})
         self.progress_min_requests = int(progress_min_requests)
         self.__key = os.environ.get(api_key_env) or None
+        if self.__key and self.__basic:
+            log.warning("%s: the URL's user:password is ignored because $%s holds an API key",
+                        self.base_url, api_key_env)
+            self.__basic = None
 
     def __repr__(self) -> str:
         return (f"OpenAIBackend(url={self.base_url!r}, model={self.model!r}, "
@@ -118,14 +238,18 @@ class OpenAIBackend(Backend):
 
     # -- public API -------------------------------------------------------------------------
 
-    async def agenerate(self, requests: list[list[Message]], **sampling: Any) -> list[list[Generation]]:
+    async def agenerate(self, requests: list[list[Message]], on_error: OnError = "raise",
+                        **sampling: Any) -> list[list[Generation]]:
         """Coroutine behind `generate` (same keywords): results keep input order."""
         check_requests(requests)
-        return await self._agenerate(requests, SamplingParams(**sampling))
+        if on_error not in ("raise", "collect"):
+            raise GuardsmithError(f"on_error must be 'raise' or 'collect', got {on_error!r}")
+        return await self._agenerate(requests, SamplingParams(**sampling), on_error)
 
-    def _generate(self, requests: list[list[Message]], params: SamplingParams) -> list[list[Generation]]:
+    def _generate(self, requests: list[list[Message]], params: SamplingParams,
+                  on_error: OnError = "raise") -> list[list[Generation]]:
         """Send all requests concurrently (at most `max_concurrency` in flight), from sync code."""
-        return _run_sync(self._agenerate(requests, params))
+        return _run_sync(self._agenerate(requests, params, on_error))
 
     def _answer_probability(
         self, requests: list[list[Message]], prefix: str, words: tuple[str, ...]
@@ -140,7 +264,7 @@ class OpenAIBackend(Backend):
         scores matter. Raises GuardsmithError if the server returns no logprobs.
         """
         return _run_sync(self._each(
-            requests, "scoring", lambda client, sem, req: self._probability_one(client, sem, req, prefix, words)))
+            requests, "scoring", lambda client, sem, i, req: self._probability_one(client, sem, i, req, prefix, words)))
 
     def close(self) -> None:
         """Nothing persistent to release: each call opens and closes its own HTTP client."""
@@ -153,18 +277,21 @@ class OpenAIBackend(Backend):
         headers = {"Content-Type": "application/json"}
         if self.__key:
             headers["Authorization"] = f"Bearer {self.__key}"
+        auth = httpx.BasicAuth(*self.__basic) if self.__basic else None
         limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
-        return httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(self.timeout_s), limits=limits)
+        return httpx.AsyncClient(headers=headers, auth=auth, timeout=httpx.Timeout(self.timeout_s), limits=limits)
 
-    async def _agenerate(self, requests: list[list[Message]], params: SamplingParams) -> list[list[Generation]]:
-        return await self._each(requests, "generating", lambda client, sem, req: self._generate_one(client, sem, req, params))
+    async def _agenerate(self, requests: list[list[Message]], params: SamplingParams,
+                         on_error: OnError = "raise") -> list[list[Generation]]:
+        return await self._each(requests, "generating",
+                                lambda client, sem, i, req: self._generate_one(client, sem, i, req, params, on_error))
 
     async def _each(self, requests: list[list[Message]], description: str, one: Callable) -> list:
-        """``one(client, semaphore, request)`` for every request on one HTTP client; the semaphore
-        keeps at most `max_concurrency` POSTs in flight; results keep input order."""
+        """``one(client, semaphore, index, request)`` for every request on one HTTP client; the
+        semaphore keeps at most `max_concurrency` POSTs in flight; results keep input order."""
         async with self._client() as client:
             sem = asyncio.Semaphore(self.max_concurrency)
-            return await self._gather([one(client, sem, req) for req in requests], description)
+            return await self._gather([one(client, sem, i, req) for i, req in enumerate(requests)], description)
 
     async def _gather(self, coros: list, description: str) -> list:
         """Run coroutines concurrently, keep order, report progress on long batches."""
@@ -183,11 +310,21 @@ class OpenAIBackend(Backend):
             for t in tasks:
                 t.cancel()
 
-    def _redact(self, text: str) -> str:
-        return text.replace(self.__key, "***") if self.__key else text
+    def _redact(self, text: Any) -> str:
+        """``text`` as one line with the API key, the basic-auth password and URL credentials hidden."""
+        out = str(text)
+        for secret in (self.__key, self.__basic[1] if self.__basic else None):
+            if secret:
+                out = out.replace(secret, "***")
+        return _one_line(out)
 
-    async def _post(self, client, body: dict[str, Any]) -> dict[str, Any]:
-        """POST with retries on 429/5xx/timeouts/dropped connections; returns the parsed JSON."""
+    async def _post(self, client, index: int, body: dict[str, Any]) -> Any:
+        """POST with retries on 429/5xx/timeouts/dropped connections; returns the parsed JSON.
+
+        Each attempt (connect, send, read the whole reply) has one deadline of `timeout_s`.
+        A rejection of this request raises `BadReply`; key/URL errors and exhausted retries raise
+        GuardsmithError naming request `index`.
+        """
         import httpx
 
         attempts = self.max_retries + 1
@@ -195,26 +332,28 @@ class OpenAIBackend(Backend):
         for attempt in range(attempts):
             wait: float | None = None
             try:
-                resp = await client.post(self.url, json=body)
-            except httpx.TimeoutException as exc:
-                last = f"timed out after {self.timeout_s:g} s ({type(exc).__name__})"
+                resp = await asyncio.wait_for(client.post(self.url, json=body), self.timeout_s)
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                last = f"timed out: no complete reply within {self.timeout_s:g} s ({type(exc).__name__})"
             except httpx.TransportError as exc:
-                last = f"connection error ({type(exc).__name__}: {self._redact(str(exc)) or 'no detail'})"
+                last = f"connection error ({type(exc).__name__}: {self._redact(exc) or 'no detail'})"
             else:
                 if resp.status_code < 300:
                     try:
                         return resp.json()
                     except ValueError:
-                        raise GuardsmithError(
-                            f"{self.url} answered {resp.status_code} with a body that is not JSON: "
-                            f"{self._redact(resp.text[:200])!r}") from None
+                        raise BadReply("malformed reply", f"HTTP {resp.status_code} with a body that is not JSON: "
+                                                          f"{self._redact(resp.text[:120])!r}") from None
                 message = self._redact(_error_message(resp))
-                if resp.status_code not in RETRY_STATUSES:
+                if resp.status_code in CONFIG_STATUSES:
                     hint = ""
                     if resp.status_code in (401, 403):
                         hint = (f" (check the API key in ${self.api_key_env}"
                                 f"{'' if self.__key else ', which is not set'})")
-                    raise GuardsmithError(f"{self.url} answered HTTP {resp.status_code}: {message}{hint}")
+                    raise GuardsmithError(f"request {index}: {self.url} answered HTTP {resp.status_code}: "
+                                          f"{message}{hint}")
+                if resp.status_code not in RETRY_STATUSES:
+                    raise BadReply(f"HTTP {resp.status_code}", message)
                 last = f"HTTP {resp.status_code}: {message}"
                 after = parse_retry_after(resp.headers.get("retry-after"))
                 if after is not None:
@@ -223,10 +362,10 @@ class OpenAIBackend(Backend):
                 break
             if wait is None:
                 wait = backoff_delay(attempt, self.backoff_base_s, self.backoff_max_s)
-            log.warning("POST %s failed (%s); retry %d/%d in %.2f s",
-                        self.url, last, attempt + 1, self.max_retries, wait)
+            log.warning("request %d: POST %s failed (%s); retry %d/%d in %.2f s",
+                        index, self.url, last, attempt + 1, self.max_retries, wait)
             await asyncio.sleep(wait)
-        raise GuardsmithError(f"POST {self.url} failed after {attempts} attempts; last error: {last}")
+        raise GuardsmithError(f"request {index}: POST {self.url} failed after {attempts} attempts; last error: {last}")
 
     def _body(self, messages: list[Message], params: SamplingParams, n: int, seed: int | None) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -242,49 +381,49 @@ class OpenAIBackend(Backend):
         body.update(self.extra_body)
         return body
 
-    async def _generate_one(self, client, sem: asyncio.Semaphore, messages: list[Message],
-                            params: SamplingParams) -> list[Generation]:
+    async def _generate_one(self, client, sem: asyncio.Semaphore, index: int, messages: list[Message],
+                            params: SamplingParams, on_error: OnError) -> list[Generation]:
         out: list[Generation] = []
         start = time.perf_counter()
         round_ = 0
-        while len(out) < params.n:
-            want = params.n - len(out)
-            seed = None if params.seed is None else params.seed + round_
-            async with sem:
-                data = await self._post(client, self._body(messages, params, want, seed))
-            choices = data.get("choices") or []
-            if not choices:
-                raise GuardsmithError(f"{self.url} returned no choices for a request (model {self.model})")
-            usage = data.get("usage") or {}
-            prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            completion_total = int(usage.get("completion_tokens") or 0)
-            share, extra = divmod(completion_total, len(choices))
-            for i, choice in enumerate(choices[:want]):
-                text = (choice.get("message") or {}).get("content") or ""
-                out.append(Generation(text=text, prompt_tokens=prompt_tokens,
-                                      completion_tokens=share + (1 if i < extra else 0), latency_s=0.0,
-                                      finish_reason=choice.get("finish_reason") or "stop"))
-            round_ += 1
+        try:
+            while len(out) < params.n:
+                want = params.n - len(out)
+                seed = None if params.seed is None else params.seed + round_
+                async with sem:
+                    data = await self._post(client, index, self._body(messages, params, want, seed))
+                choices, prompt_tokens, completion_total = parse_reply(data)
+                share, extra = divmod(completion_total, len(choices))
+                for i, (text, reason) in enumerate(choices[:want]):
+                    out.append(Generation(text=text, prompt_tokens=prompt_tokens,
+                                          completion_tokens=share + (1 if i < extra else 0), latency_s=0.0,
+                                          finish_reason=reason))
+                round_ += 1
+        except BadReply as exc:
+            if on_error == "raise":
+                raise GuardsmithError(f"request {index}: {exc.describe(self.url)}") from None
+            log.debug("request %d failed: %s", index, exc)
+            return failed(params.n, str(exc), time.perf_counter() - start)
         latency = time.perf_counter() - start
         for g in out:
             g.latency_s = latency
         return out
 
-    async def _probability_one(self, client, sem: asyncio.Semaphore, messages: list[Message], prefix: str,
-                               words: tuple[str, ...]) -> dict[str, float]:
+    async def _probability_one(self, client, sem: asyncio.Semaphore, index: int, messages: list[Message],
+                               prefix: str, words: tuple[str, ...]) -> dict[str, float]:
         body = self._body([*messages, {"role": "assistant", "content": prefix}],
                           SamplingParams(max_tokens=1), 1, None)
         body.update({"logprobs": True, "top_logprobs": TOP_LOGPROBS,
                      "continue_final_message": True, "add_generation_prompt": False, **self.extra_body})
-        async with sem:
-            data = await self._post(client, body)
         try:
-            first = data["choices"][0]["logprobs"]["content"][0]
-            tops = first.get("top_logprobs") or [first]
-        except (KeyError, IndexError, TypeError):
+            async with sem:
+                top = parse_top_logprobs(await self._post(client, index, body))
+        except BadReply as exc:
+            raise GuardsmithError(f"request {index}: {exc.describe(self.url)}") from None
+        if top is None:
             raise GuardsmithError(f"{self.url} returned no logprobs; the server does not support "
-                                  "answer probabilities (use the transformers or vllm backend)") from None
-        return words_from_top_logprobs({t["token"]: float(t["logprob"]) for t in tops}, words)
+                                  "answer probabilities (use the transformers or vllm backend)")
+        return words_from_top_logprobs(top, words)
 
 
 def words_from_top_logprobs(top: dict[str, float], words: tuple[str, ...]) -> dict[str, float]:
@@ -311,6 +450,16 @@ def _error_message(resp) -> str:
         return str(msg or data)[:300]
     except ValueError:
         return (resp.text or resp.reason_phrase or "")[:300]
+
+
+def _split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``url`` without ``user:password@`` and the ``(user, password)`` for basic auth (None if absent)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), (unquote(user), unquote(password))
 
 
 def _run_sync(coro):

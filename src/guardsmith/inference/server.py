@@ -6,9 +6,15 @@ the offline template teacher and the rule judge. Standard library only: a
 
 Endpoints: ``POST /v1/chat/completions`` (messages, n, temperature, top_p, max_tokens, seed,
 logprobs, top_logprobs) and ``GET /v1/models``.
+
+Fault injection (:class:`FaultPlan`): status answers with any Retry-After, slow answers, answers
+dripped a byte at a time, dropped connections (before or in the middle of the body), malformed
+bodies (:data:`MALFORMED`), and poisoned requests (every request whose body contains a marker
+gets a fixed error, e.g. 400 "prompt too long").
 """
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import logging
@@ -86,8 +92,18 @@ def echo_responder(messages: list[Message], params: SamplingParams) -> str:
     return messages[-1]["content"]
 
 
+class Rejected(GuardsmithError):
+    """Raised by a responder for a request it refuses (e.g. a prompt too long for the model):
+    the server answers `status` (default 400) with the message, as a real endpoint would."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        self.status = status
+        super().__init__(message)
+
+
 class BackendResponder:
-    """Serves any `Backend` (e.g. the tiny transformers model); calls are serialised with a lock."""
+    """Serves any `Backend` (e.g. the tiny transformers model); calls are serialised with a lock.
+    A request the backend reports as failed on its own (too long for the model) is `Rejected`."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -95,28 +111,84 @@ class BackendResponder:
 
     def __call__(self, messages: list[Message], params: SamplingParams) -> list[Generation]:
         with self._lock:
-            return self.backend.generate([messages], n=params.n, temperature=params.temperature,
-                                         top_p=params.top_p, max_tokens=params.max_tokens, seed=params.seed)[0]
+            gens = self.backend.generate([messages], n=params.n, temperature=params.temperature, top_p=params.top_p,
+                                         max_tokens=params.max_tokens, seed=params.seed, on_error="collect")[0]
+        if gens and gens[0].error:
+            raise Rejected(gens[0].error)
+        return gens
+
+
+def _truncated(payload: dict[str, Any]) -> bytes:
+    body = json.dumps(payload).encode()
+    return body[:len(body) // 2]
+
+
+def _with(path: tuple[str, ...], value: Any) -> Callable[[dict[str, Any]], bytes]:
+    """A mangler that sets ``payload[path...]`` to `value` (``"0"`` indexes the first choice)."""
+    def mangle(payload: dict[str, Any]) -> bytes:
+        target: Any = payload
+        for key in path[:-1]:
+            target = target[int(key)] if key.isdigit() else target[key]
+        target[path[-1]] = value
+        return json.dumps(payload).encode()
+    return mangle
+
+
+MALFORMED: dict[str, Callable[[dict[str, Any]], bytes]] = {
+    "list": lambda p: json.dumps([p]).encode(),
+    "string": lambda p: json.dumps("the teacher is thinking").encode(),
+    "number": lambda p: b"42",
+    "not_json": lambda p: b"<html><body>502 Bad Gateway</body></html>",
+    "truncated": _truncated,
+    "empty": lambda p: b"",
+    "no_choices": _with(("choices",), []),
+    "choices_not_list": _with(("choices",), {"0": "text"}),
+    "message_not_object": _with(("choices", "0", "message"), "just text"),
+    "content_not_text": _with(("choices", "0", "message", "content"), {"parts": ["a", "b"]}),
+    "usage": _with(("usage",), "many"),
+    "usage_tokens": _with(("usage", "completion_tokens"), "lots"),
+    "logprobs": _with(("choices", "0", "logprobs"), {"content": "not a list"}),
+}
+"""Malformed 200 bodies :meth:`FaultPlan.malformed` can send, by name: each maps the real reply
+(a chat-completion object) to the bytes sent instead."""
 
 
 @dataclass
 class Fault:
-    """One injected failure: ``status`` (429, 500, 503...), ``slow`` or ``drop``."""
+    """One injected failure: ``status`` (429, 500, 503...), ``slow``, ``drip``, ``drop`` or ``malformed``.
+
+    `delay_s` is the wait of ``slow`` and the gap between bytes of ``drip``; `partial` makes a
+    ``drop`` send the headers and half the body first; `body` names the :data:`MALFORMED` body.
+    """
 
     kind: str
     status: int = 0
     retry_after: str | None = None
     delay_s: float = 0.0
     message: str = "injected fault"
+    partial: bool = False
+    body: str = ""
+
+
+@dataclass(frozen=True)
+class Poison:
+    """Every request whose raw body contains `marker` is answered `status` with `message`."""
+
+    marker: str
+    status: int = 400
+    message: str = "prompt too long"
 
 
 class FaultPlan:
-    """A queue of faults applied to the next chat-completion requests, in order (thread-safe)."""
+    """A queue of faults applied to the next chat-completion requests, in order (thread-safe),
+    plus poison markers that apply to every matching request and consume no queued fault."""
 
     def __init__(self) -> None:
         self._queue: deque[Fault] = deque()
         self._lock = threading.Lock()
         self.served: list[Fault] = []
+        self.poisons: list[Poison] = []
+        self.poisoned = 0
 
     def fail(self, status: int = 500, times: int = 1, retry_after: float | str | None = None,
              message: str = "injected fault") -> FaultPlan:
@@ -128,9 +200,38 @@ class FaultPlan:
         """Sleep `delay_s` before answering the next `times` requests (beyond a client timeout)."""
         return self._add(Fault("slow", delay_s=delay_s), times)
 
-    def drop(self, times: int = 1) -> FaultPlan:
-        """Close the connection without any response for the next `times` requests."""
-        return self._add(Fault("drop"), times)
+    def drop(self, times: int = 1, partial: bool = False) -> FaultPlan:
+        """Close the connection without any response for the next `times` requests (`partial`:
+        after the status line, the headers and half of the body)."""
+        return self._add(Fault("drop", partial=partial), times)
+
+    def drip(self, interval_s: float, times: int = 1) -> FaultPlan:
+        """Answer the next `times` requests one byte every `interval_s` seconds (every single
+        read is quick, so only a deadline on the whole reply stops the client)."""
+        return self._add(Fault("drip", delay_s=interval_s), times)
+
+    def malformed(self, body: str = "list", times: int = 1) -> FaultPlan:
+        """Answer the next `times` requests 200 with a malformed body, named from :data:`MALFORMED`."""
+        if body not in MALFORMED:
+            raise GuardsmithError(f"unknown malformed body {body!r}; choose one of {', '.join(MALFORMED)}")
+        return self._add(Fault("malformed", body=body), times)
+
+    def poison(self, marker: str, status: int = 400, message: str = "prompt too long") -> FaultPlan:
+        """Answer every request whose body contains `marker` with `status` and `message` (a bad row)."""
+        if not marker:
+            raise GuardsmithError("a poison marker must not be empty")
+        with self._lock:
+            self.poisons.append(Poison(marker, status, message))
+        return self
+
+    def poison_for(self, raw: bytes) -> Poison | None:
+        """The poison rule matching a raw request body, or None (counts matches in `poisoned`)."""
+        with self._lock:
+            for rule in self.poisons:
+                if rule.marker.encode() in raw or json.dumps(rule.marker)[1:-1].encode() in raw:
+                    self.poisoned += 1
+                    return rule
+        return None
 
     def _add(self, fault: Fault, times: int) -> FaultPlan:
         with self._lock:
@@ -183,8 +284,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    def _send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None,
+                   fault: Fault | None = None) -> None:
+        """Send `payload` as JSON, or as `fault` says: malformed, dripped, or cut half way."""
         body = json.dumps(payload).encode()
+        if fault is not None and fault.kind == "malformed":
+            body = MALFORMED[fault.body](payload)
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -192,19 +297,44 @@ class _Handler(BaseHTTPRequestHandler):
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
             self.end_headers()
-            self.wfile.write(body)
+            if fault is not None and fault.kind == "drop":
+                self.wfile.write(body[:len(body) // 2])
+                self.wfile.flush()
+                self._hang_up()
+            elif fault is not None and fault.kind == "drip":
+                self.wfile.flush()
+                for i in range(len(body)):
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    if self.server.owner._stopping.wait(fault.delay_s):
+                        self._hang_up()
+                        return
+            else:
+                self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def _hang_up(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None,
                kind: str = "invalid_request_error") -> None:
         self._send_json(status, {"error": {"message": message, "type": kind, "code": status}}, headers)
 
     def _authorised(self) -> bool:
-        key = self.server.owner.api_key
-        if key is None:
+        owner = self.server.owner
+        wanted = []
+        if owner.api_key is not None:
+            wanted.append(f"Bearer {owner.api_key}")
+        if owner.basic_auth is not None:
+            wanted.append("Basic " + base64.b64encode(":".join(owner.basic_auth).encode()).decode())
+        if not wanted:
             return True
-        if self.headers.get("Authorization", "") == f"Bearer {key}":
+        if self.headers.get("Authorization", "") in wanted:
             return True
         with self.server.owner.stats.lock:
             self.server.owner.stats.auth_failures += 1
@@ -235,24 +365,27 @@ class _Handler(BaseHTTPRequestHandler):
             return
         owner.stats.enter()
         try:
+            poison = owner.faults.poison_for(raw)
+            if poison is not None:
+                self._error(poison.status, poison.message)
+                return
             fault = owner.faults.pop()
             if fault is not None and self._apply(fault):
                 return
             if not self._authorised():
                 return
-            self._complete(raw)
+            self._complete(raw, fault)
         finally:
             owner.stats.leave()
 
     def _apply(self, fault: Fault) -> bool:
-        """Apply a fault; True when the request has been fully handled by it."""
-        if fault.kind == "drop":
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        """Apply a fault; True when the request has been fully handled by it (``drip``,
+        ``malformed`` and a partial ``drop`` shape the real reply instead)."""
+        if fault.kind == "drop" and not fault.partial:
+            self._hang_up()
             return True
+        if fault.kind in ("drop", "drip", "malformed"):
+            return False
         if fault.kind == "slow":
             self.server.owner._stopping.wait(fault.delay_s)
             return False
@@ -260,7 +393,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._error(fault.status, fault.message, headers, kind="server_error" if fault.status >= 500 else "rate_limit")
         return True
 
-    def _complete(self, raw: bytes) -> None:
+    def _complete(self, raw: bytes, fault: Fault | None = None) -> None:
         owner = self.server.owner
         try:
             req = json.loads(raw or b"{}")
@@ -286,6 +419,9 @@ class _Handler(BaseHTTPRequestHandler):
             owner._stopping.wait(owner.delay_s)
         try:
             replies = list(owner.responder(messages, params))
+        except Rejected as exc:
+            self._error(exc.status, str(exc))
+            return
         except Exception as exc:  # noqa: BLE001 - reported to the client as a 500
             log.exception("responder failed")
             self._error(500, f"responder failed: {type(exc).__name__}: {exc}", kind="server_error")
@@ -316,7 +452,7 @@ class _Handler(BaseHTTPRequestHandler):
             "model": req.get("model") or owner.model, "choices": choices,
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
-        })
+        }, fault=fault)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -330,9 +466,10 @@ class ChatServer:
 
     def __init__(self, responder: Responder | Callable[..., Any], host: str = "127.0.0.1", port: int = 0, *,
                  api_key: str | None = None, faults: FaultPlan | None = None, model: str = "guardsmith-local",
-                 max_n: int | None = None, delay_s: float = 0.0) -> None:
+                 max_n: int | None = None, delay_s: float = 0.0, basic_auth: tuple[str, str] | None = None) -> None:
         self.responder = responder
         self.api_key = api_key
+        self.basic_auth = basic_auth
         self.faults = faults or FaultPlan()
         self.model = model
         self.max_n = max_n
@@ -357,7 +494,8 @@ class ChatServer:
         return f"http://{host}:{self.port}/v1"
 
     def __repr__(self) -> str:
-        return f"ChatServer(url={self.url!r}, model={self.model!r}, auth={'on' if self.api_key else 'off'})"
+        auth = "on" if self.api_key or self.basic_auth else "off"
+        return f"ChatServer(url={self.url!r}, model={self.model!r}, auth={auth})"
 
     def start(self) -> ChatServer:
         """Start serving in a background thread."""
@@ -391,11 +529,13 @@ class ChatServer:
 
 def serve(responder: Responder | Callable[..., Any] | None = None, host: str = "127.0.0.1", port: int = 0, *,
           api_key: str | None = None, api_key_env: str | None = None, faults: FaultPlan | None = None,
-          model: str = "guardsmith-local", max_n: int | None = None, delay_s: float = 0.0) -> ChatServer:
+          model: str = "guardsmith-local", max_n: int | None = None, delay_s: float = 0.0,
+          basic_auth: tuple[str, str] | None = None) -> ChatServer:
     """Start a chat-completions server in a background thread and return it (running).
 
     `responder` defaults to echoing the last message. `port=0` picks a free port. An API key
     (given directly or read from `api_key_env`) makes the server answer 401 to other keys.
+    `basic_auth` (user, password) accepts HTTP basic auth instead (or as well).
     `max_n` caps the choices per response (to exercise clients' top-up requests); `delay_s`
     delays every completion (to observe concurrency).
     """
@@ -406,4 +546,4 @@ def serve(responder: Responder | Callable[..., Any] | None = None, host: str = "
     if responder is None:
         responder = ScriptedResponder(echo_responder)
     return ChatServer(responder, host, port, api_key=api_key, faults=faults, model=model,
-                      max_n=max_n, delay_s=delay_s).start()
+                      max_n=max_n, delay_s=delay_s, basic_auth=basic_auth).start()

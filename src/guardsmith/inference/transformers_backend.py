@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from guardsmith.errors import GuardsmithError
-from guardsmith.inference.base import (Backend, Generation, Message, SamplingParams, answer_rows, model_folder,
-                                       normalise_groups, plain_messages)
+from guardsmith.inference.base import (Backend, Generation, Message, OnError, SamplingParams, answer_rows,
+                                       fit_context, model_folder, normalise_groups, plain_messages)
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16"}
@@ -53,12 +53,13 @@ class TransformersBackend(Backend):
         self.model_path = path
         self.batch_size = int(batch_size)
         self.device, self.dtype = _resolve_device_dtype(device, dtype)
-        try:
+        from guardsmith.model_files import check_model_folder, loading
+
+        check_model_folder(path)  # missing tokenizer, truncated weights, bad config.json: one line
+        with loading(path, "causal LM"):
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype,
                                                               trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as exc:
-            raise GuardsmithError(f"cannot load a causal LM from {path}: {exc}") from None
         self.model.to(self.device).eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -78,8 +79,18 @@ class TransformersBackend(Backend):
         """The prompt text: the chat template with the generation prompt."""
         return self.tokenizer.apply_chat_template(plain_messages(messages), add_generation_prompt=True, tokenize=False)
 
-    def _generate(self, requests: list[list[Message]], params: SamplingParams) -> list[list[Generation]]:
-        """Generate in batches of `batch_size` requests, n samples each in the same generate call."""
+    def _generate(self, requests: list[list[Message]], params: SamplingParams,
+                  on_error: OnError = "raise") -> list[list[Generation]]:
+        """Generate in batches of `batch_size` requests, n samples each in the same generate call.
+
+        A prompt that leaves no room in the model's context (``max_position_embeddings``) is
+        refused naming the request (``on_error="raise"``) or reported as an error generation.
+        """
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        lengths = [len(self.tokenizer(self.render(m), add_special_tokens=False)["input_ids"]) for m in requests]
+        return fit_context(requests, lengths, limit, params, on_error, lambda fit: self._generate_fitting(fit, params))
+
+    def _generate_fitting(self, requests: list[list[Message]], params: SamplingParams) -> list[list[Generation]]:
         results: list[list[Generation]] = []
         for b, start in enumerate(range(0, len(requests), self.batch_size)):
             batch = requests[start:start + self.batch_size]

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from guardsmith.errors import GuardsmithError
-from guardsmith.inference.base import (Backend, Generation, Message, SamplingParams, answer_rows, model_folder,
-                                       normalise_groups, plain_messages)
+from guardsmith.inference.base import (Backend, Generation, Message, OnError, SamplingParams, answer_rows,
+                                       fit_context, model_folder, normalise_groups, plain_messages)
 
 INSTALL_HINT = ("vLLM is not installed: install the vllm extra (pip install 'guardsmith[vllm]') on a GPU image, "
                 "or use the transformers backend")
@@ -103,8 +103,31 @@ class VLLMBackend(Backend):
     def __repr__(self) -> str:
         return f"VLLMBackend({str(self.model_path)!r})"
 
-    def _generate(self, requests: list[list[Message]], params: SamplingParams) -> list[list[Generation]]:
-        """All requests in one ``llm.chat`` call; vLLM schedules the batching itself."""
+    def _generate(self, requests: list[list[Message]], params: SamplingParams,
+                  on_error: OnError = "raise") -> list[list[Generation]]:
+        """All requests in one ``llm.chat`` call; vLLM schedules the batching itself.
+
+        The prompts are tokenised first; one that does not fit the engine's ``max_model_len`` is
+        refused naming the request (``on_error="raise"``) or reported as an error generation
+        (``"collect"``) instead of failing the whole call inside vLLM.
+        """
+        if not requests:
+            return []
+        limit = self._max_model_len()
+        if limit is None:
+            return self._generate_fitting(requests, params)
+        tokenizer = self.llm.get_tokenizer()
+        lengths = [len(tokenizer.encode(tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False),
+                                        add_special_tokens=False)) for m in to_vllm_messages(requests)]
+        return fit_context(requests, lengths, limit, params, on_error, lambda fit: self._generate_fitting(fit, params))
+
+    def _max_model_len(self) -> int | None:
+        """The engine's context length, or None when this vLLM version does not expose it."""
+        engine = getattr(self.llm, "llm_engine", None)
+        value = getattr(getattr(engine, "model_config", None), "max_model_len", None)
+        return value if isinstance(value, int) else None
+
+    def _generate_fitting(self, requests: list[list[Message]], params: SamplingParams) -> list[list[Generation]]:
         if not requests:
             return []
         per_request, replicate = to_vllm_sampling(params, len(requests))

@@ -13,6 +13,13 @@ the model as `rewards.jsonl` and also written to `rewards_log` when set.
 Generation uses vLLM when it is installed and a GPU is present (`use_vllm`; colocate or server
 mode), transformers otherwise. Precision, LoRA, checkpoint upload to object storage and resume,
 multi-GPU relaunch and model publishing come from `guardsmith.training`.
+
+Re-runs follow `guardsmith.training.finished_run`: the work identity (the generator, the prompt
+table and local scorer models by content, the effective config, the version) is computed
+first; the same work already published at `output` is a no-op, other work there is refused
+naming the difference unless `overwrite`; checkpoints are resumed only by the same work.
+Prompts longer than `max_example_chars` (with the system prompt) are refused naming the row
+(`long_examples: error`) or cut and counted (`truncate`) before any tokenising.
 """
 from __future__ import annotations
 
@@ -169,6 +176,7 @@ def read_prompts(cfg: BoundaryConfig) -> tuple[list[dict[str, Any]], Counter]:
     batches = storage.iter_batches(cfg.prompts, schema_name="interactions", columns=PROMPT_COLUMNS)
     for batch in track(batches, "read prompts"):
         for row in batch.to_pylist():
+            row["_row"] = counts["read"]
             counts["read"] += 1
             if wanted_sources and row["source"] not in wanted_sources:
                 counts["other_source"] += 1
@@ -184,6 +192,13 @@ def read_prompts(cfg: BoundaryConfig) -> tuple[list[dict[str, Any]], Counter]:
         rows = random.Random(f"{cfg.seed}:prompts").sample(rows, cfg.max_prompts)
         counts["sampled_out"] = counts["read"] - sum(counts[k] for k in ("other_source", "other_label", "empty_prompt")) - len(rows)
     system = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+    from guardsmith.guard.examples import bound_texts
+
+    fixed = len(cfg.system_prompt or "")
+    for row in rows:
+        row["prompt"] = bound_texts({"prompt": row["prompt"]}, cfg.max_example_chars, cfg.long_examples,
+                                    file=cfg.prompts, row=row["_row"], row_id=row["id"], counts=counts,
+                                    fixed=fixed)["prompt"]
     records = [{"prompt": [*system, {"role": "user", "content": r["prompt"]}], "prompt_text": r["prompt"],
                 "id": str(r["id"])} for r in rows]
     return records, counts
@@ -406,20 +421,22 @@ def _previous_log(cfg: BoundaryConfig, resume_step: int) -> list[dict[str, Any]]
     return [e for e in entries if e.get("step") is not None and e["step"] <= resume_step]
 
 
-def _train(cfg: BoundaryConfig, records: list[dict[str, Any]], counts: Counter) -> dict[str, Any]:
+def _train(cfg: BoundaryConfig, records: list[dict[str, Any]], counts: Counter, identity: Any) -> dict[str, Any]:
     from datasets import Dataset
 
     from guardsmith import storage, training
     from guardsmith.model_store import local_model
 
+    from guardsmith.model_files import loading
+
     rt = training.runtime(cfg)
     model_dir = local_model(cfg.generator)
-    tokenizer = training.load_tokenizer(model_dir)
+    tokenizer = training.load_tokenizer(model_dir, "generator")
     records = drop_long_prompts(records, tokenizer, cfg.max_length - cfg.max_tokens, counts)
     if not records:
         raise GuardsmithError(f"no prompts left (counts: {dict(counts)})")
     with training.work_folder(cfg, "boundary") as work:
-        resume = training.restore_checkpoint(cfg, work)
+        resume = training.restore_checkpoint(cfg, work, identity)
         log = RewardLog(work / REWARDS_FILE, _previous_log(cfg, resume[1]))
         reward = build_reward(cfg, cuda=rt.cuda, log=log)
         try:
@@ -431,10 +448,11 @@ def _train(cfg: BoundaryConfig, records: list[dict[str, Any]], counts: Counter) 
                               top_p=cfg.top_p, beta=cfg.grpo_beta, loss_type=cfg.loss_type,
                               scale_rewards=cfg.scale_rewards, model_init_kwargs=training.model_init_kwargs(cfg, rt),
                               **vllm_args(cfg, rt.cuda))
-            callbacks = [training.checkpoint_callback(cfg.checkpoint_uri, cfg.save_total_limit)] if cfg.checkpoint_uri else []
-            trainer = GRPOTrainer(model=str(model_dir), reward_funcs=[reward], args=args,
-                                  train_dataset=Dataset.from_list(records), processing_class=tokenizer,
-                                  peft_config=training.peft_config(cfg), callbacks=callbacks)
+            with loading(model_dir, "generator"):
+                trainer = GRPOTrainer(model=str(model_dir), reward_funcs=[reward], args=args,
+                                      train_dataset=Dataset.from_list(records), processing_class=tokenizer,
+                                      peft_config=training.peft_config(cfg),
+                                      callbacks=training.checkpoint_callbacks(cfg, identity))
             training.log_line("boundary", f"{cfg.reward} reward on {len(records)} prompts x {cfg.samples_per_row} "
                                           f"completions, {rt.describe()}, vLLM {'on' if args.use_vllm else 'off'}")
             facts = {"reward": cfg.reward, "tau": cfg.tau, "safety": cfg.safety, "utility": cfg.utility,
@@ -442,7 +460,7 @@ def _train(cfg: BoundaryConfig, records: list[dict[str, Any]], counts: Counter) 
                      "rewards_log": cfg.rewards_log or storage.join(cfg.output, REWARDS_FILE)}
             summary = training.train_and_publish(
                 trainer, cfg, rt, stage="boundary", method=f"grpo-{cfg.reward}", title=f"guardsmith boundary generator ({cfg.reward})",
-                resume=resume, examples=len(records),
+                resume=resume, examples=len(records), identity=identity,
                 data=training.TrainingData(datasets={"prompts": cfg.prompts}, input_rows={"prompts": len(records)},
                                            train_rows=len(records), counts=dict(counts), facts=facts),
                 extra_files=lambda: {REWARDS_FILE: log.jsonl()},
@@ -465,20 +483,38 @@ def read_reward_log(uri: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def identity(cfg: BoundaryConfig):
+    """The work identity of a run of resolved `cfg`: the generator, the prompt table and the models of
+    local scorers (guard:, classifier:, reward_model:) by content; scorer specs stay in the config."""
+    from guardsmith import training
+    from guardsmith.scoring import LOCAL_KINDS, SAFETY_KINDS, UTILITY_KINDS, parse_scorer_spec
+
+    inputs: dict[str, str | None] = {"prompts": cfg.prompts}
+    for name, spec, kinds in (("safety_model", cfg.safety, SAFETY_KINDS), ("utility_model", cfg.utility, UTILITY_KINDS)):
+        if spec:
+            kind, location, _ = parse_scorer_spec(spec, kinds)
+            inputs[name] = location if kind in LOCAL_KINDS else None
+    return training.training_identity("boundary", cfg, inputs, exclude=("generator",))
+
+
 def run(cfg: BoundaryConfig) -> BoundaryResult:
-    """Fine-tune `cfg.generator` with GRPO and the chosen reward; publish it at `cfg.output`."""
+    """Fine-tune `cfg.generator` with GRPO and the chosen reward; publish it at `cfg.output` (a no-op
+    when the same work already published it there)."""
     from guardsmith import storage, training
 
     cfg = resolve_generator(cfg)
     check_config(cfg)
-    records, counts = read_prompts(cfg)
-    if not records:
-        raise DataError(f"no prompts left after filtering ({dict(counts)})", file=cfg.prompts)
-    summary = training.relaunch_if_needed(cfg, training.runtime(cfg), "boundary")
+    work = identity(cfg)
+    summary = training.finished_run(cfg, work, "boundary")
     if summary is None:
-        summary = _train(cfg, records, counts)
+        records, counts = read_prompts(cfg)
+        if not records:
+            raise DataError(f"no prompts left after filtering ({dict(counts)})", file=cfg.prompts)
+        summary = training.relaunch_if_needed(cfg, training.runtime(cfg), "boundary")
+    if summary is None:
+        summary = _train(cfg, records, counts, work)
     result = BoundaryResult.from_summary(summary)
-    result.rewards_log = cfg.rewards_log or storage.join(cfg.output, REWARDS_FILE)
+    result.rewards_log = cfg.rewards_log or storage.folder_file(cfg.output, REWARDS_FILE)
     if storage.exists(result.rewards_log):
         entries = read_reward_log(result.rewards_log)
         result.first, result.last = (entries[0], entries[-1]) if entries else (None, None)

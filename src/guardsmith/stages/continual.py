@@ -15,6 +15,12 @@
   that does not parse gets `reward_parse_failure`, below every other reward. The paper reports
   GRPO as a negative result (-1.1%): it is here to be measured, not the default. Reward
   statistics per generation batch are written to `rewards.jsonl` beside the model and logged.
+
+Re-runs follow `guardsmith.training.finished_run`: the work identity (base model, train,
+difficult, reasoning_source and pairs tables by content, the effective config, the version) is
+computed first; the same work already published at `output` is a no-op, other work there is
+refused naming the difference unless `overwrite`; checkpoints are resumed only by the same work.
+Every example (SFT, GRPO prompt, DPO pair) is bounded by `max_example_chars` before tokenising.
 """
 from __future__ import annotations
 
@@ -158,7 +164,8 @@ def prepare_sft(cfg: ContinualConfig) -> Prepared:
     for rows, weight, salt in parts:
         examples += ex.build_examples(rows, cfg.mode, seed=cfg.seed, missing_reasoning=cfg.missing_reasoning,
                                       weight=weight, file=getattr(cfg, salt), salt=salt, counts=counts,
-                                      style=data.prompt_style)
+                                      style=data.prompt_style, max_chars=cfg.max_example_chars,
+                                      long_examples=cfg.long_examples)
     if not examples:
         raise GuardsmithError(f"no training examples left (counts: {dict(counts)})")
     data.counts = dict(counts)
@@ -264,8 +271,11 @@ class LabelReward:
 
 # --------------------------------------------------------------------------- dpo input
 
-def read_pairs(uri: str) -> list[dict[str, Any]]:
-    """DPO records (conversational prompt, chosen, rejected) from mine's pairs table."""
+def read_pairs(uri: str, max_chars: int = 0, long_examples: str = "error",
+               counts: Counter | None = None) -> list[dict[str, Any]]:
+    """DPO records (conversational prompt, chosen, rejected) from mine's pairs table; each pair's
+    texts are bounded by `max_chars` (`guardsmith.guard.examples.bound_texts`: the last prompt
+    message, chosen and rejected are what truncation cuts)."""
     import pyarrow as pa
 
     from guardsmith import storage, tables
@@ -283,6 +293,13 @@ def read_pairs(uri: str) -> list[dict[str, Any]]:
             if not ok:
                 raise DataError("prompt is not a JSON list of {role, content} messages", file=uri,
                                 column="prompt", row=offset + i, value=row["prompt"])
+            if messages and max_chars:
+                fixed = sum(len(str(m["content"] or "")) for m in messages[:-1])
+                texts = ex.bound_texts({"prompt": str(messages[-1]["content"] or ""), "chosen": row["chosen"],
+                                        "rejected": row["rejected"]}, max_chars, long_examples, file=uri,
+                                       row=offset + i, row_id=row["id"], counts=counts, fixed=fixed)
+                messages = [*messages[:-1], {**messages[-1], "content": texts["prompt"]}]
+                row = {**row, "chosen": texts["chosen"], "rejected": texts["rejected"]}
             records.append({"prompt": messages,
                             "chosen": [{"role": "assistant", "content": row["chosen"]}],
                             "rejected": [{"role": "assistant", "content": row["rejected"]}]})
@@ -294,11 +311,12 @@ def read_pairs(uri: str) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------- training
 
-def _train_preference(cfg: ContinualConfig, prepared: Prepared) -> TrainingSummary:
+def _train_preference(cfg: ContinualConfig, prepared: Prepared, identity: Any) -> TrainingSummary:
     """DPO (records: prompt/chosen/rejected) or GRPO (records: prompt + labels) training."""
     from datasets import Dataset
 
     from guardsmith import training
+    from guardsmith.model_files import loading
     from guardsmith.model_store import local_model
 
     rt = training.runtime(cfg)
@@ -308,16 +326,17 @@ def _train_preference(cfg: ContinualConfig, prepared: Prepared) -> TrainingSumma
     dataset = Dataset.from_list(records)
     reward = None
     with training.work_folder(cfg, "continual") as work:
-        resume = training.restore_checkpoint(cfg, work)
+        resume = training.restore_checkpoint(cfg, work, identity)
         common = training.trainer_args(cfg, rt, work, save=bool(cfg.checkpoint_uri))
-        callbacks = [training.checkpoint_callback(cfg.checkpoint_uri, cfg.save_total_limit)] if cfg.checkpoint_uri else []
+        callbacks = training.checkpoint_callbacks(cfg, identity)
         init = training.model_init_kwargs(cfg, rt)
         if cfg.method == "dpo":
             from trl import DPOConfig, DPOTrainer
 
             args = DPOConfig(**common, beta=cfg.dpo_beta, max_length=cfg.max_length, model_init_kwargs=init)
-            trainer = DPOTrainer(model=str(model_dir), args=args, train_dataset=dataset, processing_class=tokenizer,
-                                 peft_config=training.peft_config(cfg), callbacks=callbacks)
+            with loading(model_dir, "base model"):
+                trainer = DPOTrainer(model=str(model_dir), args=args, train_dataset=dataset, processing_class=tokenizer,
+                                     peft_config=training.peft_config(cfg), callbacks=callbacks)
         else:
             from trl import GRPOConfig, GRPOTrainer
 
@@ -325,13 +344,14 @@ def _train_preference(cfg: ContinualConfig, prepared: Prepared) -> TrainingSumma
             args = GRPOConfig(**common, num_generations=cfg.samples_per_row,
                               max_completion_length=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                               beta=cfg.grpo_beta, use_vllm=False, model_init_kwargs=init)
-            trainer = GRPOTrainer(model=str(model_dir), reward_funcs=[reward], args=args, train_dataset=dataset,
-                                  processing_class=tokenizer, peft_config=training.peft_config(cfg),
-                                  callbacks=callbacks)
+            with loading(model_dir, "base model"):
+                trainer = GRPOTrainer(model=str(model_dir), reward_funcs=[reward], args=args, train_dataset=dataset,
+                                      processing_class=tokenizer, peft_config=training.peft_config(cfg),
+                                      callbacks=callbacks)
         training.log_line("continual", f"{cfg.method} on {len(records)} records, {rt.describe()}")
         return training.train_and_publish(
             trainer, cfg, rt, stage="continual", method=cfg.method, title=f"guardsmith continual {cfg.method} guard",
-            resume=resume, examples=len(records), data=prepared.data,
+            resume=resume, examples=len(records), data=prepared.data, identity=identity,
             extra_files=(lambda: {REWARDS_FILE: reward.jsonl()}) if reward is not None else None)
 
 
@@ -341,16 +361,32 @@ def grpo_records(cfg: ContinualConfig) -> Prepared:
     from guardsmith.guard import render_guard_messages
 
     parts, data = _read_inputs(cfg, need_reasoning=False)
+    counts = Counter(data.counts)
     records = []
     for rows, weight, salt in parts:
+        rows = [ex.bound_row(row, i, cfg.max_example_chars, cfg.long_examples, file=getattr(cfg, salt), counts=counts,
+                             reasoning=False) for i, row in enumerate(rows)]
         modes = ex.assign_modes(len(rows), cfg.mode, cfg.seed, salt)
         built = [{"prompt": render_guard_messages(row, m, dual=cfg.mode == "dual", style=data.prompt_style),
                   "weight": weight,
                   **{t: row[t] for t in TASKS}} for row, m in zip(rows, modes)]
         records += [{k: v for k, v in r.items() if k != "weight"} for r in training.expand_weights(built, cfg.seed)]
+    data.counts = dict(counts)
     if not records:
         raise GuardsmithError(f"no GRPO prompts left (counts: {data.counts})")
     return Prepared(records, data)
+
+
+def identity(cfg: ContinualConfig):
+    """The work identity of this run (`guardsmith.training.training_identity`): the inputs the
+    method reads, by content. The prompt style a base model was trained with comes with the base
+    model's identity."""
+    from guardsmith import training
+
+    used = ("pairs",) if cfg.method == "dpo" else ("train", "difficult", "reasoning_source")
+    inputs = {name: getattr(cfg, name) if name in used else None
+              for name in ("train", "difficult", "reasoning_source", "pairs")}
+    return training.training_identity("continual", cfg, inputs)
 
 
 def run(cfg: ContinualConfig) -> ContinualResult:
@@ -361,16 +397,21 @@ def run(cfg: ContinualConfig) -> ContinualResult:
     if cfg.method == "sft":
         prepared = prepare_sft(cfg)
     elif cfg.method == "dpo":
-        pairs = read_pairs(cfg.pairs)
+        counts: Counter = Counter()
+        pairs = read_pairs(cfg.pairs, cfg.max_example_chars, cfg.long_examples, counts)
         prepared = Prepared(pairs, TrainingData(datasets={"pairs": cfg.pairs}, input_rows={"pairs": len(pairs)},
-                                                train_rows=len(pairs), counts={"pairs": len(pairs)},
+                                                train_rows=len(pairs), counts={"pairs": len(pairs), **counts},
                                                 facts={"beta": cfg.dpo_beta}))
     else:
         prepared = grpo_records(cfg)
+    work = identity(cfg)  # after reading: bad input is reported the same on every run, finished or not
+    done = training.finished_run(cfg, work, "continual")
+    if done is not None:
+        return ContinualResult.from_summary(done)
     launched = training.relaunch_if_needed(cfg, training.runtime(cfg), "continual")
     if launched is not None:
         return ContinualResult.from_summary(launched)
     if cfg.method == "sft":
         return ContinualResult.from_summary(training.train_sft(cfg, prepared, stage="continual", method="sft",
-                                                               title="guardsmith continual SFT guard"))
-    return ContinualResult.from_summary(_train_preference(cfg, prepared))
+                                                               title="guardsmith continual SFT guard", identity=work))
+    return ContinualResult.from_summary(_train_preference(cfg, prepared, work))

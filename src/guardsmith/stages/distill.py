@@ -13,14 +13,29 @@ replaced by the rewrite (at most N sentences; a longer rewrite is cut after its 
 unless ``enforce_budget`` is off). ``budget``, ``n_sentences`` and ``n_words`` record the
 result, so :func:`budget_curve` reproduces the words-per-budget curve (paper Fig. 5).
 
-**Shards and resume.** Selected rows are processed in shards of ``shard_size`` rows, in input
-order. Each shard is committed as its own table ``<output>.shards/shard-00007`` (a sibling of
-the output: a table directory holds only its own parts). A re-run with the same settings skips
-committed shards, so a crash or preemption loses at most the shard in flight and never
-duplicates a row; settings that change the traces are recorded in ``<output>.shards/_config.json``
-and a re-run with different ones is refused. When every shard is committed the ``traces``
-table at ``output`` is written by streaming the shards, committed, and the shards are removed
-(``keep_shards`` keeps them). A committed ``output`` is left alone unless ``overwrite``.
+**Re-runs, shards and resume.** The run's work identity (the input's content, every setting that
+changes the traces, the teacher's model name, the guardsmith version; see
+:func:`guardsmith.teacher.job_identity`) is recorded in the output's commit manifest. A re-run of
+the same work into a committed output does nothing; a re-run with another input, teacher or
+settings is refused with one line naming what differs, unless ``overwrite`` (then the output is
+recomputed and replaced). Selected rows are processed in shards of ``shard_size`` rows, in input
+order, each committed as its own table ``<output>.shards/shard-00007`` (a sibling of the output: a
+table directory holds only its own parts) carrying the same identity. A re-run of the same work
+skips committed shards, so a crash or preemption loses at most the shard in flight and never
+duplicates a row; shards of other work are refused (``overwrite`` discards them). When every
+shard is committed the ``traces`` table at ``output`` is written by streaming the shards,
+committed, and the shards are removed (``keep_shards`` keeps them).
+
+**Failed rows.** A row the teacher endpoint rejects (HTTP 4xx other than 429, e.g. a prompt over
+its context) or whose reply cannot be read is not a trace: it goes to the ``failed`` table
+``<output>.failed`` (id, stage, round, cause, detail) and is counted in the summary. The stage
+fails, without committing ``output``, when more than ``max_failed_fraction`` of the rows failed
+(one line naming the first failed ids) or when not one reply parsed as a guard answer. A reply
+that is read but does not parse is kept as a trace with ``parse_ok`` false: the filter rejects
+and regenerates it. Prompt and response texts longer than ``max_input_chars`` are an error naming
+the row, or cut and counted (``input_policy: truncate``). SIGTERM stops the run between commits:
+committed shards stay, the shard in flight is dropped, and the stage exits non-zero saying a
+re-run resumes.
 
 Input rows are validated in a first pass (schema, label words, duplicate ids, policy), so bad
 input fails before anything is written. The teacher calls and the sharded run live in
@@ -34,13 +49,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from guardsmith import storage
-from guardsmith.teacher import TracesJob, write_traces
+from guardsmith.errors import redact
+from guardsmith.teacher import TracesJob, TracesRun, write_traces
 
 HELP = (
     "Distill reasoning traces from a teacher LLM: each interaction is shown to the teacher with "
     "its true labels, and the reply (reasoning + answer lines) is parsed and stored with token "
     "counts and latency. With --budget N, rewrite the reasoning of an existing traces table to at "
-    "most N sentences instead. Work is committed in shards; a re-run resumes where it stopped."
+    "most N sentences instead. Work is committed in shards; a re-run of the same work resumes where "
+    "it stopped, a re-run with another input or settings is refused unless --overwrite. Rows the "
+    "teacher rejects are listed in <output>.failed; the stage fails above --max-failed-fraction."
 )
 
 
@@ -70,20 +88,26 @@ class DistillResult:
     mean_words: float
     budget: int | None = None
     skipped: bool = False
+    failed_rows: int = 0
+    failed: str | None = None
+    truncated: int = 0
 
     def __str__(self) -> str:
         if self.skipped:
-            head = f"{self.output} is already committed ({self.rows} traces); nothing to do (use --overwrite to redo)"
+            head = (f"{redact(self.output)} is already committed by the same work ({self.rows} traces); "
+                    "nothing to do")
         else:
             what = f"rewrote to <= {self.budget} sentences" if self.mode == "budget" else "distilled"
             head = (f"{what} {self.rows} traces in {self.shards} shards ({self.shards_reused} reused from an "
                     f"earlier run, {self.requests} teacher requests now)")
         return "\n".join([
             head,
+            f"failed rows {self.failed_rows}" + (f" (listed in {redact(self.failed)})" if self.failed_rows else "")
+            + f"; input texts cut to max_input_chars {self.truncated}",
             f"parse failures {self.parse_failures}; tokens {self.prompt_tokens} in / {self.completion_tokens} out; "
             f"mean latency {self.mean_latency_s:.3f} s",
             f"reasoning of parsed traces: mean {self.mean_sentences:.2f} sentences, {self.mean_words:.1f} words",
-            f"wrote {self.output}",
+            f"wrote {redact(self.output)}",
         ])
 
 
@@ -108,25 +132,25 @@ def summarise(uri: str) -> dict[str, float]:
     return acc
 
 
-def _result(cfg: DistillConfig, acc: Mapping[str, float], shards: int, reused: int, requests: int,
-            skipped: bool = False) -> DistillResult:
+def _result(cfg: DistillConfig, acc: Mapping[str, float], done: TracesRun) -> DistillResult:
     n = int(acc["rows"])
     parsed = n - int(acc["parse_failures"])
     mean = (lambda key, k=n: acc[key] / k if k else 0.0)
     return DistillResult(
-        output=cfg.output, mode="budget" if cfg.budget is not None else "distill", rows=n, shards=shards,
-        shards_reused=reused, requests=requests, parse_failures=int(acc["parse_failures"]),
+        output=cfg.output, mode="budget" if cfg.budget is not None else "distill", rows=n, shards=done.shards,
+        shards_reused=done.reused, requests=done.requests, parse_failures=int(acc["parse_failures"]),
         prompt_tokens=int(acc["prompt_tokens"]), completion_tokens=int(acc["completion_tokens"]),
         mean_latency_s=mean("latency"), mean_sentences=mean("sentences", parsed), mean_words=mean("words", parsed),
-        budget=cfg.budget, skipped=skipped)
+        budget=cfg.budget, skipped=done.skipped, failed_rows=done.n_failed, failed=done.failed,
+        truncated=done.truncated)
 
 
 # --------------------------------------------------------------------------- the stage
 
 def run(cfg: DistillConfig) -> DistillResult:
     """Distill (or budget-rewrite) ``cfg.input`` into the traces table ``cfg.output``; resumable."""
-    done = write_traces(cfg)
-    return _result(cfg, summarise(cfg.output), done.shards, done.reused, done.requests, skipped=done.skipped)
+    done = write_traces(cfg, stage="distill")
+    return _result(cfg, summarise(cfg.output), done)
 
 
 # --------------------------------------------------------------------------- budget curve

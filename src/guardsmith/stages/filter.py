@@ -17,10 +17,18 @@ Each round judges a set of traces:
 
 Outputs under the ``output`` prefix: ``accepted`` (at most one row per id) and ``rejected``
 (every rejected version of a trace, one per round it was tried), both ``judged_traces`` tables
-plus the column ``reject_details``; ``report.json`` and ``report.md`` with the yield of every
-rule and of the judge per round (written atomically, last). Each round's verdicts are committed
-under ``output/_rounds/round-R`` as they finish, so a re-run resumes without repeating judge or
-teacher calls; ``keep_rounds`` keeps them afterwards.
+plus the column ``reject_details``; ``failed`` (rows the judge or teacher could not process:
+request rejected, reply unreadable, a judge reply without a score); ``report.json`` and
+``report.md`` with the yield of every rule and of the judge per round. ``accepted`` is committed
+last and, like ``report.json`` and every round, carries the run's work identity (input content,
+rules and their parameters, judge and teacher model names and settings, guardsmith version): a
+re-run of the same work skips, a re-run with another input or rules is refused naming the
+difference unless ``overwrite``. Each round's verdicts are committed under
+``output/_rounds/round-R`` as they finish, so a re-run of the same work resumes without repeating
+judge or teacher calls; rounds of other work are refused (``overwrite`` discards them);
+``keep_rounds`` keeps them afterwards. The run fails (nothing but ``failed`` committed, rounds
+kept) when more than ``max_failed_fraction`` of the input rows failed or the yield is below
+``min_yield``.
 
 Leakage patterns and hesitation markers are the case-insensitive regular expressions of
 :mod:`guardsmith.guard.trace_checks`.
@@ -38,7 +46,8 @@ import pyarrow.compute as pc
 
 from guardsmith import settings, storage, tables, teacher
 from guardsmith.config import option
-from guardsmith.errors import DataError, GuardsmithError
+from guardsmith.errors import DataError, GuardsmithError, redact
+from guardsmith.identity import WorkIdentity, decide, work_identity
 from guardsmith.guard import (
     parse_guard_output,
     parse_judge_output,
@@ -46,9 +55,9 @@ from guardsmith.guard import (
     word_count,
 )
 from guardsmith.guard.trace_checks import leakage_hits, overthinking_count, reasoning_text, repeated_ngram_ratio
-from guardsmith.inference import Backend, open_backend
+from guardsmith.inference import Backend
 from guardsmith.progress import track
-from guardsmith.teacher import TeacherSettings
+from guardsmith.teacher import Failure, TeacherSettings
 
 HELP = (
     "Filter reasoning traces: rule filters (label leakage, overthinking, n-gram repetition, "
@@ -174,8 +183,11 @@ class FilterConfig(TeacherSettings,
     teacher: str | None = option(None, "Teacher backend spec for regenerating rejected rows; none or empty = no "
                                        "regeneration.")
     rounds: int = option(2, "Most regeneration rounds (R); 0 = none.")
+    min_yield: float = option(0.05, "Lowest share of input traces accepted; a smaller yield fails the stage "
+                                    "(0 = no floor).")
     keep_rounds: bool = option(False, "Keep each round's verdicts and regenerated traces under output/_rounds.")
-    overwrite: bool = option(False, "Recompute even when a finished report exists (drops earlier rounds).")
+    overwrite: bool = option(False, "Replace outputs (and discard rounds) made by other work: another input, "
+                                    "rules or settings. Output of the same work is kept (skipped) either way.")
 
 
 CONFIG = FilterConfig
@@ -198,6 +210,18 @@ def check_config(cfg: FilterConfig) -> None:
                               "max_completion_tokens must be >= 0")
     if not 1.0 <= cfg.judge_min_score <= 5.0:
         raise GuardsmithError(f"judge_min_score must be from 1 to 5, got {cfg.judge_min_score}")
+    if not 0.0 <= cfg.min_yield <= 1.0:
+        raise GuardsmithError(f"min_yield must be from 0 to 1, got {cfg.min_yield}")
+
+
+def filter_identity(cfg: FilterConfig) -> WorkIdentity:
+    """The work identity of a filter run: the input's content, rules and their parameters, sampling
+    settings, the judge's and teacher's model names (not their addresses or credentials) and the
+    guardsmith version. ``min_yield`` is a gate on the result, not part of it."""
+    return work_identity("filter", cfg, {"input": cfg.input},
+                         exclude=("input", "output", "teacher", "judge", "min_yield"),
+                         extra={"judge_model": teacher.teacher_label(cfg.judge, "judge") if cfg.judge else None,
+                                "teacher_model": teacher.teacher_label(cfg.teacher) if cfg.teacher else None})
 
 
 # --------------------------------------------------------------------------- outputs
@@ -223,6 +247,7 @@ class Paths:
     rejected = _under("rejected")
     report_json = _under("report.json")
     report_md = _under("report.md")
+    failed = _under("failed")
     rounds = _under("_rounds")
 
     def round(self, r: int, name: str) -> str:
@@ -244,17 +269,22 @@ class FilterResult:
     yield_: float
     first_round: dict[str, int]
     skipped: bool = False
+    failed: str | None = None
+    failed_rows: int = 0
+    truncated: int = 0
 
     def __str__(self) -> str:
         flagged = ", ".join(f"{k} {v}" for k, v in self.first_round.items() if v) or "none"
-        head = "finished earlier; " if self.skipped else ""
+        head = "finished earlier by the same work; " if self.skipped else ""
         return "\n".join([
             f"{head}{self.rows} traces: {self.accepted_rows} accepted ({self.yield_:.1%}), "
             f"{self.rejected_rows} still rejected after {self.rounds} regeneration round(s)",
             f"round 0 rejections by reason: {flagged}",
-            f"accepted: {self.accepted}",
-            f"rejected: {self.rejected}",
-            f"report: {self.report_md}",
+            f"failed rows {self.failed_rows} (judge or teacher could not process them; listed in "
+            f"{redact(self.failed)}); input texts cut to max_input_chars {self.truncated}",
+            f"accepted: {redact(self.accepted)}",
+            f"rejected: {redact(self.rejected)}",
+            f"report: {redact(self.report_md)}",
         ])
 
 
@@ -264,10 +294,14 @@ Source = tuple[str, frozenset[str] | None]
 """A traces table URI and the ids to take from it (None = all rows)."""
 
 
-def _rows(sources: Sequence[Source], batch_size: int) -> Iterator[list[dict[str, Any]]]:
+def _rows(sources: Sequence[Source], cfg: FilterConfig) -> Iterator[list[dict[str, Any]]]:
     for uri, ids in sources:
-        for batch in storage.iter_batches(uri, schema_name="traces", batch_size=batch_size):
+        offset = 0
+        for batch in storage.iter_batches(uri, schema_name="traces", batch_size=cfg.shard_size):
             rows = batch.to_pylist()
+            for i, row in enumerate(rows):
+                teacher.bound_row(row, cfg, uri, offset + i)
+            offset += len(rows)
             if ids is not None:
                 rows = [r for r in rows if r["id"] in ids]
             if rows:
@@ -281,18 +315,21 @@ class _Judge:
         self.cfg = cfg
         self.backend: Backend | None = None
 
-    def score(self, rows: Sequence[Mapping[str, Any]], seed: int) -> list[tuple[float | None, str]]:
+    def score(self, rows: Sequence[Mapping[str, Any]], seed: int) -> list[tuple[float | None, str, str | None]]:
+        """``(score, reason, error)`` per row; ``error`` is set when the request failed."""
         if not rows:
             return []
         if self.backend is None:
             assert self.cfg.judge is not None
-            self.backend = open_backend(self.cfg.judge,
-                                        choice=settings.group_values(self.cfg, settings.BackendChoice),
-                                        endpoint=settings.group_values(self.cfg, settings.Endpoint, "judge_"))
+            self.backend = teacher.open_teacher(self.cfg.judge, self.cfg, "judge_")
         requests = [render_judge_messages(r, reasoning_text(r), r.get("answer") or "") for r in rows]
         gens = self.backend.generate(requests, n=1, temperature=self.cfg.judge_temperature,
-                                     max_tokens=self.cfg.judge_max_tokens, seed=seed)
-        return [parse_judge_output(g[0].text) for g in gens]
+                                     max_tokens=self.cfg.judge_max_tokens, seed=seed, on_error="collect")
+        out = []
+        for g in gens:
+            error = teacher.generation_error(g)
+            out.append((None, "", error) if error is not None else (*parse_judge_output(g[0].text), None))
+        return out
 
     def close(self) -> None:
         if self.backend is not None:
@@ -300,9 +337,12 @@ class _Judge:
 
 
 def judge_rows(rows: Sequence[Mapping[str, Any]], cfg: FilterConfig, judge: _Judge | None,
-               seed: int) -> list[dict[str, Any]]:
-    """Verdicts for a batch of trace rows: rules on all, then the judge on those that pass."""
+               seed: int, round: int = 0) -> tuple[list[dict[str, Any]], list[Failure]]:
+    """Verdicts for a batch of trace rows: rules on all, then the judge on those that pass; and the
+    rows the judge could not process (request failed, or a reply without a score: such a row is
+    also rejected by the judge, so regeneration tries it again)."""
     out = []
+    failures: list[Failure] = []
     for row in rows:
         hits = apply_rules(row, cfg)
         out.append({**{k: row.get(k) for k in teacher.TRACE_COLUMNS}, "accepted": not hits,
@@ -310,21 +350,41 @@ def judge_rows(rows: Sequence[Mapping[str, Any]], cfg: FilterConfig, judge: _Jud
                     "judge_score": None, "judge_reason": None, "reject_details": hits})
     if judge is not None:
         todo = [i for i, rec in enumerate(out) if rec["accepted"]]
-        for i, (score, reason) in zip(todo, judge.score([rows[i] for i in todo], seed)):
+        for i, (score, reason, error) in zip(todo, judge.score([rows[i] for i in todo], seed)):
             rec = out[i]
-            rec["judge_score"], rec["judge_reason"] = score, reason or ("no reason given" if score else
-                                                                        "the judge reply has no score")
+            if error is not None:
+                failures.append(Failure(rec["id"], "filter", round, "request_failed", error))
+                rec["judge_reason"] = f"the judge request failed: {redact(error)[:200]}"
+            else:
+                rec["judge_reason"] = reason or ("no reason given" if score else "the judge reply has no score")
+                if score is None:
+                    failures.append(Failure(rec["id"], "filter", round, "unparsed_reply", rec["judge_reason"]))
+            rec["judge_score"] = score
             if score is None or score < cfg.judge_min_score:
                 shown = "no score" if score is None else f"score {score:g} < {cfg.judge_min_score:g}"
                 rec.update(accepted=False, reject_reason=JUDGE,
                            reject_details=[f"{JUDGE}: {shown}: {rec['judge_reason']}"])
-    return out
+    return out, failures
 
 
-def _judge_round(sources: Sequence[Source], uri: str, cfg: FilterConfig, judge: _Judge | None, r: int) -> None:
-    with storage.TableWriter(uri, JUDGED_SCHEMA, "judged_traces") as writer:
-        for rows in track(_rows(sources, cfg.shard_size), f"filter round {r}"):
-            writer.write(pa.Table.from_pylist(judge_rows(rows, cfg, judge, cfg.seed + r), schema=JUDGED_SCHEMA))
+def _judge_round(sources: Sequence[Source], paths: Paths, cfg: FilterConfig, judge: _Judge | None, r: int,
+                 identity: WorkIdentity) -> None:
+    """Judge round ``r``; its failed rows are committed (``round-R/failed``) just before its verdicts."""
+    writer = storage.TableWriter(paths.round(r, "judged"), JUDGED_SCHEMA, "judged_traces", identity=identity)
+    failures: list[Failure] = []
+    try:
+        writer.open()
+        for rows in track(_rows(sources, cfg), f"filter round {r}"):
+            verdicts, failed = judge_rows(rows, cfg, judge, cfg.seed + r, r)
+            failures += failed
+            writer.write(pa.Table.from_pylist(verdicts, schema=JUDGED_SCHEMA))
+        with teacher.commit_section():
+            storage.write_table(paths.round(r, "failed"), teacher.failed_table(failures), "failed",
+                                identity=identity)
+            writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 @dataclass
@@ -394,7 +454,7 @@ def regenerate(cfg: FilterConfig, r: int, ids: set[str], budgets: Mapping[str, i
     traces = paths.round(r, "traces")
     base = teacher.TracesJob(**{**_settings(cfg), "seed": cfg.seed + r}, input=cfg.input, output=traces,
                              teacher=cfg.teacher, ids=sorted(ids), round=r)
-    teacher.write_traces(base)
+    teacher.write_traces(base, stage="filter", check=False)
     groups: dict[int | None, set[str]] = {}
     for rid in ids:
         groups.setdefault(budgets.get(rid), set()).add(rid)
@@ -404,52 +464,96 @@ def regenerate(cfg: FilterConfig, r: int, ids: set[str], budgets: Mapping[str, i
         sources.append((traces, frozenset(plain)))
     for b, group in sorted(groups.items()):
         out = paths.round(r, f"budget-{b}")
-        teacher.write_traces(dataclasses.replace(base, input=traces, output=out, budget=b, ids=sorted(group)))
+        teacher.write_traces(dataclasses.replace(base, input=traces, output=out, budget=b, ids=sorted(group)),
+                             stage="filter", check=False)
         sources.append((out, None))
     return sources
 
 
 # --------------------------------------------------------------------------- the stage
 
-def _scan(cfg: FilterConfig) -> tuple[int, dict[str, int]]:
-    """Validate the input (schema, label words, unique ids); return row count and budgets by id."""
+def _scan(cfg: FilterConfig) -> tuple[int, dict[str, int], int]:
+    """Validate the input (schema, label words, unique ids, text lengths); return row count, budgets
+    by id and how many rows have a text cut to ``max_input_chars``."""
     seen: set[str] = set()
     budgets: dict[str, int] = {}
-    offset = 0
+    offset = truncated = 0
     for batch in storage.iter_batches(cfg.input, schema_name="traces"):
-        ids = batch.column(batch.schema.get_field_index("id")).to_pylist()
-        bud = batch.column(batch.schema.get_field_index("budget")).to_pylist()
-        for i, (rid, b) in enumerate(zip(ids, bud)):
+        cols = batch.select(["id", "budget", *teacher.BOUNDED_COLUMNS]).to_pylist()
+        for i, row in enumerate(cols):
+            rid, b = row["id"], row["budget"]
             if rid in seen:
                 raise DataError("duplicate id", file=cfg.input, column="id", row=offset + i, value=rid)
             seen.add(rid)
+            truncated += teacher.bound_row(row, cfg, cfg.input, offset + i)
             if b is not None:
                 budgets[rid] = b
         offset += batch.num_rows
-    return offset, budgets
+    return offset, budgets, truncated
 
 
-def _write_outputs(paths: Paths, rounds: int) -> tuple[int, int]:
-    """Stream every round's verdicts into the accepted and rejected tables; return their row counts."""
-    with storage.TableWriter(paths.accepted, JUDGED_SCHEMA, "judged_traces") as acc, \
-            storage.TableWriter(paths.rejected, JUDGED_SCHEMA, "judged_traces") as rej:
-        for r in range(rounds + 1):
-            for batch in storage.iter_batches(paths.round(r, "judged")):
-                table = pa.Table.from_batches([batch])
-                mask = table.column("accepted")
-                acc.write(table.filter(mask))
-                rej.write(table.filter(pc.invert(mask)))
-    return acc.rows, rej.rows
+def _check_rounds(paths: Paths, identity: WorkIdentity, overwrite: bool) -> None:
+    """Committed rounds must be of this work: others are refused, or discarded with ``overwrite``."""
+    if not storage.exists(paths.rounds):
+        return
+    foreign: list[str] = []
+    for name in storage.list_dir(paths.rounds):
+        uri = storage.join(paths.rounds, name, "judged")
+        if not storage.is_committed(uri):
+            continue
+        recorded = storage.recorded_identity(uri)
+        if recorded is None:
+            foreign.append("rounds without a work identity")
+        elif WorkIdentity.from_json(recorded).digest != identity.digest:
+            foreign += identity.differences(WorkIdentity.from_json(recorded)) or ["work identity"]
+    if not foreign:
+        return
+    if overwrite:
+        storage.remove(paths.rounds)
+        return
+    raise GuardsmithError(f"{redact(paths.rounds)} holds rounds made with other rules, settings or input "
+                          f"({', '.join(dict.fromkeys(foreign))}); use the same inputs and settings to resume, "
+                          "or --overwrite to discard them")
 
 
-def _report(cfg: FilterConfig, rows: int, stats: Sequence[RoundStats], accepted: int) -> dict[str, Any]:
+def _round_failures(paths: Paths, r: int) -> list[str]:
+    """The committed failed tables of round ``r``: the judge's and those of its regenerated traces."""
+    root = storage.join(paths.rounds, f"round-{r}")
+    if not storage.exists(root):
+        return []
+    names = [n for n in storage.list_dir(root) if n == "failed" or n.endswith(".failed")]
+    return [u for u in (storage.join(root, n) for n in names) if storage.is_committed(u)]
+
+
+def _write_outputs(paths: Paths, rounds: int, identity: WorkIdentity) -> tuple[int, int]:
+    """Stream every round's verdicts into the rejected table, then the accepted one (committed last:
+    it marks the run finished); return their row counts."""
+    counts = []
+    for name, keep in (("rejected", False), ("accepted", True)):
+        uri = storage.join(paths.output, name)
+        with teacher.commit_section():
+            storage.remove(uri)  # made by other work (--overwrite) or by a run that stopped here
+            with storage.TableWriter(uri, JUDGED_SCHEMA, "judged_traces", identity=identity) as writer:
+                for r in range(rounds + 1):
+                    for batch in storage.iter_batches(paths.round(r, "judged")):
+                        table = pa.Table.from_batches([batch])
+                        mask = table.column("accepted")
+                        writer.write(table.filter(mask if keep else pc.invert(mask)))
+        counts.append(writer.rows)
+    rejected, accepted = counts
+    return accepted, rejected
+
+
+def _report(cfg: FilterConfig, rows: int, stats: Sequence[RoundStats], accepted: int, failed: int,
+            truncated: int, identity: WorkIdentity) -> dict[str, Any]:
     judge_on = bool(cfg.judge)
     totals = Counter()
     for st in stats:
         totals.update(st.flagged)
     return {
-        "input": cfg.input, "rows": rows, "accepted": accepted, "rejected": rows - accepted,
+        "input": redact(cfg.input), "rows": rows, "accepted": accepted, "rejected": rows - accepted,
         "yield": accepted / rows if rows else 0.0, "regeneration_rounds": len(stats) - 1,
+        "failed_rows": failed, "truncated_rows": truncated,
         "rules": list(cfg.rules),
         "parameters": {"overthinking_max": cfg.overthinking_max, "repetition_n": cfg.repetition_n,
                        "repetition_max_ratio": cfg.repetition_max_ratio, "max_words": cfg.max_words,
@@ -458,6 +562,7 @@ def _report(cfg: FilterConfig, rows: int, stats: Sequence[RoundStats], accepted:
                        "teacher": bool(cfg.teacher), "max_rounds": cfg.rounds},
         "rounds": [st.as_dict(cfg.rules, judge_on) for st in stats],
         "flagged_total": {name: totals[name] for name in [*cfg.rules, *([JUDGE] if judge_on else [])]},
+        "identity": identity.to_json(),
     }
 
 
@@ -495,40 +600,63 @@ def _result(cfg: FilterConfig, report: Mapping[str, Any], skipped: bool = False)
         first_round[JUDGE] = first["judge"]["rejected"]
     return FilterResult(paths.accepted, paths.rejected, paths.report_json, paths.report_md,
                         report["rows"], report["accepted"], report["rejected"],
-                        report["regeneration_rounds"], report["yield"], first_round, skipped)
+                        report["regeneration_rounds"], report["yield"], first_round, skipped,
+                        paths.failed, int(report.get("failed_rows", 0)), int(report.get("truncated_rows", 0)))
 
 
 def run(cfg: FilterConfig) -> FilterResult:
     """Filter ``cfg.input`` into ``output/accepted`` and ``output/rejected`` with a yield report."""
     check_config(cfg)
     paths = Paths(cfg.output)
-    done = storage.exists(paths.report_json) and storage.is_committed(paths.accepted) \
-        and storage.is_committed(paths.rejected)
-    if done and not cfg.overwrite:
+    identity = filter_identity(cfg)
+    if decide(paths.accepted, identity, cfg.overwrite) == "skip" and storage.exists(paths.report_json):
+        if not cfg.keep_rounds:
+            storage.remove(paths.rounds)  # left over when a run stopped right after its last commit
         return _result(cfg, storage.read_json(paths.report_json), skipped=True)
-    rows, budgets = _scan(cfg)
-    if cfg.overwrite:
-        for uri in (paths.report_json, paths.report_md, paths.rounds):
-            storage.remove(uri)
+    rows, budgets, truncated = _scan(cfg)
+    _check_rounds(paths, identity, cfg.overwrite)
     judge = _Judge(cfg) if cfg.judge else None
     stats: list[RoundStats] = []
     sources: list[Source] = [(cfg.input, None)]
-    try:
-        for r in range(cfg.rounds + 1):
-            judged = paths.round(r, "judged")
-            if not storage.is_committed(judged):
-                _judge_round(sources, judged, cfg, judge, r)
-            stats.append(round_stats(judged, r))
-            if not stats[-1].rejected_ids or r == cfg.rounds or not cfg.teacher:
-                break
-            sources = regenerate(cfg, r + 1, stats[-1].rejected_ids, budgets)
-    finally:
-        if judge is not None:
-            judge.close()
-    accepted, _ = _write_outputs(paths, len(stats) - 1)
-    report = _report(cfg, rows, stats, accepted)
-    storage.write_json_atomic(paths.report_json, report)
-    storage.write_bytes_atomic(paths.report_md, report_markdown(report).encode())
+    with teacher.stop_on_sigterm("filter"):
+        try:
+            for r in range(cfg.rounds + 1):
+                judged = paths.round(r, "judged")
+                if not storage.is_committed(judged):
+                    _judge_round(sources, paths, cfg, judge, r, identity)
+                stats.append(round_stats(judged, r))
+                if not stats[-1].rejected_ids or r == cfg.rounds or not cfg.teacher:
+                    break
+                sources = regenerate(cfg, r + 1, stats[-1].rejected_ids, budgets)
+        finally:
+            if judge is not None:
+                judge.close()
+        failures = [u for r in range(len(stats)) for u in _round_failures(paths, r)]
+        failed_ids: list[str] = []
+        first_detail = None
+        with teacher.commit_section():
+            storage.remove(paths.failed)
+            with storage.TableWriter(paths.failed, "failed", identity=identity) as writer:
+                for uri in failures:
+                    for batch in storage.iter_batches(uri, schema_name="failed"):
+                        writer.write(batch)
+                        failed_ids += batch.column(0).to_pylist()
+                        if first_detail is None and batch.num_rows:
+                            first_detail = batch.column(4)[0].as_py()
+        distinct = list(dict.fromkeys(failed_ids))
+        teacher.check_failures("filter", distinct, rows, cfg.max_failed_fraction, paths.failed, first_detail)
+        accepted = sum(st.accepted for st in stats)
+        if rows and accepted / rows < cfg.min_yield:
+            first = ", ".join(f"{k} {v}" for k, v in stats[0].first.most_common(3)) or "none"
+            raise GuardsmithError(f"filter: yield {accepted / rows:.1%} ({accepted} of {rows} traces accepted) is "
+                                  f"below min_yield {cfg.min_yield:g} (round 0 rejections: {first}); the verdicts "
+                                  f"are kept under {redact(paths.rounds)}")
+        report = _report(cfg, rows, stats, accepted, len(distinct), truncated, identity)
+        with teacher.commit_section():
+            storage.write_json_atomic(paths.report_json, report)
+            storage.write_bytes_atomic(paths.report_md, report_markdown(report).encode())
+        written, _ = _write_outputs(paths, len(stats) - 1, identity)
+        assert written == accepted, (written, accepted)
     if not cfg.keep_rounds:
         storage.remove(paths.rounds)
     return _result(cfg, report)

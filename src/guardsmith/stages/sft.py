@@ -12,6 +12,14 @@ Training is `guardsmith.training.train_sft` (TRL `SFTTrainer` on a conversationa
 prompt/completion dataset, loss on the completion only), full or LoRA, checkpoints uploaded to
 `checkpoint_uri` and resumed from; the model is published in Hugging Face format with its
 `TrainingSummary` and a model card.
+
+Re-runs (`guardsmith.training.finished_run`): the run's work identity (the train and
+topic-following tables and the base model by content, the effective config, the guardsmith
+version) is computed before anything is trained. A model at `output` made by the same work makes
+the run a no-op; one made by other work is refused with a one-line error naming the difference
+unless `overwrite`. Checkpoints carry the identity and are resumed only by the same work. Each
+example's texts are bounded by `max_example_chars` before tokenising (`long_examples`: error or
+truncate).
 """
 from __future__ import annotations
 
@@ -66,8 +74,9 @@ def prepare(cfg: SftConfig) -> Prepared:
     rows = ex.take_subset(rows, cfg.subset, cfg.seed, cfg.train)
     counts: Counter = Counter({f"train_{k}": v for k, v in read.items()})
     counts["train_used"] = len(rows)
+    bound = {"max_chars": cfg.max_example_chars, "long_examples": cfg.long_examples}
     examples = ex.build_examples(rows, cfg.mode, seed=cfg.seed, missing_reasoning=cfg.missing_reasoning,
-                                 file=cfg.train, counts=counts, style=cfg.prompt_style)
+                                 file=cfg.train, counts=counts, style=cfg.prompt_style, **bound)
     data = TrainingData(datasets={"train": cfg.train}, input_rows={"train": len(rows)}, train_rows=len(rows),
                         mode=cfg.mode, prompt_style=cfg.prompt_style, subset=cfg.subset or None,
                         taxonomy=ex.shared_value(rows, "taxonomy"), budget=ex.shared_value(rows, "budget"))
@@ -78,7 +87,8 @@ def prepare(cfg: SftConfig) -> Prepared:
             tf_rows = ex.sample_rows(tf_rows, ex.mix_count(len(examples), cfg.topic_following_ratio), cfg.seed, "tf")
         counts["topic_following_used"] = len(tf_rows)
         examples += ex.build_examples(tf_rows, cfg.mode, seed=cfg.seed, missing_reasoning=cfg.missing_reasoning,
-                                      file=cfg.topic_following, salt="tf", counts=counts, style=cfg.prompt_style)
+                                      file=cfg.topic_following, salt="tf", counts=counts, style=cfg.prompt_style,
+                                      **bound)
         data.datasets["topic_following"] = cfg.topic_following
         data.input_rows["topic_following"] = data.topic_following_rows = len(tf_rows)
     if not examples:
@@ -95,14 +105,26 @@ def launch_command(cfg: SftConfig, n_gpus: int, folder: str | None = None) -> li
     return training.launch_command(cfg, n_gpus, "sft", folder)
 
 
-def run(cfg: SftConfig) -> SftResult:
-    """Build the examples, fine-tune and publish the guard model at `cfg.output`."""
+def identity(cfg: SftConfig):
+    """The work identity of this run (`guardsmith.training.training_identity`)."""
     from guardsmith import training
 
-    prepared = prepare(cfg)
+    return training.training_identity("sft", cfg, {"train": cfg.train, "topic_following": cfg.topic_following})
+
+
+def run(cfg: SftConfig) -> SftResult:
+    """Build the examples, fine-tune and publish the guard model at `cfg.output` (a no-op when the
+    same work already published it there)."""
+    from guardsmith import training
+
+    prepared = prepare(cfg)  # bad input is reported the same on every run, finished or not
+    work = identity(cfg)
+    done = training.finished_run(cfg, work, "sft")
+    if done is not None:
+        return SftResult.from_summary(done)
     launched = training.relaunch_if_needed(cfg, training.runtime(cfg), "sft")
     if launched is not None:
         return SftResult.from_summary(launched)
     if cfg.examples_output and training.runtime(cfg).is_main:
         ex.write_examples(cfg.examples_output, prepared.examples)
-    return SftResult.from_summary(training.train_sft(cfg, prepared, stage="sft"))
+    return SftResult.from_summary(training.train_sft(cfg, prepared, stage="sft", identity=work))
