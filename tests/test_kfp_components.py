@@ -12,6 +12,7 @@ import pytest
 importlib.import_module("kfp")
 
 from guardsmith import __version__, kfp_support, storage, tables  # noqa: E402
+from guardsmith.errors import GuardsmithError  # noqa: E402
 from guardsmith.ops.pipelines import components_dir, load_component  # noqa: E402
 from guardsmith.stages import STAGES as REGISTRY, stage_module  # noqa: E402
 
@@ -111,6 +112,24 @@ def test_split_and_merge_round_trip(tmp_path: Path) -> None:
     assert storage.read_table(str(tmp_path / "merged")).column("id").to_pylist() == \
         storage.read_table(str(tmp_path / "in")).column("id").to_pylist()
     assert len(kfp_support.split_table(str(tmp_path / "in"), str(tmp_path / "few"), 50)) == 11
+    # a retried merge of the same parts is a no-op; other parts into the finished output are refused
+    before = storage.read_bytes(str(tmp_path / "merged" / "_SUCCESS"))
+    assert kfp_support.merge_tables(parts, str(tmp_path / "merged"), "interactions") == 11
+    assert storage.read_bytes(str(tmp_path / "merged" / "_SUCCESS")) == before
+    with pytest.raises(GuardsmithError, match="other work: input part-"):
+        kfp_support.merge_tables(parts[:2], str(tmp_path / "merged"), "interactions")
+
+
+def test_merge_also_merges_failed_rows(tmp_path: Path) -> None:
+    from guardsmith.teacher import Failure, failed_table
+
+    _interactions(str(tmp_path / "in"), 6)
+    parts = kfp_support.split_table(str(tmp_path / "in"), str(tmp_path / "parts"), 2)
+    storage.write_table(parts[1] + ".failed", failed_table([Failure("x1", "distill", 0, "request_failed", "HTTP 400")]),
+                        "failed")
+    assert kfp_support.merge_tables(parts, str(tmp_path / "merged"), "interactions", failed_suffix=".failed") == 6
+    failed = storage.read_table(str(tmp_path / "merged") + ".failed", "failed")
+    assert failed.column("id").to_pylist() == ["x1"] and failed.column("detail").to_pylist() == ["HTTP 400"]
 
 
 def test_data_import_of_the_bundled_sample(tmp_path: Path) -> None:

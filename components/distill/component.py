@@ -54,9 +54,10 @@ def distill(
 
 @component("cpu")
 def distill_merge(parts: List[str], output: str) -> NamedTuple("Outputs", [("output", str), ("rows", int)]):
-    """Stream the per-part traces tables into one traces table at `output`."""
+    """Stream the per-part traces tables into one traces table at `output` (and their failed rows into
+    `<output>.failed`)."""
     from guardsmith.kfp_support import merge_tables
 
-    rows = merge_tables(parts, output, "traces")
+    rows = merge_tables(parts, output, "traces", failed_suffix=".failed")
     print(f"merged {len(parts)} parts, {rows} traces -> {output}", flush=True)
     return output, rows

@@ -149,3 +149,29 @@ def decide(output: str, identity: WorkIdentity, overwrite: bool = False) -> Lite
         why = "was made by other work: " + (", ".join(diff[:8]) + (f" (+{len(diff) - 8} more)" if len(diff) > 8 else ""))
     raise GuardsmithError(f"{redact(output)} {why}; use the same inputs and config to reuse it, "
                           "or --overwrite to replace it")
+
+
+def why_not_reused(recorded: Mapping[str, Any] | None, identity: WorkIdentity) -> str | None:
+    """None when partial work recording ``recorded`` belongs to ``identity`` (it may be resumed);
+    else what differs, e.g. ``config.mode, input train`` or ``no work identity``."""
+    if recorded is None:
+        return "no work identity (an older guardsmith)"
+    theirs = WorkIdentity.from_json(recorded)
+    if theirs.digest == identity.digest:
+        return None
+    diff = identity.differences(theirs) or ["work identity"]
+    return ", ".join(diff[:8]) + (f" (+{len(diff) - 8} more)" if len(diff) > 8 else "")
+
+
+def foreign_parts(uris: Iterable[str], identity: WorkIdentity) -> dict[str, str]:
+    """The committed ones among ``uris`` (shards, rounds, checkpoints) that other work made:
+    uri -> what differs (see :func:`why_not_reused`). Uncommitted uris are ignored."""
+    from guardsmith import storage
+
+    out = {}
+    for uri in uris:
+        if storage.is_committed(uri):
+            why = why_not_reused(storage.recorded_identity(uri), identity)
+            if why is not None:
+                out[uri] = why
+    return out

@@ -128,16 +128,32 @@ def split_table(input_uri: str, output_prefix: str, parts: int, schema_name: str
     return uris
 
 
-def merge_tables(input_uris: Sequence[str], output_uri: str, schema_name: str) -> int:
-    """Stream the tables ``input_uris`` (in order) into one committed table; returns its row count."""
-    from guardsmith import storage
+def merge_tables(input_uris: Sequence[str], output_uri: str, schema_name: str, *,
+                 failed_suffix: str | None = None) -> int:
+    """Stream the tables ``input_uris`` (in URI order) into one committed table; returns its row count.
 
+    The merged table records its work identity (the parts by content), so a retried merge of the
+    same parts is a no-op and a merge of other parts into a finished output is refused. With
+    ``failed_suffix`` (distill: ``.failed``) each part's failed-rows table ``<part><suffix>`` is
+    merged the same way into ``<output><suffix>``.
+    """
+    from guardsmith import storage
+    from guardsmith.identity import WorkIdentity, decide, input_id
+
+    parts = sorted(input_uris)
+    identity = WorkIdentity("merge", {"schema": schema_name},
+                            {f"part-{i:05d}": input_id(uri) for i, uri in enumerate(parts)})
+    if decide(output_uri, identity) == "skip":
+        return sum(b.num_rows for b in storage.iter_batches(output_uri))
     rows = 0
-    with storage.TableWriter(output_uri, schema_name) as writer:
-        for uri in sorted(input_uris):
+    with storage.TableWriter(output_uri, schema_name, identity=identity) as writer:
+        for uri in parts:
             for batch in storage.iter_batches(uri, schema_name=schema_name):
                 writer.write(batch)
                 rows += batch.num_rows
+    failed = [uri + failed_suffix for uri in parts if failed_suffix and storage.is_committed(uri + failed_suffix)]
+    if failed:
+        merge_tables(failed, output_uri + failed_suffix, "failed")
     return rows
 
 

@@ -47,7 +47,7 @@ import pyarrow as pa
 from guardsmith import settings, storage, tables
 from guardsmith.config import option
 from guardsmith.errors import DataError, GuardsmithError, redact
-from guardsmith.identity import WorkIdentity, decide, work_identity
+from guardsmith.identity import WorkIdentity, decide, foreign_parts, work_identity
 from guardsmith.guard import (
     MAX_BUDGET,
     MIN_BUDGET,
@@ -524,18 +524,10 @@ def _check_shards(cfg: TracesJob, identity: WorkIdentity) -> None:
     root = shard_root(cfg.output)
     if not storage.exists(root):
         return
-    foreign: list[str] = []
-    for name in storage.list_dir(root):
-        uri = storage.join(root, name)
-        if not storage.is_committed(uri):
-            if name == "_config.json":  # shards of an older guardsmith
-                foreign.append("shards without a work identity")
-            continue
-        recorded = storage.recorded_identity(uri)
-        if recorded is None:
-            foreign.append("shards without a work identity")
-        elif WorkIdentity.from_json(recorded).digest != identity.digest:
-            foreign += identity.differences(WorkIdentity.from_json(recorded)) or ["work identity"]
+    names = storage.list_dir(root)
+    foreign = list(foreign_parts((storage.join(root, name) for name in names), identity).values())
+    if "_config.json" in {str(n).rstrip("/").rsplit("/", 1)[-1] for n in names}:  # shards of an older guardsmith
+        foreign.append("no work identity (an older guardsmith)")
     if not foreign:
         return
     if cfg.overwrite:

@@ -361,27 +361,18 @@ def own_checkpoints(cfg: TrainConfig, identity: WorkIdentity, *, remove_others: 
     if not cfg.checkpoint_uri:
         return []
     from guardsmith import storage
-    from guardsmith.identity import WorkIdentity
+    from guardsmith.identity import foreign_parts
 
-    own, other = [], []
-    for step, uri in committed_checkpoints(cfg.checkpoint_uri):
-        recorded = storage.recorded_identity(uri)
-        theirs = WorkIdentity.from_json(recorded) if recorded else None
-        if theirs is not None and theirs.digest == identity.digest:
-            own.append((step, uri))
-        else:
-            other.append((uri, theirs))
+    checkpoints = committed_checkpoints(cfg.checkpoint_uri)
+    foreign = foreign_parts((uri for _, uri in checkpoints), identity)
+    own = [(step, uri) for step, uri in checkpoints if uri not in foreign]
+    other = list(foreign)
     if other and not cfg.overwrite:
-        uri, theirs = other[0]
-        if theirs is None:
-            why = "records no work identity (saved by an older guardsmith)"
-        else:
-            diff = identity.differences(theirs) or ["identity"]
-            why = "was saved by other work: " + ", ".join(diff[:8]) + (f" (+{len(diff) - 8} more)" if len(diff) > 8 else "")
-        raise GuardsmithError(f"checkpoint {redact(uri)} {why}; it is never resumed by this run: use another "
-                              f"checkpoint_uri, or --overwrite to discard the {len(other)} checkpoint(s) of other work")
+        raise GuardsmithError(f"checkpoint {redact(other[0])} was saved by other work: {foreign[other[0]]}; it is "
+                              "never resumed by this run: use another checkpoint_uri, or --overwrite to discard the "
+                              f"{len(other)} checkpoint(s) of other work")
     if other and remove_others:
-        for uri, _ in other:
+        for uri in other:
             storage.remove(uri)
         log_line("training", f"--overwrite: removed {len(other)} checkpoint(s) of other work under "
                              f"{redact(cfg.checkpoint_uri)}")

@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 from guardsmith import settings, storage, tables, teacher
 from guardsmith.config import option
 from guardsmith.errors import DataError, GuardsmithError, redact
-from guardsmith.identity import WorkIdentity, decide, work_identity
+from guardsmith.identity import WorkIdentity, decide, foreign_parts, work_identity
 from guardsmith.guard import (
     parse_guard_output,
     parse_judge_output,
@@ -496,16 +496,8 @@ def _check_rounds(paths: Paths, identity: WorkIdentity, overwrite: bool) -> None
     """Committed rounds must be of this work: others are refused, or discarded with ``overwrite``."""
     if not storage.exists(paths.rounds):
         return
-    foreign: list[str] = []
-    for name in storage.list_dir(paths.rounds):
-        uri = storage.join(paths.rounds, name, "judged")
-        if not storage.is_committed(uri):
-            continue
-        recorded = storage.recorded_identity(uri)
-        if recorded is None:
-            foreign.append("rounds without a work identity")
-        elif WorkIdentity.from_json(recorded).digest != identity.digest:
-            foreign += identity.differences(WorkIdentity.from_json(recorded)) or ["work identity"]
+    foreign = list(foreign_parts((storage.join(paths.rounds, name, "judged") for name in storage.list_dir(paths.rounds)),
+                                 identity).values())
     if not foreign:
         return
     if overwrite:
