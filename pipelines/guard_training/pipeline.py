@@ -69,8 +69,10 @@ def add_guard_training(p: Any, after: Sequence[Any] = ()) -> GuardTraining:
     for task in after:
         check.after(task)
     train_rows = configure(data_import(source=p.import_source, split=p.import_split, from_uri=p.import_from,
+                                       mapping=p.import_mapping, encoding=p.import_encoding,
                                        output=f"{p.work_root}/data/train"), "data_import", display_name="import train")
     pool_rows = configure(data_import(source=p.import_pool_source, split=p.import_pool_split, from_uri=p.import_pool_from,
+                                      mapping=p.import_pool_mapping, encoding=p.import_encoding,
                                       output=f"{p.work_root}/data/pool"), "data_import", display_name="import pool")
     train_rows.after(check)
     pool_rows.after(check)
@@ -150,9 +152,12 @@ def guard_training(
     import_source: str = "wildguardmix",
     import_split: str = "train",
     import_from: str = "hf",
+    import_mapping: str = "",
+    import_encoding: str = "",
     import_pool_source: str = "wildguardmix",
     import_pool_split: str = "train",
     import_pool_from: str = "hf",
+    import_pool_mapping: str = "",
     subset_n: int = 0,
     subset_seed: int = 0,
     distill_workers: int = 4,

@@ -35,15 +35,39 @@ app.add_typer(deploy_app, name="deploy", help="Deployment helpers: quality gates
 
 @data_app.command("import")
 def data_import(
-    source: str = typer.Argument(..., help="Data set: wildguardmix, aegis2, topic_following, dynabench, cosapien, xstest, jbb, openai_moderation, toxicchat, simplesafetytests."),
-    split: str = typer.Option(..., "--split", help="The source's split name (e.g. train, test, validation)."),
-    from_uri: str = typer.Option(..., "--from", help="The source file as shipped (path, file:// or s3:// URI), or 'hf' to load from the Hugging Face hub."),
+    source: str = typer.Argument(..., help="Data set: wildguardmix, aegis2, topic_following, dynabench, cosapien, xstest, jbb, openai_moderation, toxicchat, simplesafetytests; or 'table' for your own CSV/JSON/JSONL/Parquet (gz) file mapped with --map/--labels or --mapping."),
+    split: Optional[str] = typer.Option(None, "--split", help="The source's split name (e.g. train, test, validation); optional for 'table' (default: all)."),
+    from_uri: str = typer.Option(..., "--from", help="The source file as shipped (path, file:// or s3:// URI), or 'hf' to load from the Hugging Face hub; for 'table' your file(s) or a guardsmith table."),
     out: str = typer.Option(..., "--out", help="Output table URI (path, file:// or s3://)."),
+    encoding: Optional[str] = typer.Option(None, "--encoding", help="Text encoding of CSV/JSON input (default utf-8), e.g. cp1252, mac_roman."),
+    mapping: Optional[str] = typer.Option(None, "--mapping", help="table: YAML mapping file (keys map, labels, policy_file, taxonomy, encoding); the flags below override it."),
+    map_: Optional[str] = typer.Option(None, "--map", help="table: field=COLUMN pairs, e.g. 'prompt=text,response=answer,prompt_harm=verdict' (fields: prompt, response, prompt_harm, response_harm, response_refusal, id, categories, policy)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="table: your label word=ours pairs, e.g. 'safe=unharmful,unsafe=harmful,1=harmful,0=unharmful' (ours: harmful, unharmful, refusal, compliance)."),
+    policy_file: Optional[str] = typer.Option(None, "--policy-file", help="table: a text file with one custom policy for every row."),
+    taxonomy: Optional[str] = typer.Option(None, "--taxonomy", help="table: aegis2, wildguard, or your own name for the policy (default: custom:<hash> with a policy, else wildguard)."),
 ) -> None:
-    """Normalise a public data set into an interactions table and print label counts and drops."""
+    """Normalise a public data set, or your own table, into an interactions table and print label counts and drops."""
     from guardsmith.sources import import_source
 
-    report = import_source(source, split, from_uri, out)
+    table_options = {"--mapping": mapping, "--map": map_, "--labels": labels, "--policy-file": policy_file,
+                     "--taxonomy": taxonomy}
+    if source == "table":
+        from guardsmith.sources.table import configured
+
+        adapter = configured(mapping, map=map_, labels=labels, policy_file=policy_file, taxonomy=taxonomy,
+                             encoding=encoding)
+        encoding = encoding or adapter.mapping.encoding
+        chosen: object = adapter
+        split = split or "all"
+    else:
+        given = [flag for flag, value in table_options.items() if value]
+        if given:
+            raise GuardsmithError(f"{', '.join(given)}: only for the 'table' source")
+        if not split:
+            raise GuardsmithError(f"--split is required for source {source!r}")
+        chosen = source
+    extra = {"encoding": encoding} if encoding else {}
+    report = import_source(chosen, split, from_uri, out, **extra)
     typer.echo(str(report))
     typer.echo(f"wrote {out}")
 

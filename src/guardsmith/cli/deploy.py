@@ -29,16 +29,22 @@ def echo_gate_report(report: gates.GateReport) -> None:
     typer.echo(report.message)
 
 
+def overrides(config: Path | None, sets: Sequence[str]) -> dict[str, Any]:
+    """``--config FILE`` parameters, then ``--set key=value`` pairs over them (both over the preset)."""
+    return {**presets.load_config(config), **presets.parse_sets(sets)}
+
+
 def submit_run(name: str, preset: str, *, host: str, root: Path | None, namespace: str | None, experiment: str,
                sets: Sequence[str], cache: bool, wait: bool, timeout: int, gate: Sequence[str],
-               baseline: str | None, model: str | None, baseline_model: str | None) -> None:
+               baseline: str | None, model: str | None, baseline_model: str | None,
+               config: Path | None = None) -> None:
     """What `guardsmith pipeline submit` and `guardsmith deploy submit` run: submit, print the ids,
     optionally wait and gate the finished run's metrics."""
     parsed = gates.parse_gates(gate) if gate else []
     if parsed and not wait:
         raise GuardsmithError("--gate needs --wait")
     client = kfp.kfp_client(host, namespace or None)
-    result = kfp.submit(client, name, preset, root=root, overrides=presets.parse_sets(sets),
+    result = kfp.submit(client, name, preset, root=root, overrides=overrides(config, sets),
                         namespace=namespace or None, experiment=experiment, cache=cache)
     echo_dict({**result, "url": kfp.run_url(host, result["run_id"])})
     if wait:
@@ -49,6 +55,8 @@ def submit_run(name: str, preset: str, *, host: str, root: Path | None, namespac
 
 
 EXPERIMENT_OPTION = typer.Option("guardsmith", "--experiment", help="Experiment name (created when missing).")
+PRESET_HELP = "Parameter set: a bundled preset name (pipelines/<name>/presets/<preset>.yaml) or the path of your own YAML file of parameters (e.g. ./my-preset.yaml)."
+CONFIG_OPTION = typer.Option(None, "--config", help="YAML file of parameters applied after the preset and before --set.")
 SET_OPTION = typer.Option([], "--set", help="Override a parameter: key=value (YAML value; {timestamp} and {date} expanded); repeatable.")
 CACHE_OPTION = typer.Option(True, "--cache/--no-cache", help="Let KFP reuse cached results of deterministic tasks.")
 WAIT_OPTION = typer.Option(False, "--wait", help="Wait for the run to finish; exit 1 unless it succeeded.")
@@ -135,9 +143,10 @@ def submit_cmd(
     name: str = typer.Argument(..., help="Pipeline name (folder under --dir)."),
     host: str = typer.Option(..., "--host", envvar="KFP_HOST", help="KFP API endpoint."),
     pipelines_dir: Path = typer.Option(..., "--dir", help="Folder with <name>/pipeline.yaml and <name>/presets/."),
-    preset: str = typer.Option(..., "--preset", help="Preset name."),
+    preset: str = typer.Option(..., "--preset", help="Preset name, or the path of your own YAML file of parameters."),
     namespace: Optional[str] = typer.Option(None, "--namespace", envvar="KFP_NAMESPACE", help="Kubeflow profile namespace."),
     experiment: str = EXPERIMENT_OPTION,
+    config: Optional[Path] = CONFIG_OPTION,
     set_: list[str] = SET_OPTION,
     cache: bool = CACHE_OPTION,
     wait: bool = WAIT_OPTION,
@@ -150,4 +159,4 @@ def submit_cmd(
     """Start a run from a folder of compiled packages and presets (what the chart's CronJob runs)."""
     submit_run(name, preset, host=host, root=pipelines_dir, namespace=namespace, experiment=experiment, sets=set_,
                cache=cache, wait=wait, timeout=timeout, gate=gate, baseline=baseline, model=model,
-               baseline_model=baseline_model)
+               baseline_model=baseline_model, config=config)

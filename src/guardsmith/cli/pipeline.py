@@ -16,10 +16,11 @@ from typing import Optional
 
 import typer
 
-from guardsmith.cli.deploy import (BASELINE_MODEL_OPTION, BASELINE_OPTION, CACHE_OPTION, EXPERIMENT_OPTION, GATE_MODEL_OPTION,
-                                   GATE_OPTION, SET_OPTION, WAIT_OPTION, echo_dict, submit_run)
+from guardsmith.cli.deploy import (BASELINE_MODEL_OPTION, BASELINE_OPTION, CACHE_OPTION, CONFIG_OPTION, EXPERIMENT_OPTION,
+                                   GATE_MODEL_OPTION, GATE_OPTION, PRESET_HELP, SET_OPTION, WAIT_OPTION, echo_dict,
+                                   overrides, submit_run)
 from guardsmith.errors import GuardsmithError
-from guardsmith.ops import kfp, local, pipelines, presets
+from guardsmith.ops import kfp, local, pipelines
 
 pipeline_app = typer.Typer(help="Compile, run locally, submit and schedule the Kubeflow pipelines.",
                            no_args_is_help=True)
@@ -40,25 +41,27 @@ def compile_cmd(
 @pipeline_app.command("run")
 def run_cmd(
     name: str = NAME_ARGUMENT,
-    preset: str = typer.Option(..., "--preset", help="Parameter set (pipelines/<name>/presets/<preset>.yaml)."),
+    preset: str = typer.Option(..., "--preset", help=PRESET_HELP),
     local_run: bool = typer.Option(False, "--local", help="Run with kfp.local in this environment (required; cluster runs use `submit`)."),
     store: Optional[Path] = typer.Option(None, "--store", help="Keep objects in this folder instead of a throw-away local S3."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for the KFP local root and report copy (default: --store, else demo-out)."),
+    config: Optional[Path] = CONFIG_OPTION,
     set_: list[str] = typer.Option([], "--set", help="Override a parameter: key=value (YAML value); repeatable."),
 ) -> None:
     """Run a pipeline locally (real graph, tiny models, bundled sample) and print where the report is."""
     if not local_run:
         raise GuardsmithError("only --local runs are supported here; use `guardsmith pipeline submit` for a cluster")
-    echo_dict(local.run_local(name, preset, store, presets.parse_sets(set_), out))
+    echo_dict(local.run_local(name, preset, store, overrides(config, set_), out))
 
 
 @pipeline_app.command("submit")
 def submit_cmd(
     name: str = NAME_ARGUMENT,
     host: str = typer.Option(..., "--host", help="KFP API endpoint, e.g. http://localhost:8080."),
-    preset: str = typer.Option(..., "--preset", help="Parameter set (pipelines/<name>/presets/<preset>.yaml)."),
+    preset: str = typer.Option(..., "--preset", help=PRESET_HELP),
     namespace: Optional[str] = typer.Option(None, "--namespace", help="Kubeflow profile namespace (multi-user installs)."),
     experiment: str = EXPERIMENT_OPTION,
+    config: Optional[Path] = CONFIG_OPTION,
     set_: list[str] = SET_OPTION,
     wait: bool = WAIT_OPTION,
     cache: bool = CACHE_OPTION,
@@ -70,7 +73,7 @@ def submit_cmd(
     """Upload (or reuse) the compiled pipeline and start a run with a preset's parameters."""
     submit_run(name, preset, host=host, root=None, namespace=namespace, experiment=experiment, sets=set_,
                cache=cache, wait=wait, timeout=86400, gate=gate, baseline=baseline, model=gate_model,
-               baseline_model=baseline_model)
+               baseline_model=baseline_model, config=config)
 
 
 @pipeline_app.command("schedule")
@@ -78,14 +81,15 @@ def schedule_cmd(
     name: str = NAME_ARGUMENT,
     cron: str = typer.Option(..., "--cron", help="KFP cron expression, six fields with seconds first, e.g. '0 0 3 * * 1'."),
     host: str = typer.Option(..., "--host", help="KFP API endpoint."),
-    preset: str = typer.Option(..., "--preset", help="Parameter set."),
+    preset: str = typer.Option(..., "--preset", help=PRESET_HELP),
     namespace: Optional[str] = typer.Option(None, "--namespace", help="Kubeflow profile namespace."),
     experiment: str = EXPERIMENT_OPTION,
+    config: Optional[Path] = CONFIG_OPTION,
     set_: list[str] = SET_OPTION,
     max_concurrency: int = typer.Option(1, "--max-concurrency", help="Runs of this schedule allowed at once."),
     cache: bool = typer.Option(False, "--cache/--no-cache", help="Reuse cached task results across scheduled runs."),
 ) -> None:
     """Create a recurring run of a pipeline with a preset's parameters."""
-    echo_dict(kfp.schedule(kfp.kfp_client(host, namespace or None), name, preset, cron, overrides=presets.parse_sets(set_),
+    echo_dict(kfp.schedule(kfp.kfp_client(host, namespace or None), name, preset, cron, overrides=overrides(config, set_),
                            namespace=namespace or None, experiment=experiment, max_concurrency=max_concurrency,
                            cache=cache))

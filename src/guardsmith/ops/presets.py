@@ -1,7 +1,9 @@
 """Presets: a pipeline's named parameter sets, ``--set key=value`` overrides, ``{timestamp}`` /
 ``{date}`` expansion, and the one check that a parameter set may go to a cluster.
 
-A preset is ``<folder>/<pipeline>/presets/<preset>.yaml``; the folder is the installed
+A preset is ``<folder>/<pipeline>/presets/<preset>.yaml`` or the path of a user's own YAML file
+(``--preset ./my-preset.yaml``); ``--config FILE`` (:func:`load_config`) lays a YAML file of
+parameters over the preset, before ``--set``; the folder is the installed
 ``guardsmith.pipelines`` (``guardsmith pipeline ...``) or a ``--dir`` of compiled packages such as
 the Helm chart's ConfigMap (``guardsmith deploy submit --dir``). Both are read by
 :func:`load_preset`.
@@ -85,25 +87,52 @@ def preset_names(name: str, root: str | Path | None = None) -> list[str]:
     return sorted(p.stem for p in (_folder(name, root) / "presets").glob("*.yaml"))
 
 
+def is_preset_file(preset: str) -> bool:
+    """Is ``preset`` a path to a YAML file of parameters (rather than a bundled preset name)?"""
+    return preset.endswith((".yaml", ".yml")) or "/" in preset or "\\" in preset
+
+
+def _yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise GuardsmithError(f"{what} {path}: no such file")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise GuardsmithError(f"{what} {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise GuardsmithError(f"{what} {path}: must be a mapping of parameter: value")
+    return values
+
+
+def load_config(path: str | Path | None) -> dict[str, Any]:
+    """``--config FILE``: a YAML mapping of parameters, applied after the preset and before ``--set``
+    (callers merge ``{**load_config(f), **parse_sets(s)}`` into the overrides)."""
+    return {} if not path else _yaml_mapping(Path(path), "--config")
+
+
 def load_preset(name: str, preset: str, overrides: Mapping[str, Any] | None = None, *,
                 root: str | Path | None = None, now: float | None = None) -> dict[str, Any]:
     """A preset's parameters with ``overrides`` applied and placeholders expanded.
 
-    ``root`` None reads the installed pipelines and checks the names against the pipeline
-    function; a folder ``root`` reads ``<root>/<name>/presets/`` and checks them against the
-    compiled package ``<root>/<name>/pipeline.yaml``. An unknown preset or parameter is an error.
+    ``preset`` is a bundled preset name or (a name ending in ``.yaml``/``.yml`` or holding a path
+    separator) the path of the user's own YAML file of parameters. ``root`` None reads the
+    installed pipelines and checks the names against the pipeline function; a folder ``root``
+    reads ``<root>/<name>/presets/`` and checks them against the compiled package
+    ``<root>/<name>/pipeline.yaml``. An unknown preset or parameter is an error.
     """
-    import yaml
-
     known = (pipelines.pipeline_parameters(name) if root is None
              else pipelines.package_parameters(pipelines.package_path(name, root)))
-    path = _folder(name, root) / "presets" / f"{preset}.yaml"
-    if not path.exists():
-        raise GuardsmithError(f"unknown preset {preset!r} for {name}; "
-                              f"presets: {', '.join(preset_names(name, root)) or 'none'}")
-    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(values, dict):
-        raise GuardsmithError(f"{path} must be a mapping of parameter: value")
+    if is_preset_file(preset):
+        values = _yaml_mapping(Path(preset), "--preset")
+    else:
+        path = _folder(name, root) / "presets" / f"{preset}.yaml"
+        if not path.exists():
+            raise GuardsmithError(f"unknown preset {preset!r} for {name}; "
+                                  f"presets: {', '.join(preset_names(name, root)) or 'none'} "
+                                  "(or the path of your own YAML file, e.g. ./my-preset.yaml)")
+        values = _yaml_mapping(path, "preset")
     values.update(overrides or {})
     unknown = sorted(set(values) - set(known))
     if unknown:

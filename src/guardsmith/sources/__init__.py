@@ -26,15 +26,18 @@ from guardsmith.sources import (
     jbb,
     openai_moderation,
     simplesafetytests,
+    table,
     topic_following,
     toxicchat,
     wildguardmix,
     xstest,
 )
-from guardsmith.sources.base import SourceAdapter, Tally
+from guardsmith.sources.base import SourceAdapter, Tally, check_encoding
 from guardsmith.vocabulary import TASKS
 
-__all__ = ["SOURCES", "ImportReport", "SourceAdapter", "Tally", "get_source", "import_source", "read_source"]
+__all__ = [
+    "SOURCES", "ImportReport", "SourceAdapter", "Tally", "get_source", "import_source", "read_source", "sources_help",
+]
 
 SOURCES: dict[str, SourceAdapter] = {
     m.ADAPTER.name: m.ADAPTER
@@ -49,6 +52,7 @@ SOURCES: dict[str, SourceAdapter] = {
         openai_moderation,
         toxicchat,
         simplesafetytests,
+        table,
     )
 }
 """Source name -> adapter (name, splits, file_format, description, read/read_hf)."""
@@ -69,6 +73,7 @@ class ImportReport:
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows dropped
     adjusted: dict[str, int] = field(default_factory=dict)  # reason -> rows changed but kept
     taxonomies: dict[str, int] = field(default_factory=dict)  # taxonomy -> rows
+    notes: dict[str, int] = field(default_factory=dict)  # reason -> rows (facts, not changes)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +86,7 @@ class ImportReport:
             "dropped": dict(self.dropped),
             "adjusted": dict(self.adjusted),
             "taxonomies": dict(self.taxonomies),
+            "notes": dict(self.notes),
         }
 
     def __str__(self) -> str:
@@ -99,11 +105,17 @@ class ImportReport:
         if self.adjusted:
             lines.append("  adjusted (kept):")
             lines += [f"    {n:>7}  {reason}" for reason, n in sorted(self.adjusted.items())]
+        if self.notes:
+            lines.append("  notes:")
+            lines += [f"    {n:>7}  {reason}" for reason, n in sorted(self.notes.items())]
         return "\n".join(lines)
 
 
-def get_source(name: str) -> SourceAdapter:
-    """The adapter for ``name``; an unknown name is a GuardsmithError listing the known ones."""
+def get_source(name: str | SourceAdapter) -> SourceAdapter:
+    """The adapter for ``name`` (an adapter, e.g. a configured ``table``, is returned as is); an
+    unknown name is a GuardsmithError listing the known ones."""
+    if isinstance(name, SourceAdapter):
+        return name
     try:
         return SOURCES[name]
     except KeyError:
@@ -123,15 +135,27 @@ def _is_hub(from_uri: str | Sequence[str]) -> bool:
     return isinstance(from_uri, str) and (from_uri == "hf" or from_uri.startswith("hf://"))
 
 
+def sources_help() -> str:
+    """One line per source with its split names and the hub's ``config/split`` names (for ``--help``)."""
+    return "\n".join(adapter.help_line() for adapter in SOURCES.values())
+
+
 def read_source(
-    source: str, split: str, from_uri: str | Sequence[str], tally: Tally | None = None
+    source: str | SourceAdapter,
+    split: str,
+    from_uri: str | Sequence[str],
+    tally: Tally | None = None,
+    *,
+    encoding: str = "utf-8",
 ) -> Iterator[dict[str, Any]]:
-    """Stream A.1 records of ``source``/``split`` from files or (``hf``, ``hf://repo``) the hub."""
+    """Stream A.1 records of ``source``/``split`` from files or (``hf``, ``hf://repo``) the hub.
+
+    ``split`` is the source's name or the hub's ``config/split``; ``encoding`` is that of text files."""
     adapter = get_source(source)
     if _is_hub(from_uri):
         repo = from_uri[len("hf://") :] if from_uri != "hf" else None  # type: ignore[index]
         return adapter.read_hf(split, tally, repo=repo or None)
-    return adapter.read(_inputs(from_uri), split, tally)
+    return adapter.read(_inputs(from_uri), split, tally, encoding=encoding)
 
 
 def _chunks(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -141,14 +165,21 @@ def _chunks(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[
 
 
 def import_source(
-    source: str, split: str, from_uri: str | Sequence[str], out_uri: str, *, batch_rows: int = BATCH_ROWS
+    source: str | SourceAdapter,
+    split: str,
+    from_uri: str | Sequence[str],
+    out_uri: str,
+    encoding: str = "utf-8",
+    *,
+    batch_rows: int = BATCH_ROWS,
 ) -> ImportReport:
     """Read ``source``/``split`` from ``from_uri`` and write an ``interactions`` table at ``out_uri``.
 
     Input is streamed in chunks of ``batch_rows`` records; each chunk is written (and validated
     against the interactions schema) through :class:`guardsmith.storage.TableWriter`, which
     commits only when everything succeeded: on any error (bad input, no rows left) nothing
-    appears at ``out_uri``. Returns the :class:`ImportReport`.
+    appears at ``out_uri``. ``split`` may be the hub's ``config/split`` name; ``encoding`` (the
+    CLI's ``--encoding``) is that of text files. Returns the :class:`ImportReport`.
     """
     import pyarrow as pa
 
@@ -157,14 +188,15 @@ def import_source(
     from guardsmith.tables import SCHEMAS
 
     adapter = get_source(source)
-    adapter.check_split(split)
+    split = adapter.check_split(split)
+    check_encoding(encoding)
     inputs = [from_uri] if _is_hub(from_uri) else _inputs(from_uri)  # type: ignore[list-item]
     tally = Tally()
     schema = SCHEMAS["interactions"]
     labels: dict[str, Counter] = {task: Counter() for task in TASKS}
     taxonomies: Counter = Counter()
     rows = 0
-    records = track(read_source(source, split, from_uri, tally), f"import {source}/{split}")
+    records = track(read_source(source, split, from_uri, tally, encoding=encoding), f"import {adapter.name}/{split}")
     with TableWriter(out_uri, schema, schema_name="interactions") as writer:
         for chunk in _chunks(records, batch_rows):
             writer.write(pa.Table.from_pylist(chunk, schema=schema))  # validated by the writer
@@ -178,7 +210,7 @@ def import_source(
             reasons = "; ".join(f"{n} {r}" for r, n in tally.dropped.items()) or "no records"
             raise DataError(f"no rows left to import ({reasons})", file=", ".join(inputs))
     return ImportReport(
-        source=source,
+        source=adapter.name,
         split=split,
         inputs=inputs,
         out_uri=out_uri,
@@ -187,5 +219,6 @@ def import_source(
         dropped=dict(tally.dropped),
         adjusted=dict(tally.adjusted),
         taxonomies=dict(taxonomies),
+        notes=dict(tally.notes),
     )
 

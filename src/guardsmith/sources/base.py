@@ -8,6 +8,7 @@ rows for Parquet). The file format comes from the file name (``.parquet``, ``.js
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
@@ -41,12 +42,17 @@ class Tally:
 
     dropped: Counter = field(default_factory=Counter)
     adjusted: Counter = field(default_factory=Counter)
+    #: facts about kept rows worth reporting that are not changes (e.g. "unharmful: all flags known 0")
+    notes: Counter = field(default_factory=Counter)
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] += 1
 
     def adjust(self, reason: str) -> None:
         self.adjusted[reason] += 1
+
+    def note(self, reason: str) -> None:
+        self.notes[reason] += 1
 
 
 @dataclass
@@ -95,17 +101,24 @@ def _check_text(value: Any, what: str, name: str, ctx: RowContext) -> str:
     return value
 
 
-def column(rec: Mapping[str, Any], name: str, ctx: RowContext) -> Any:
-    """The value of ``name``; a missing column is a DataError naming file and column."""
+def column(rec: Mapping[str, Any], name: str, ctx: RowContext, *, optional: bool = False) -> Any:
+    """The value of ``name``; a missing column is a DataError naming file and column, unless
+    ``optional`` (a key the source may leave out, e.g. an unknown flag): then None."""
     try:
         return rec[name]
     except KeyError:
+        if optional:
+            return None
         raise DataError("missing column", file=ctx.file, column=name, row=ctx.row, show_value=False) from None
 
 
-def text(rec: Mapping[str, Any], name: str, ctx: RowContext, *, nullable: bool = False) -> str | None:
-    """A text value; None (or NaN) only when ``nullable``. Non-text values are an error."""
-    value = column(rec, name, ctx)
+def text(
+    rec: Mapping[str, Any], name: str, ctx: RowContext, *, nullable: bool = False, optional: bool = False
+) -> str | None:
+    """A text value; None (or NaN) only when ``nullable``. Non-text values are an error.
+    ``optional``: an absent column reads as None (implies ``nullable``)."""
+    value = column(rec, name, ctx, optional=optional)
+    nullable = nullable or optional
     if _absent(value, nullable, "missing value", name, ctx):
         return None
     return _check_text(value, "text", name, ctx)
@@ -148,12 +161,15 @@ def label(
     *,
     nullable: bool = False,
     empty_is_null: bool = False,
+    optional: bool = False,
 ) -> str | None:
     """Map a label word through ``mapping`` (keys lower-case; matched after strip + lower-case).
 
-    A word not in the mapping raises a DataError naming file, column, row and word.
+    A word not in the mapping raises a DataError naming file, column, row and word. ``optional``:
+    an absent column reads as None (implies ``nullable``).
     """
-    value = column(rec, name, ctx)
+    value = column(rec, name, ctx, optional=optional)
+    nullable = nullable or optional
     if isinstance(value, str) and empty_is_null and not value.strip():
         value = None
     if _absent(value, nullable, "missing label", name, ctx):
@@ -165,13 +181,16 @@ def label(
     return mapping[key]
 
 
-def flag01(rec: Mapping[str, Any], name: str, ctx: RowContext, *, nullable: bool = False) -> int | None:
+def flag01(
+    rec: Mapping[str, Any], name: str, ctx: RowContext, *, nullable: bool = False, optional: bool = False
+) -> int | None:
     """A 0/1 flag: ints 0/1, floats 0.0/1.0, booleans, or the text "0"/"1" (CSV).
 
     Null, NaN and (text formats) the empty string are null, allowed only when ``nullable``.
-    Anything else is a DataError.
+    ``optional``: an absent key is null too (implies ``nullable``). Anything else is a DataError.
     """
-    value = column(rec, name, ctx)
+    value = column(rec, name, ctx, optional=optional)
+    nullable = nullable or optional
     if isinstance(value, str):
         stripped = value.strip()
         if stripped == "":
@@ -230,6 +249,45 @@ def make_record(
 def harm_word(harmful: Any) -> str:
     """``harmful`` for a true flag, ``unharmful`` for a false one."""
     return "harmful" if harmful else "unharmful"
+
+
+def map_categories(
+    names: Iterable[str | None], mapping: Mapping[str, Sequence[str]] | None, ctx: RowContext, column_name: str
+) -> list[str]:
+    """A source's category names (blank ones skipped) as the row's taxonomy names.
+
+    ``mapping`` (source name -> target names, matched after strip + lower-case) maps onto another
+    taxonomy; a name it lacks is a DataError naming file, column, row and name. Without a mapping
+    the names are kept as they are (the source's own vocabulary). Order kept, repeats removed.
+    """
+    out: list[str] = []
+    for name in names:
+        if name is None or not name.strip():
+            continue
+        if mapping is None:
+            targets: Sequence[str] = (name.strip(),)
+        else:
+            key = name.strip().lower()
+            if key not in mapping:
+                raise ctx.error("unknown category (no mapping for it; see docs/data-sources.md)", column_name, name)
+            targets = mapping[key]
+        out += [t for t in targets if t not in out]
+    return out
+
+
+def pick_layout(rec: Mapping[str, Any], layouts: Mapping[str, Sequence[str]], ctx: RowContext) -> str:
+    """The first layout whose required columns are all in ``rec`` (the file's header for CSV).
+
+    None fits: a DataError naming the file and the columns each layout needs.
+    """
+    for name, needed in layouts.items():
+        if all(c in rec for c in needed):
+            return name
+    wanted = "; ".join(f"{n}: {', '.join(cols)}" for n, cols in layouts.items())
+    raise DataError(
+        f"unrecognised layout (columns {', '.join(map(str, rec))}); expected one of: {wanted}",
+        file=ctx.file, row=ctx.row, show_value=False,
+    )
 
 
 def policy_id(prefix: str, policy: str) -> str:
@@ -327,8 +385,40 @@ def _compressed_error(uri: str, exc: BaseException) -> DataError:
     return DataError(f"cannot decompress gzip data: {exc}", file=uri)
 
 
-def _decoded_lines(stream: IO[bytes], uri: str, counter: list[int]) -> Iterator[str]:
-    """Decode binary lines strictly as UTF-8; a bad byte is a DataError with byte offset and line.
+DEFAULT_ENCODING = "utf-8"
+
+
+def check_encoding(encoding: str) -> str:
+    """The codec name of ``encoding`` (e.g. ``mac_roman``, ``cp1252``, ``latin-1``, ``utf-8``).
+
+    Text is read line by line, so the encoding must write ``\\n`` as the byte 0x0A (ASCII-compatible:
+    not UTF-16/32). An unknown or unsupported name is a GuardsmithError naming ``--encoding``.
+    """
+    try:
+        name = codecs.lookup(encoding).name
+    except (LookupError, TypeError):
+        raise GuardsmithError(f"unknown text encoding {encoding!r} (--encoding); e.g. utf-8, cp1252, mac_roman, latin-1") from None
+    try:
+        ascii_compatible = "a,\n".encode(name) == b"a,\n"
+    except (UnicodeError, LookupError):
+        ascii_compatible = False
+    if not ascii_compatible:
+        raise GuardsmithError(f"text encoding {encoding!r} (--encoding) is not supported: only ASCII-compatible encodings are")
+    return name
+
+
+def _bad_text(uri: str, encoding: str, where: str, row: int | None, value: bytes) -> DataError:
+    label = "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
+    return DataError(
+        f"not valid {label} text at {where}; if the file uses another encoding, pass it with --encoding "
+        "(e.g. --encoding mac_roman, --encoding cp1252)",
+        file=uri, row=row, value=value,
+    )
+
+
+def _decoded_lines(stream: IO[bytes], uri: str, counter: list[int], encoding: str = DEFAULT_ENCODING) -> Iterator[str]:
+    """Decode binary lines strictly in ``encoding``; a bad byte is a DataError with byte offset
+    and line that names the ``--encoding`` flag. A leading BOM is dropped.
 
     ``counter[0]`` must hold the index of the record being read (for the error's row).
     """
@@ -336,14 +426,11 @@ def _decoded_lines(stream: IO[bytes], uri: str, counter: list[int]) -> Iterator[
     try:
         for lineno, raw in enumerate(stream, start=1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode(encoding)
             except UnicodeDecodeError as exc:
-                bad = raw[exc.start : exc.start + 4]
-                raise DataError(
-                    f"not valid UTF-8 text at byte offset {offset + exc.start} (line {lineno})",
-                    file=uri,
-                    row=counter[0],
-                    value=bad,
+                raise _bad_text(
+                    uri, encoding, f"byte offset {offset + exc.start} (line {lineno})", counter[0],
+                    raw[exc.start : exc.start + 4],
                 ) from None
             if lineno == 1 and line.startswith("\ufeff"):
                 line = line[1:]
@@ -353,10 +440,10 @@ def _decoded_lines(stream: IO[bytes], uri: str, counter: list[int]) -> Iterator[
         raise _compressed_error(uri, exc) from None
 
 
-def iter_jsonl(stream: IO[bytes], uri: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_jsonl(stream: IO[bytes], uri: str, encoding: str = DEFAULT_ENCODING) -> Iterator[tuple[int, dict[str, Any]]]:
     """JSON lines: one object per non-blank line."""
     counter = [0]
-    for line in _decoded_lines(stream, uri, counter):
+    for line in _decoded_lines(stream, uri, counter, encoding):
         if not line.strip():
             continue
         try:
@@ -369,7 +456,7 @@ def iter_jsonl(stream: IO[bytes], uri: str) -> Iterator[tuple[int, dict[str, Any
         counter[0] += 1
 
 
-def iter_json(stream: IO[bytes], uri: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_json(stream: IO[bytes], uri: str, encoding: str = DEFAULT_ENCODING) -> Iterator[tuple[int, dict[str, Any]]]:
     """JSON: a top-level array of objects (read whole), or JSON lines (streamed).
 
     The first non-whitespace byte decides: ``[`` is an array, anything else JSON lines.
@@ -395,18 +482,16 @@ def iter_json(stream: IO[bytes], uri: str) -> Iterator[tuple[int, dict[str, Any]
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise _compressed_error(uri, exc) from None
     if first != b"[":
-        yield from iter_jsonl(buffered, uri)  # type: ignore[arg-type]
+        yield from iter_jsonl(buffered, uri, encoding)  # type: ignore[arg-type]
         return
     try:
         data = buffered.read()
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise _compressed_error(uri, exc) from None
     try:
-        body = data.decode("utf-8")
+        body = data.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise DataError(
-            f"not valid UTF-8 text at byte offset {exc.start}", file=uri, value=data[exc.start : exc.start + 4]
-        ) from None
+        raise _bad_text(uri, encoding, f"byte offset {exc.start}", None, data[exc.start : exc.start + 4]) from None
     try:
         items = json.loads(body)
     except json.JSONDecodeError as exc:
@@ -417,11 +502,14 @@ def iter_json(stream: IO[bytes], uri: str) -> Iterator[tuple[int, dict[str, Any]
         yield index, obj
 
 
-def iter_csv(stream: IO[bytes], uri: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """CSV with a header row; every value is text (empty fields are the empty string)."""
+def iter_csv(stream: IO[bytes], uri: str, encoding: str = DEFAULT_ENCODING) -> Iterator[tuple[int, dict[str, Any]]]:
+    """CSV with a header row; every value is text (empty fields are the empty string).
+
+    LF or CRLF line ends, quoted fields with newlines, a BOM; extra columns are kept (adapters
+    read the ones they need)."""
     csv.field_size_limit(2**31 - 1)
     counter = [0]
-    reader = csv.reader(_decoded_lines(stream, uri, counter))
+    reader = csv.reader(_decoded_lines(stream, uri, counter, encoding))
     try:
         header = next(reader)
     except StopIteration:
@@ -446,7 +534,7 @@ def iter_csv(stream: IO[bytes], uri: str) -> Iterator[tuple[int, dict[str, Any]]
         counter[0] += 1
 
 
-def iter_parquet(stream: IO[bytes], uri: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_parquet(stream: IO[bytes], uri: str, encoding: str = DEFAULT_ENCODING) -> Iterator[tuple[int, dict[str, Any]]]:
     """Parquet, streamed in record batches of ``PARQUET_BATCH_ROWS`` rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -475,17 +563,19 @@ def iter_parquet(stream: IO[bytes], uri: str) -> Iterator[tuple[int, dict[str, A
         raise DataError(f"cannot read Parquet data near row {index}: {exc}", file=uri) from None
 
 
-def iter_file(uri: str, default_format: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_file(uri: str, default_format: str, encoding: str = DEFAULT_ENCODING) -> Iterator[tuple[int, dict[str, Any]]]:
     """Stream ``(row_index, record)`` from a local, ``file://`` or ``s3://`` file.
 
-    A file with no records is a DataError.
+    ``encoding`` applies to the text formats (CSV, JSON, JSON lines; Parquet text is UTF-8 by
+    definition). A file with no records is a DataError.
     """
     fmt = detect_format(uri, default_format)
+    encoding = check_encoding(encoding)
     readers = {"parquet": iter_parquet, "json": iter_json, "jsonl": iter_jsonl, "csv": iter_csv}
     stream = open_source(uri, random_access=fmt == "parquet")
     any_rows = False
     try:
-        for item in readers[fmt](stream, uri):
+        for item in readers[fmt](stream, uri, encoding):
             any_rows = True
             yield item
     finally:
@@ -516,22 +606,74 @@ class SourceAdapter:
     hf_splits: ClassVar[Mapping[str, tuple[str | None, str | None]]]
     #: the files a split ships as (for documentation and error hints)
     files: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    #: split -> hub dataset id, for splits published in another hub repository than `hf_dataset`
+    hf_repos: ClassVar[Mapping[str, str]] = {}
+    #: extra accepted names -> split (besides the hub's ``config/split`` names, added automatically)
+    aliases: ClassVar[Mapping[str, str]] = {}
+    #: splits with no copy on the hub (files only; their `hf_splits` entry is (None, None))
+    no_hub: ClassVar[tuple[str, ...]] = ()
 
     @property
     def splits(self) -> tuple[str, ...]:
         """The source's split names (those of `hf_splits`, in its order)."""
         return tuple(self.hf_splits)
 
+    def hub_names(self, split: str) -> tuple[str, ...]:
+        """The hub's names of ``split``: ``config/split`` (``default`` when the hub has no named
+        config), and the config alone when the split is the config's only one."""
+        config, hf_split = self.hf_splits[split]
+        names: list[str] = []
+        if split in self.no_hub:
+            return ()
+        if hf_split is not None:
+            names.append(f"{config or 'default'}/{hf_split}")
+        elif config is not None:
+            names.append(config)
+        return tuple(n for n in names if n != split)
+
+    @property
+    def split_names(self) -> dict[str, str]:
+        """Every accepted split name -> the source's split: its own, the hub's, and `aliases`."""
+        names = {s: s for s in self.splits}
+        for split in self.splits:
+            for alias in self.hub_names(split):
+                names.setdefault(alias, split)
+        for alias, split in self.aliases.items():
+            names.setdefault(alias, split)
+        return names
+
+    def resolve_split(self, split: str) -> str:
+        """The source's own name of ``split`` (given as its own, the hub's ``config/split`` or an
+        alias); an unknown name is a GuardsmithError listing the accepted ones."""
+        names = self.split_names
+        key = split.strip()
+        if key not in names:
+            shown = ", ".join(
+                s + (f" (or {', '.join(a for a, t in names.items() if t == s and a != s)})" if len(
+                    [a for a, t in names.items() if t == s]) > 1 else "")
+                for s in self.splits
+            )
+            raise GuardsmithError(f"source {self.name!r} has no split {split!r}; choose one of: {shown}")
+        return names[key]
+
+    def help_line(self) -> str:
+        """One line for ``--help``: the name and each split with its hub names."""
+        parts = []
+        for split in self.splits:
+            hub = self.hub_names(split)
+            if split in self.hf_repos:
+                hub = (f"{self.hf_repos[split]}" + (f" {', '.join(hub)}" if hub else ""),)
+            parts.append(split + (f" (hub: {', '.join(hub)})" if hub else " (files only)" if split in self.no_hub else ""))
+        return f"{self.name}: {'; '.join(parts)}"
+
     @property
     def description(self) -> str:
         """One line on the data set: the adapter class's docstring."""
         return inspect.getdoc(type(self)) or self.name
 
-    def check_split(self, split: str) -> None:
-        if split not in self.splits:
-            raise GuardsmithError(
-                f"source {self.name!r} has no split {split!r}; choose one of: {', '.join(self.splits)}"
-            )
+    def check_split(self, split: str) -> str:
+        """The source's own split name for ``split`` (see :meth:`resolve_split`)."""
+        return self.resolve_split(split)
 
     def convert(self, rec: Mapping[str, Any], ctx: RowContext) -> Iterable[dict[str, Any]]:
         raise NotImplementedError
@@ -551,13 +693,17 @@ class SourceAdapter:
             for out in self.convert(rec, ctx):
                 yield _finish(out, ctx)
 
-    def read(self, uri: str | Sequence[str], split: str, tally: Tally | None = None) -> Iterator[dict[str, Any]]:
+    def read(
+        self, uri: str | Sequence[str], split: str, tally: Tally | None = None, *, encoding: str = DEFAULT_ENCODING
+    ) -> Iterator[dict[str, Any]]:
         """Stream records from one or more files of ``split`` (local path, ``file://``, ``s3://``).
 
-        Dropped rows and adjusted fields are counted in ``tally``. Ids are made unique: a source
-        id seen before in this read gets a ``~N`` suffix (counted as adjusted).
+        ``split`` may be the hub's name (see :meth:`resolve_split`); ``encoding`` is that of the
+        text formats. Dropped rows and adjusted fields are counted in ``tally``. Ids are made
+        unique: a source id seen before in this read gets a ``~N`` suffix (counted as adjusted).
         """
-        self.check_split(split)
+        split = self.check_split(split)
+        check_encoding(encoding)
         tally = tally if tally is not None else Tally()
         uris = [uri] if isinstance(uri, str) else list(uri)
         if not uris:
@@ -565,16 +711,21 @@ class SourceAdapter:
         tags = _file_tags(uris) if len(uris) > 1 else [None]
         seen: dict[str, int] = {}
         for one, tag in zip(uris, tags):
-            for out in self._convert_all(iter_file(one, self.file_format), split, one, tally, tag):
+            for out in self._convert_all(iter_file(one, self.file_format, encoding), split, one, tally, tag):
                 yield _unique(out, seen, tally)
 
     def read_hf(
         self, split: str, tally: Tally | None = None, repo: str | None = None
     ) -> Iterator[dict[str, Any]]:
         """Stream records of ``split`` from the Hugging Face hub through ``datasets.load_dataset``."""
-        self.check_split(split)
+        split = self.check_split(split)
         tally = tally if tally is not None else Tally()
-        repo = repo or self.hf_dataset
+        repo = repo or self.hf_repos.get(split, self.hf_dataset)
+        if split in self.no_hub:
+            raise GuardsmithError(
+                f"source {self.name!r} split {split!r} has no copy on the Hugging Face hub; download "
+                f"{', '.join(self.files.get(split, ())) or 'the file'} and pass its path with --from"
+            )
         config, hf_split = self.hf_splits[split]
         try:
             import datasets  # noqa: PLC0415 (lazy: heavy, optional)

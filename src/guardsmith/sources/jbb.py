@@ -4,13 +4,28 @@ Split ``judge_comparison``: ``prompt`` (the jailbreak prompt) and ``target_respo
 ``human_majority`` 1/0 -> ``response_harm`` harmful/unharmful. Splits ``harmful`` and ``benign``
 (the behaviors): ``Goal`` is the prompt, ``prompt_harm`` is the split's label, and harmful rows
 carry their ``Category``. Ids: ``jbb:<split>:<Index>``. Rows with an empty response are dropped.
+
+Taxonomy ``jbb``: JBB's ten categories (``Harassment/Discrimination``, ``Malware/Hacking``, ...)
+are kept under their own vocabulary, since several (``Economic harm``, ``Expert advice``,
+``Government decision-making``) have no WildGuard counterpart. The hub's names
+``judge_comparison/test``, ``behaviors/harmful`` and ``behaviors/benign`` are accepted as splits.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from guardsmith.sources.base import RowContext, SourceAdapter, flag01, harm_word, nonblank, own_id, prompt_text, text
+from guardsmith.sources.base import (
+    RowContext,
+    SourceAdapter,
+    flag01,
+    harm_word,
+    map_categories,
+    nonblank,
+    own_id,
+    prompt_text,
+    text,
+)
 
 
 class JailbreakBench(SourceAdapter):
@@ -18,6 +33,7 @@ class JailbreakBench(SourceAdapter):
 
     name = "jbb"
     file_format = "csv"
+    taxonomy = "jbb"
     hf_dataset = "JailbreakBench/JBB-Behaviors"
     hf_splits = {
         "judge_comparison": ("judge_comparison", "test"),
@@ -45,7 +61,7 @@ class JailbreakBench(SourceAdapter):
             return
         harmful = ctx.split == "harmful"
         yield self.record(ctx, prompt, id=key, prompt_harm=harm_word(harmful),
-                          categories=[category.strip()] if harmful and category and category.strip() else [])
+                          categories=map_categories([category] if harmful else [], None, ctx, "Category"))
 
 
 ADAPTER = JailbreakBench()

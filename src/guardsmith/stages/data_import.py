@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from guardsmith.config import option
+from guardsmith.errors import GuardsmithError
 
 
 @dataclass(kw_only=True)
@@ -16,11 +17,15 @@ class DataImportConfig:
     source: str = option(help="Public data set name (see guardsmith.sources.SOURCES), or 'sample' "
                               "for the bundled synthetic corpus.")
     split: str = option(help="The source's split (e.g. train, test); for 'sample': train, pool, "
-                             "test or all.")
+                             "test or all; for 'table': all (or a name used in derived ids).")
     from_uri: str = option("hf", "Source file URI(s) as shipped (comma-separated when a split has "
                                  "several files), or 'hf' / 'hf://owner/name' for the Hugging Face "
                                  "hub; ignored for 'sample'.")
     output: str = option(help="Output interactions table URI.")
+    mapping: str = option("", "For source 'table' (your own CSV/JSON/JSONL/Parquet file or table): the URI "
+                              "of a YAML mapping file, or the mapping itself as YAML text (keys map, labels, "
+                              "policy_file, taxonomy, encoding; see guardsmith.sources.table).")
+    encoding: str = option("", "Text encoding of CSV/JSON input (empty: UTF-8), e.g. cp1252, mac_roman.")
 
 
 @dataclass
@@ -36,7 +41,8 @@ class DataImportResult:
 
 
 CONFIG = DataImportConfig
-HELP = "Normalise a public data set split (or the bundled sample) into an interactions table."
+HELP = ("Normalise a public data set split, your own table (source 'table' with a mapping), or the bundled "
+        "sample into an interactions table.")
 
 
 def run(cfg: DataImportConfig) -> DataImportResult:
@@ -52,5 +58,15 @@ def run(cfg: DataImportConfig) -> DataImportResult:
     from guardsmith.sources import import_source
 
     files = [p.strip() for p in cfg.from_uri.split(",") if p.strip()]
-    report = import_source(cfg.source, cfg.split, files[0] if len(files) == 1 else files, cfg.output)
+    source: object = cfg.source
+    encoding = cfg.encoding or None
+    if cfg.source == "table":
+        from guardsmith.sources.table import configured
+
+        adapter = configured(cfg.mapping or None, encoding=encoding)
+        source, encoding = adapter, encoding or adapter.mapping.encoding
+    elif cfg.mapping:
+        raise GuardsmithError(f"mapping is only for source 'table', not {cfg.source!r}")
+    extra = {"encoding": encoding} if encoding else {}
+    report = import_source(source, cfg.split or "all", files[0] if len(files) == 1 else files, cfg.output, **extra)
     return DataImportResult(cfg.output, report.rows, str(report))
