@@ -295,3 +295,20 @@ def test_judge_prompt() -> None:
 )
 def test_parse_judge_output(text: str, score: float | None, reason: str) -> None:
     assert parse_judge_output(text) == (score, reason)
+
+
+def test_rows_of_a_source_vocabulary_are_prompted_with_its_built_in_counterpart():
+    """JBB and SimpleSafetyTests rows keep their own category names (taxonomy jbb /
+    simplesafetytests); a guard still gets a policy to judge them by, and an unknown name is still
+    an error."""
+    import pytest as _pytest
+
+    from guardsmith.errors import GuardsmithError
+    from guardsmith.guard.taxonomy import resolve_policy
+
+    for name in ("jbb", "simplesafetytests"):
+        row = {"id": "r", "taxonomy": name, "prompt": "p", "response": None}
+        assert resolve_policy(row).name == "wildguard"
+        assert render_guard_messages(row, mode="NR")[-1]["content"]
+    with _pytest.raises(GuardsmithError, match="unknown taxonomy"):
+        resolve_policy({"id": "r", "taxonomy": "nope"})

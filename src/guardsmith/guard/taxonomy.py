@@ -117,8 +117,15 @@ def custom_policy(text: str, name: str = "custom") -> Taxonomy:
     return Taxonomy(name, text.strip(), True, ())
 
 
+SOURCE_VOCABULARIES: dict[str, str] = {"jbb": "wildguard", "simplesafetytests": "wildguard"}
+"""Category vocabularies of data sets that are not policies (their rows keep the source's category
+names, see docs/data-sources.md) -> the built-in taxonomy a guard is prompted with for such rows."""
+
+
 def resolve_policy(row: Mapping[str, Any], taxonomy: str | Taxonomy | None = None) -> Taxonomy:
-    """Pick the policy for ``row``: its ``policy`` text, else ``taxonomy``, else ``row['taxonomy']``."""
+    """Pick the policy for ``row``: its ``policy`` text, else ``taxonomy``, else ``row['taxonomy']``
+    (a source's own category vocabulary, :data:`SOURCE_VOCABULARIES`, is prompted with its built-in
+    counterpart)."""
     policy = row.get("policy")
     if isinstance(policy, str) and policy.strip():
         return custom_policy(policy, name=str(row.get("taxonomy") or "custom"))
@@ -131,7 +138,7 @@ def resolve_policy(row: Mapping[str, Any], taxonomy: str | Taxonomy | None = Non
         raise GuardsmithError(
             f"interaction {row.get('id')!r} has neither a policy text nor a taxonomy name"
         )
-    return get_taxonomy(name)
+    return get_taxonomy(SOURCE_VOCABULARIES.get(str(name).strip().lower(), name))
 
 
 def policy_text(row: Mapping[str, Any], taxonomy: str | Taxonomy | None = None) -> str:
