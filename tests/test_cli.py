@@ -48,6 +48,16 @@ def test_data_import_prints_counts_and_writes_the_table(tmp_path: Path) -> None:
     assert shown.returncode == 0 and f"{rows} rows, valid interactions table" in shown.stdout
 
 
+def test_data_sources_lists_own_and_hub_split_names(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every registered source is listed with the split names `data import --split` accepts."""
+    from guardsmith.sources import SOURCES
+
+    assert main(["data", "sources"]) == 0
+    listed = {line.split(":", 1)[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert set(SOURCES) <= set(listed)
+    assert "judge_comparison/test" in listed["jbb"] and "prompts" in listed["xstest"]
+
+
 @pytest.mark.parametrize("args, needle", [
     (["data", "import", "nosuch", "--split", "test", "--from", "x", "--out", "y"], "nosuch"),
     (["data", "show", "/nonexistent/table"], "/nonexistent/table"),

@@ -33,10 +33,18 @@ app.add_typer(pipeline_app, name="pipeline", help="Compile, run locally, submit 
 app.add_typer(deploy_app, name="deploy", help="Deployment helpers: quality gates, image pinning, KFP upload and submit.")
 
 
+@data_app.command("sources")
+def data_sources() -> None:
+    """List every source with its split names: the source's own and the Hugging Face hub's config/split."""
+    from guardsmith.sources import sources_help
+
+    typer.echo(sources_help())
+
+
 @data_app.command("import")
 def data_import(
     source: str = typer.Argument(..., help="Data set: wildguardmix, aegis2, topic_following, dynabench, cosapien, xstest, jbb, openai_moderation, toxicchat, simplesafetytests; or 'table' for your own CSV/JSON/JSONL/Parquet (gz) file mapped with --map/--labels or --mapping."),
-    split: Optional[str] = typer.Option(None, "--split", help="The source's split name (e.g. train, test, validation); optional for 'table' (default: all)."),
+    split: Optional[str] = typer.Option(None, "--split", help="The split: the source's own name (e.g. train, test) or the hub's config/split (e.g. judge_comparison/test); `guardsmith data sources` lists both for every source. Optional for 'table' (default: all)."),
     from_uri: str = typer.Option(..., "--from", help="The source file as shipped (path, file:// or s3:// URI), or 'hf' to load from the Hugging Face hub; for 'table' your file(s) or a guardsmith table."),
     out: str = typer.Option(..., "--out", help="Output table URI (path, file:// or s3://)."),
     encoding: Optional[str] = typer.Option(None, "--encoding", help="Text encoding of CSV/JSON input (default utf-8), e.g. cp1252, mac_roman."),
