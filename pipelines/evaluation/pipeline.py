@@ -37,7 +37,9 @@ BENCHMARKS: List[Dict[str, str]] = [
       for s in ("game_development", "public_prosecutor", "book_publisher_arab", "language_learning",
                 "film_production")),
 ]
-"""The paper's suite: one entry per benchmark table (benchmark name, source, split, files)."""
+"""The paper's suite: one entry per benchmark table (benchmark name, source, split, files). An entry
+may also name ``mapping`` (with ``source: table``: your own file's column/label mapping, a URI of a
+YAML mapping file or the YAML text) and ``encoding`` (text encoding of CSV/JSON files)."""
 
 
 @component("cpu")
@@ -52,10 +54,12 @@ def preflight(work_root: str, inputs: List[str]) -> str:
 
 @component("cpu")
 def plan_imports(specs: List[Dict], work_root: str, folder: str) -> List[Dict]:
-    """Give every import spec its output table URI: <work_root>/<folder>/<benchmark>."""
+    """Give every import spec its output table URI (<work_root>/<folder>/<benchmark>) and the optional
+    keys (mapping, encoding) their empty defaults."""
     from guardsmith import storage
 
-    return [{**spec, "table": storage.join(work_root, folder, spec["benchmark"])} for spec in specs]
+    return [{"mapping": "", "encoding": "", **spec, "table": storage.join(work_root, folder, spec["benchmark"])}
+            for spec in specs]
 
 
 def add_evaluation(*, work_root, models, benchmarks, pool: GpuPool, gpus, modes, dual, samples_per_row, temperature,
@@ -67,7 +71,8 @@ def add_evaluation(*, work_root, models, benchmarks, pool: GpuPool, gpus, modes,
         plan.after(task)
     with dsl.ParallelFor(plan.output, parallelism=4) as spec:
         imported = configure(data_import(source=spec.source, split=spec.split, from_uri=spec.files,
-                                         output=spec.table), "data_import", display_name="import benchmark")
+                                         mapping=spec.mapping, encoding=spec.encoding, output=spec.table),
+                             "data_import", display_name="import benchmark")
     scored = configure(
         evaluate(models=models, benchmarks=dsl.Collected(imported.outputs["output"]),
                  output=f"{work_root}/evaluate", modes=modes, dual=dual, samples_per_row=samples_per_row,
