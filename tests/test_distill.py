@@ -434,3 +434,36 @@ def test_credentials_in_the_teacher_url_are_never_printed(tmp_path, source, capl
                               "--max-retries", "1"), capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "failed after" in done.stderr
     assert "s3cretpw" not in done.stdout + done.stderr and "alice" not in done.stderr
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_teacher_reasoning_in_a_separate_field_is_kept(tmp_path, source, field):
+    """A reasoning teacher behind a reasoning parser (vLLM, hosted APIs) returns its chain of thought
+    in `message.reasoning_content` / `message.reasoning` and only the answer in `content`: the traces
+    hold the same reasoning as from a server that sends it inline in a <think> block."""
+    import json as _json
+    import urllib.request
+
+    from guardsmith.inference.server import serve
+    from guardsmith.standins.offline import OfflineTeacher
+
+    src, rows = source
+    traces = {}
+    for name, where in (("inline", None), ("split", field)):
+        with serve(OfflineTeacher({}, 0), model="offline-teacher", reasoning_field=where) as server:
+            if where:  # the server really splits it off: content alone holds no reasoning
+                from guardsmith.guard import render_teacher_messages
+                from guardsmith.standins.sample import load_sample
+
+                probe = render_teacher_messages(load_sample("train")[0])
+                body = _json.dumps({"model": "offline-teacher", "messages": probe}).encode()
+                req = urllib.request.Request(f"{server.url}/chat/completions", body, {"Content-Type": "application/json"})
+                message = _json.loads(urllib.request.urlopen(req, timeout=30).read())["choices"][0]["message"]
+                assert message[field].strip() and "<think>" not in message["content"]
+            out = str(tmp_path / name)
+            run(DistillConfig(input=src, output=out, teacher=f"openai:{server.url}?model=offline-teacher",
+                              shard_size=8, concurrency=4))
+            traces[name] = {r["id"]: r for r in storage.read_table(out, "traces").to_pylist()}
+    assert traces["split"].keys() == traces["inline"].keys()
+    for key, row in traces["split"].items():
+        assert row["parse_ok"] and row["reasoning"] and row["reasoning"] == traces["inline"][key]["reasoning"]

@@ -393,3 +393,19 @@ class socket_closed_port:
 
     def __exit__(self, *exc) -> None:
         pass
+
+
+def test_reasoning_fields_are_joined_in_front_of_the_answer():
+    from guardsmith.inference.openai_backend import BadReply, parse_reply
+
+    def body(message):
+        return {"choices": [{"message": {"role": "assistant", **message}, "finish_reason": "stop"}]}
+
+    (text, _), = parse_reply(body({"reasoning_content": " Think. ", "content": "Prompt harm: harmful"}))[0]
+    assert text == "<think>\nThink.\n</think>\n\nPrompt harm: harmful"
+    (text, _), = parse_reply(body({"reasoning": "Why.", "content": None}))[0]
+    assert text == "<think>\nWhy.\n</think>\n\n"
+    (text, _), = parse_reply(body({"reasoning_content": "", "content": "<think>x</think>A"}))[0]
+    assert text == "<think>x</think>A"  # nothing to add; an inline block is kept as it is
+    with pytest.raises(BadReply, match="reasoning_content is"):
+        parse_reply(body({"reasoning_content": ["no"], "content": "A"}))

@@ -81,6 +81,29 @@ def _json_type(value: Any) -> str:
             type(None): "null", dict: "an object"}.get(type(value), type(value).__name__)
 
 
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+"""Message fields in which servers return a reasoning model's chain of thought apart from the
+answer: vLLM and SGLang with a reasoning parser, DeepSeek's API (``reasoning_content``); newer vLLM
+and some hosted APIs (``reasoning``)."""
+
+
+def with_reasoning(message: dict[str, Any], index: int, content: str) -> str:
+    """``content`` with the message's separate chain of thought (:data:`REASONING_FIELDS`) put back in
+    front as a ``<think>`` block, the form a reasoning model writes when no parser splits it off, so
+    every reader sees one text whichever way the server is configured. Content that already holds a
+    think block is left as it is."""
+    for field in REASONING_FIELDS:
+        reasoning = message.get(field)
+        if reasoning is None:
+            continue
+        if not isinstance(reasoning, str):
+            raise BadReply("malformed reply", f"choice {index}: {field} is {_json_type(reasoning)}, not text: "
+                                              f"{_shown(reasoning)}")
+        if reasoning.strip() and "<think>" not in content:
+            return f"<think>\n{reasoning.strip()}\n</think>\n\n{content.lstrip()}"
+    return content
+
+
 def parse_reply(data: Any) -> tuple[list[tuple[str, str]], int, int]:
     """``([(text, finish_reason), ...], prompt_tokens, completion_tokens)`` of a chat-completion body.
 
@@ -113,7 +136,7 @@ def parse_reply(data: Any) -> tuple[list[tuple[str, str]], int, int]:
         reason = choice.get("finish_reason")
         if reason is not None and not isinstance(reason, str):
             raise BadReply("malformed reply", f"choice {i}: finish_reason is not text: {_shown(reason)}")
-        out.append((content or "", reason or "stop"))
+        out.append((with_reasoning(message, i, content or ""), reason or "stop"))
     usage = data.get("usage")
     if usage is None:
         usage = {}

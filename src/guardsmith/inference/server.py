@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -445,7 +446,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 text, reason = str(reply), "stop"
                 completion_tokens += len(text.split())
-            choices.append({"index": i, "message": {"role": "assistant", "content": text},
+            choices.append({"index": i, "message": _message(text, owner.reasoning_field),
                             "finish_reason": reason, "logprobs": logprobs})
         self._send_json(200, {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
@@ -453,6 +454,18 @@ class _Handler(BaseHTTPRequestHandler):
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }, fault=fault)
+
+
+_THINK = re.compile(r"^\s*<think>\n?(?P<reasoning>.*?)\n?</think>\s*", re.S)
+
+
+def _message(text: str, reasoning_field: str | None) -> dict[str, Any]:
+    """The assistant message of a reply; with ``reasoning_field`` a leading ``<think>`` block is moved
+    into that field, as a server with a reasoning parser does (vLLM ``--reasoning-parser``)."""
+    match = _THINK.match(text) if reasoning_field else None
+    if match is None:
+        return {"role": "assistant", "content": text}
+    return {"role": "assistant", reasoning_field: match.group("reasoning"), "content": text[match.end():]}
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -466,8 +479,10 @@ class ChatServer:
 
     def __init__(self, responder: Responder | Callable[..., Any], host: str = "127.0.0.1", port: int = 0, *,
                  api_key: str | None = None, faults: FaultPlan | None = None, model: str = "guardsmith-local",
-                 max_n: int | None = None, delay_s: float = 0.0, basic_auth: tuple[str, str] | None = None) -> None:
+                 max_n: int | None = None, delay_s: float = 0.0, basic_auth: tuple[str, str] | None = None,
+                 reasoning_field: str | None = None) -> None:
         self.responder = responder
+        self.reasoning_field = reasoning_field
         self.api_key = api_key
         self.basic_auth = basic_auth
         self.faults = faults or FaultPlan()
@@ -530,14 +545,16 @@ class ChatServer:
 def serve(responder: Responder | Callable[..., Any] | None = None, host: str = "127.0.0.1", port: int = 0, *,
           api_key: str | None = None, api_key_env: str | None = None, faults: FaultPlan | None = None,
           model: str = "guardsmith-local", max_n: int | None = None, delay_s: float = 0.0,
-          basic_auth: tuple[str, str] | None = None) -> ChatServer:
+          basic_auth: tuple[str, str] | None = None, reasoning_field: str | None = None) -> ChatServer:
     """Start a chat-completions server in a background thread and return it (running).
 
     `responder` defaults to echoing the last message. `port=0` picks a free port. An API key
     (given directly or read from `api_key_env`) makes the server answer 401 to other keys.
     `basic_auth` (user, password) accepts HTTP basic auth instead (or as well).
     `max_n` caps the choices per response (to exercise clients' top-up requests); `delay_s`
-    delays every completion (to observe concurrency).
+    delays every completion (to observe concurrency). `reasoning_field` (``reasoning_content`` or
+    ``reasoning``) moves a reply's leading ``<think>`` block into that message field, as a server
+    with a reasoning parser does.
     """
     if api_key is None and api_key_env:
         api_key = os.environ.get(api_key_env) or None
@@ -546,4 +563,4 @@ def serve(responder: Responder | Callable[..., Any] | None = None, host: str = "
     if responder is None:
         responder = ScriptedResponder(echo_responder)
     return ChatServer(responder, host, port, api_key=api_key, faults=faults, model=model,
-                      max_n=max_n, delay_s=delay_s, basic_auth=basic_auth).start()
+                      max_n=max_n, delay_s=delay_s, basic_auth=basic_auth, reasoning_field=reasoning_field).start()
