@@ -382,19 +382,25 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.s3
-def test_unreachable_endpoint_fails_fast(s3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    port = _closed_port()
-    env = {**s3.env(), "GUARDSMITH_S3_ENDPOINT": f"http://127.0.0.1:{port}"}
-    apply_s3_env(monkeypatch, env)
+
+def _s3_calls(tmp_path: Path) -> list:
+    """One read, write, upload and download against s3://bucket (for endpoint-error tests)."""
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "w.bin").write_bytes(b"x")
-    calls = [
+    return [
         lambda: storage.read_table("s3://bucket/t"),
         lambda: storage.write_table("s3://bucket/t", interactions(3)),
         lambda: storage.upload_dir(str(tmp_path / "m"), "s3://bucket/m"),
         lambda: storage.download_dir("s3://bucket/m", str(tmp_path / "dl")),
     ]
+
+
+@pytest.mark.s3
+def test_unreachable_endpoint_fails_fast(s3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    port = _closed_port()
+    env = {**s3.env(), "GUARDSMITH_S3_ENDPOINT": f"http://127.0.0.1:{port}"}
+    apply_s3_env(monkeypatch, env)
+    calls = _s3_calls(tmp_path)
     for call in calls:
         start = time.monotonic()
         with pytest.raises(GuardsmithError, match=f"cannot reach S3 endpoint http://127.0.0.1:{port}") as e:
@@ -726,14 +732,7 @@ def test_http_server_that_is_not_s3(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         port = server.server_address[1]
         apply_s3_env(monkeypatch, {"GUARDSMITH_S3_ENDPOINT": f"http://admin:hunter2pw@127.0.0.1:{port}",
                                    "AWS_REGION": "us-east-1", "GUARDSMITH_S3_MAX_ATTEMPTS": "1"})
-        (tmp_path / "m").mkdir()
-        (tmp_path / "m" / "w.bin").write_bytes(b"x")
-        calls = [
-            lambda: storage.read_table("s3://bucket/t"),
-            lambda: storage.write_table("s3://bucket/t", interactions(3)),
-            lambda: storage.upload_dir(str(tmp_path / "m"), "s3://bucket/m"),
-            lambda: storage.download_dir("s3://bucket/m", str(tmp_path / "dl")),
-        ]
+        calls = _s3_calls(tmp_path)
         for call in calls:
             with pytest.raises(GuardsmithError) as e:
                 call()

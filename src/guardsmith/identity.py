@@ -138,15 +138,13 @@ def decide(output: str, identity: WorkIdentity, overwrite: bool = False) -> Lite
     if not storage.is_committed(output):
         return "run"
     recorded = storage.recorded_identity(output)
-    if recorded is not None and WorkIdentity.from_json(recorded).digest == identity.digest:
+    reason = why_not_reused(recorded, identity)
+    if reason is None:
         return "skip"
     if overwrite:
         return "run"
-    if recorded is None:
-        why = "records no work identity (written by an older guardsmith or by hand)"
-    else:
-        diff = identity.differences(WorkIdentity.from_json(recorded))
-        why = "was made by other work: " + (", ".join(diff[:8]) + (f" (+{len(diff) - 8} more)" if len(diff) > 8 else ""))
+    why = ("records no work identity (written by an older guardsmith or by hand)" if recorded is None
+           else f"was made by other work: {reason}")
     raise GuardsmithError(f"{redact(output)} {why}; use the same inputs and config to reuse it, "
                           "or --overwrite to replace it")
 

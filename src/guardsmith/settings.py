@@ -116,7 +116,8 @@ _TYPES: dict[type, dict[str, Any]] = {
 }
 
 
-def _mixin(group: type, prefix: str, omit: tuple[str, ...], defaults: tuple[tuple[str, Any], ...]) -> type:
+@lru_cache(maxsize=None)
+def _cached_mixin(group: type, prefix: str, omit: tuple[str, ...], defaults: tuple[tuple[str, Any], ...]) -> type:
     wanted = dict(defaults)
     names = {f.name for f in dataclasses.fields(group)}
     unknown = sorted((set(wanted) | set(omit)) - names)
@@ -136,11 +137,7 @@ def _mixin(group: type, prefix: str, omit: tuple[str, ...], defaults: tuple[tupl
                 raise TypeError(f"only a prefixed copy may leave {f.name} unset")
             tp = Optional[tp]
             help_text += f" Unset: the {f.name} setting."
-        if isinstance(default, dict):
-            spec = option(help=help_text, factory=lambda d=default: dict(d))
-        else:
-            spec = option(default, help_text)
-        fields.append((prefix + f.name, tp, spec))
+        fields.append((prefix + f.name, tp, option(default, help_text)))
     label = "".join(p.capitalize() for p in prefix.strip("_").split("_")) + group.__name__ + "Settings"
     cls = dataclasses.make_dataclass(label, fields, kw_only=True)
     cls.__doc__ = f"{group.__doc__} (fields {', '.join(n for n, _, _ in fields)})"
@@ -148,16 +145,9 @@ def _mixin(group: type, prefix: str, omit: tuple[str, ...], defaults: tuple[tupl
     return cls
 
 
-@lru_cache(maxsize=None)
-def _cached(group: type, prefix: str, omit: tuple[str, ...], defaults: tuple[tuple[str, Any], ...]) -> type:
-    return _mixin(group, prefix, omit, defaults)
-
-
 def _make(group: type, prefix: str, omit: tuple[str, ...], defaults: dict[str, Any]) -> type:
-    frozen = tuple(sorted((k, v) for k, v in defaults.items() if not isinstance(v, dict)))
-    if len(frozen) != len(defaults):
-        return _mixin(group, prefix, tuple(omit), tuple(sorted(defaults.items())))
-    return _cached(group, prefix, tuple(omit), frozen)
+    """One mixin class per (group, prefix, omitted fields, defaults): the same variant is the same class."""
+    return _cached_mixin(group, prefix, tuple(omit), tuple(sorted(defaults.items())))
 
 
 def sampling(prefix: str = "", omit: tuple[str, ...] = (), **defaults: Any) -> type:
