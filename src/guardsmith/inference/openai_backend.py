@@ -493,7 +493,10 @@ def _run_sync(coro):
     except RuntimeError:
         running = False
     if not running:
-        return asyncio.run(coro)
+        try:
+            return asyncio.run(coro)
+        except BaseExceptionGroup as group:
+            raise _own_error(group) from None
     box: dict[str, Any] = {}
 
     def runner() -> None:
@@ -506,5 +509,15 @@ def _run_sync(coro):
     thread.start()
     thread.join()
     if "error" in box:
-        raise box["error"]
+        error = box["error"]
+        raise (_own_error(error) if isinstance(error, BaseExceptionGroup) else error)
     return box["value"]
+
+
+def _own_error(group: BaseExceptionGroup) -> BaseException:
+    """The first of our own errors inside an exception group (the HTTP stack's task groups wrap a
+    SIGTERM stop or a failed request in one); the group itself when it holds none."""
+    mine = group.subgroup(lambda exc: isinstance(exc, GuardsmithError))
+    while isinstance(mine, BaseExceptionGroup):
+        mine = mine.exceptions[0]
+    return mine if mine is not None else group
