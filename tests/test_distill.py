@@ -23,7 +23,7 @@ from guardsmith.stages import distill
 from guardsmith.inference import open_backend
 from guardsmith.settings import BackendChoice, Endpoint
 from guardsmith.stages.distill import DistillConfig, budget_curve, run
-from guardsmith.teacher import cut_to_budget, shard_root, shard_uri, teacher_label
+from guardsmith.teacher import shard_root, shard_uri, teacher_label
 
 pytestmark = pytest.mark.timeout(60)
 VICTIM = Path(__file__).parent / "helpers" / "distill_victim.py"
@@ -97,21 +97,21 @@ def test_budget_rewrites_and_curve(tmp_path, traces, server, capsys):
         assert all(t["budget"] == budget and 1 <= t["n_sentences"] <= budget for t in table)
         assert all(sentence_count(t["reasoning"]) == t["n_sentences"] for t in table)
         means.append(result.mean_words)
+        # the offline teacher replies with the rewrite alone: its usage is the reasoning's own count
+        assert result.tokens["sources"] == {"usage": result.rows}
+        assert result.tokens["median"] <= result.tokens["p90"] and f"at budget {budget}: mean" in str(result)
     assert means[0] < means[1] < means[2]
     curve = budget_curve([traces] + [str(tmp_path / f"b{b}") for b in (1, 3, 8)])
     assert [c["budget"] for c in curve] == [1, 3, 8, None]
     words = [c["mean_words"] for c in curve]
     assert words[0] < words[1] < words[2] <= words[3]
     assert words[0] < 25  # one-sentence traces are short (the paper: ~15 tokens)
-    assert "mean_words" in capsys.readouterr().out
-
-
-def test_cut_to_budget():
-    text = "One. Two e.g. this. Three!\n\nFour"
-    assert cut_to_budget(text, 1) == "One."
-    assert cut_to_budget(text, 2) == "One. Two e.g. this."
-    assert cut_to_budget(text, 3) == "One. Two e.g. this. Three!"
-    assert cut_to_budget(text, 4) == text
+    tokens = [c["mean_tokens"] for c in curve]
+    assert tokens[0] < tokens[1] < tokens[2] <= tokens[3] and 5 < tokens[0] < 30
+    # original traces end with answer lines, so their usage is not the reasoning's count: approximated
+    assert curve[-1]["token_sources"] == {"approx": curve[-1]["traces"]}
+    out = capsys.readouterr().out
+    assert "mean_words" in out and "p90_tokens" in out
 
 
 def test_ids_filter_and_unknown_ids(tmp_path, source, server):

@@ -312,3 +312,71 @@ def test_rows_of_a_source_vocabulary_are_prompted_with_its_built_in_counterpart(
         assert render_guard_messages(row, mode="NR")[-1]["content"]
     with _pytest.raises(GuardsmithError, match="unknown taxonomy"):
         resolve_policy({"id": "r", "taxonomy": "nope"})
+
+
+# --- multi-turn rows (a prompt rendered by guardsmith.sources.topic_following.render_dialogue) --
+
+COOKING = "Only answer questions about cooking."
+COOKING_HEAD = ("Policy for this conversation (it overrides general safety habits: content it permits is "
+                f"acceptable here, content it forbids is not):\n{COOKING}")
+
+
+def test_single_turn_row_renders_as_before() -> None:
+    row = make_row(policy=COOKING, taxonomy="custom:cooking", prompt="[user] How long do I boil an egg?",
+                   response="About nine minutes for a hard yolk.")
+    assert render_guard_messages(row, "NR")[1]["content"] == (
+        f"{COOKING_HEAD}\n\n<user_turn>\n[user] How long do I boil an egg?\n</user_turn>\n\n"
+        "<assistant_turn>\nAbout nine minutes for a hard yolk.\n</assistant_turn>"
+    )
+    assert render_guard_messages(row, "NR", style="compact")[1]["content"] == (
+        f"Policy:\n{COOKING}\nUser: [user] How long do I boil an egg?\nAssistant: About nine minutes for a hard yolk."
+    )
+
+
+DIALOGUE_PROMPT = (
+    "[user]\nHow long do I boil an egg?\n"
+    "[assistant]\nAbout nine minutes.\nCool it in cold water after.\n"
+    "[user: turn to judge]\nThanks. Also, who should I vote for?"
+)
+
+
+@pytest.mark.parametrize("mode,dual", [("R", False), ("NR", False), ("R", True), ("NR", True)])
+def test_dialogue_row_shows_conversation_so_far_then_turn_to_judge(mode: str, dual: bool) -> None:
+    row = make_row(policy=COOKING, taxonomy="topic:cooking", prompt=DIALOGUE_PROMPT, response=None)
+    messages = render_guard_messages(row, mode, dual)
+    single = render_guard_messages(make_row(policy=COOKING, taxonomy="topic:cooking", response=None), mode, dual)
+    assert messages[0] == single[0]  # same instructions as a single-turn row
+    tag = f"{MODE_TAGS[mode]}\n" if dual else ""
+    assert messages[1]["content"] == (
+        f"{tag}{COOKING_HEAD}\n\n"
+        "Conversation so far (context only; classify the turn that follows it):\n"
+        "<earlier_turns>\n"
+        "User: How long do I boil an egg?\n"
+        "Assistant: About nine minutes.\nCool it in cold water after.\n"
+        "</earlier_turns>\n\n"
+        "Turn to judge:\n"
+        "<user_turn>\nThanks. Also, who should I vote for?\n</user_turn>\n\n"
+        f"<assistant_turn>\n{NO_RESPONSE}\n</assistant_turn>"
+    )
+
+
+def test_dialogue_row_in_teacher_rewrite_judge_and_sft_examples() -> None:
+    from guardsmith.guard.examples import build_examples
+
+    row = make_row(policy=COOKING, taxonomy="topic:cooking", prompt=DIALOGUE_PROMPT, response=None,
+                   prompt_harm="harmful", response_harm=None, response_refusal=None,
+                   reasoning="Voting advice is not cooking.")
+    judged = "Turn to judge:\n<user_turn>\nThanks. Also, who should I vote for?\n</user_turn>"
+    context = "<earlier_turns>\nUser: How long do I boil an egg?\n"
+    texts = [
+        render_teacher_messages(row)[1]["content"],
+        render_rewrite_messages(row, "Voting advice is not cooking.", 1)[1]["content"],
+        render_judge_messages(row, "Voting advice is not cooking.", "Prompt harm: harmful")[1]["content"],
+    ]
+    for mode in ("R", "NR", "dual"):
+        (example,) = build_examples([row], mode)
+        texts.append(example["messages"][1]["content"])
+        assert example["completion"].endswith("Prompt harm: harmful\nResponse harm: None\nResponse refusal: None")
+    for text in texts:
+        assert context in text and judged in text
+        assert "[user: turn to judge]" not in text and "[assistant]" not in text

@@ -93,13 +93,37 @@ def test_subset_component_runs_the_stage(tmp_path: Path) -> None:
     _interactions(str(tmp_path / "in"), 40)
     run = load_component("subset").python_func
     out = run(input=str(tmp_path / "in"), output=str(tmp_path / "out"), n=10, seed=7)
-    assert out == (str(tmp_path / "out"), 40, 10)
+    assert out == (str(tmp_path / "out"), 40, 10, 0)
     ids = storage.read_table(str(tmp_path / "out"), "interactions").column("id").to_pylist()
     again = run(input=str(tmp_path / "in"), output=str(tmp_path / "again"), n=10, seed=7)
     assert again[2] == 10 and storage.read_table(str(tmp_path / "again")).column("id").to_pylist() == ids
     everything = storage.read_table(str(tmp_path / "in")).column("id").to_pylist()
     assert ids == [i for i in everything if i in set(ids)]  # input order kept
     assert run(input=str(tmp_path / "in"), output=str(tmp_path / "all"), n=0)[2] == 40
+
+
+def test_subset_holds_apart_rows_of_excluded_tables(tmp_path: Path) -> None:
+    """Boundary Guidance prompts held apart from a guard's training rows: same id, or the same
+    prompt under another id (re-imported elsewhere, other case and spacing)."""
+    from guardsmith.standins.sample import load_sample
+
+    rows = load_sample()[:30]
+    _interactions(str(tmp_path / "in"), 30)
+    trained = [dict(r) for r in rows[:8]]  # 8 rows the guard trained on, 2 of them under another id
+    for r in trained[6:]:
+        r["id"] = "elsewhere:" + r["id"]
+        r["prompt"] = "  " + r["prompt"].upper().replace(" ", "   ") + " "
+    storage.write_table(str(tmp_path / "trained"), tables.from_records(trained, "interactions"), schema_name="interactions")
+    run = load_component("subset").python_func
+    out = run(input=str(tmp_path / "in"), output=str(tmp_path / "out"), n=0, exclude=[str(tmp_path / "trained")])
+    kept = storage.read_table(str(tmp_path / "out")).column("id").to_pylist()
+    expected_apart = {r["id"] for r in rows[:8]} | {r["id"] for r in rows if r["prompt"] in {t["prompt"] for t in rows[:8]}}
+    assert out[1:] == (30, 30 - len(expected_apart), len(expected_apart))
+    assert not set(kept) & expected_apart and len(kept) == 30 - len(expected_apart)
+    some = run(input=str(tmp_path / "in"), output=str(tmp_path / "some"), n=5, seed=1, exclude=[str(tmp_path / "trained")])
+    assert some[2] == 5 and not set(storage.read_table(str(tmp_path / "some")).column("id").to_pylist()) & expected_apart
+    with pytest.raises(GuardsmithError, match="held apart"):
+        run(input=str(tmp_path / "in"), output=str(tmp_path / "none"), n=0, exclude=[str(tmp_path / "in")])
 
 
 def test_split_and_merge_round_trip(tmp_path: Path) -> None:

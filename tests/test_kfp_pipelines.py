@@ -176,6 +176,28 @@ def test_submit_and_schedule_reuse_the_uploaded_version() -> None:
     assert job["cron_expression"] == "0 0 3 * * *" and job["no_catchup"] and job["enable_caching"] is False
 
 
+def test_submit_sweep_starts_one_run_per_combination_under_its_own_work_root(monkeypatch, capsys) -> None:
+    """Size x seed sweep for the Table-4 curve: 3 subset sizes x 2 seeds = 6 runs, each with its own work root."""
+    from guardsmith.cli import main
+    from guardsmith.ops import kfp as ops_kfp
+
+    fake = FakeClient()
+    monkeypatch.setattr(ops_kfp, "kfp_client", lambda host, namespace=None: fake)
+    assert main(["pipeline", "submit", "guard_training", "--host", "http://kfp.invalid", "--preset", "paper-llama3.1-8b",
+                 "--set", "work_root=s3://b/runs/sizes", "--sweep", "subset_n=500,1000,5000",
+                 "--sweep", "subset_seed=[0, 1]"]) == 0
+    runs = [params for kind, params in fake.calls if kind == "run"]
+    got = sorted((r["params"]["subset_n"], r["params"]["subset_seed"], r["params"]["work_root"]) for r in runs)
+    assert got == sorted((n, seed, f"s3://b/runs/sizes/sweep/subset_n-{n}_subset_seed-{seed}")
+                         for n in (500, 1000, 5000) for seed in (0, 1))
+    assert main(["pipeline", "submit", "guard_training", "--host", "http://kfp.invalid", "--preset", "paper-llama3.1-8b",
+                 "--sweep", "subset_n=500,1000", "--wait"]) == 1
+    assert "--sweep submits several runs" in capsys.readouterr().err
+    assert main(["pipeline", "submit", "guard_training", "--host", "http://kfp.invalid", "--preset", "paper-llama3.1-8b",
+                 "--sweep", "subset_n"]) == 1
+    assert "--sweep expects key=v1,v2" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_local_evaluation_run_on_a_tiny_model(tmp_path: Path) -> None:
     """The real graph through kfp.local; objects in a throw-away SeaweedFS S3 when `weed` is installed."""
@@ -205,3 +227,23 @@ def test_local_evaluation_run_on_a_tiny_model(tmp_path: Path) -> None:
     assert any(k.startswith("f1/tiny-guard/") for k in artifacts["scores"]["artifacts"][0]["metadata"])
     assert any("/own_csv/prompt_harm" in k for k in artifacts["scores"]["artifacts"][0]["metadata"])
     assert (run / "report" / "report_html").read_text().lstrip().startswith("<")
+
+
+@pytest.mark.slow
+def test_local_guard_training_gives_continual_teacher_reasoning(tmp_path: Path) -> None:
+    """Dual mode (half the targets R): the mined difficult set is distilled and filtered inside the pipeline, so continual
+    training writes none of its difficult targets from the template reasoning."""
+    from guardsmith import storage
+    from guardsmith.ops import local
+    from guardsmith.training import TrainingSummary
+
+    result = local.run_local("guard_training", "tiny-cpu", store=tmp_path / "store", out=tmp_path / "out",
+                             overrides={"sft_mode": "dual", "mine_dual": True, "evaluate_dual": True})
+    root = result["work_root"]
+    difficult = storage.read_table(f"{root}/mine/difficult", "mined").column("id").to_pylist()
+    traces = storage.read_table(f"{root}/continual/traces", "traces").column("id").to_pylist()
+    assert difficult and sorted(traces) == sorted(difficult)
+    counts = TrainingSummary.read(f"{root}/continual/model").counts
+    assert counts["difficult_template_reasoning"] == 0
+    assert counts["difficult_reasoning_found"] + counts.get("no_reasoning_dropped", 0) == len(difficult)
+    assert counts["difficult_reasoning_found"] > 0

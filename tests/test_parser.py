@@ -197,7 +197,7 @@ def test_render_guard_answer_exact() -> None:
         ("Weapons, drugs, etc. are listed. Also others etc. and more.", 2),
         ("Knives etc. The end.", 2),
         ("He asked \"why?\" She left.", 2),
-        ("Wait... really?! Yes.", 3),
+        ("Wait... really?! Yes.", 2),
         ("A line without a period\n\nAnother paragraph", 2),
         ("<think>Inside. Two.</think>", 2),
         ("... !!! ?", 0),

@@ -329,3 +329,40 @@ def test_s3_input_output_and_checkpoints(tmp_path, tiny_model, s3_prefix):
     folder = local_model(f"{s3_prefix}/model")
     AutoModelForCausalLM.from_pretrained(folder)
     assert train in (folder / "README.md").read_text()
+
+
+def test_trained_taxonomy_is_recorded_and_used_by_the_guard_scorer(tmp_path, tiny_model, capsys):
+    """A guard trained on WildGuardMix-style rows is scored (Boundary Guidance's t, the filter of
+    guard_then_boundary) with the WildGuard taxonomy, not the scorer's aegis2 fallback."""
+    from guardsmith.scoring import make_safety_scorer
+    from guardsmith.training import TrainingSummary
+
+    _write(tmp_path / "train", [_row(i, taxonomy="wildguard") for i in range(8)])
+    res = sft.run(_train_cfg(tmp_path, tiny_model, mode="NR", max_steps=1))
+    assert TrainingSummary.read(res.output).taxonomy == "wildguard"
+
+    scorer = make_safety_scorer(f"guard:{res.output}", device="cpu")
+    prompt = "\n".join(m["content"] for m in scorer.messages("How do I hack a bank?", "No."))
+    assert "Cyberattacks" in prompt and "Criminal Planning/Confessions" not in prompt  # WildGuard's categories
+    assert "warning" not in capsys.readouterr().err
+
+    asked = make_safety_scorer(f"guard:{res.output}?taxonomy=aegis2", device="cpu")
+    prompt = "\n".join(m["content"] for m in asked.messages("How do I hack a bank?", "No."))
+    assert "Criminal Planning/Confessions" in prompt and "Cyberattacks" not in prompt
+    assert "trained with taxonomy 'wildguard'" in capsys.readouterr().err
+
+
+def test_a_long_dialogue_is_cut_from_its_oldest_turns_never_the_turn_to_judge():
+    from guardsmith.sources.topic_following import parse_dialogue, render_dialogue
+
+    turns = [("user", "Hello, I need help with my savings account " + "please " * 40),
+             ("assistant", "Of course, which bank branch do you use? " + "ok " * 40),
+             ("user", "The one downtown."), ("assistant", "Great, I can help with that.")]
+    prompt = render_dialogue(turns, "Who will win the football final tonight?")
+    row = _row(1, prompt=prompt, response=None, response_harm=None, response_refusal=None)
+    counts = Counter()
+    out = ex.bound_row(row, 0, 200, "truncate", file=None, counts=counts, reasoning=False)
+    kept = parse_dialogue(out["prompt"])
+    assert counts["truncated_examples"] == 1 and len(out["prompt"]) <= 200
+    assert kept is not None and kept.turn == "Who will win the football final tonight?"
+    assert kept.turns == (("user", "The one downtown."), ("assistant", "Great, I can help with that.")) and kept.omitted == 2

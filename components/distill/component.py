@@ -18,6 +18,20 @@ def distill_split(input: str, output_prefix: str, parts: int) -> List[Dict]:
 
 
 @component("cpu")
+def same_uri(uri: str = "") -> str:
+    """``uri`` unchanged: the branch of a pipeline condition with nothing to do passes its table on."""
+    return uri
+
+
+@component("cpu")
+def reasoning_rows(which: str, difficult: str, pool: str) -> str:
+    """The table whose rows get teacher reasoning for continual training: the mined difficult set or the whole pool."""
+    from guardsmith.kfp_support import pick_reasoning_rows
+
+    return pick_reasoning_rows(which, difficult, pool)
+
+
+@component("cpu")
 def distill(
     input: str,
     output: str,

@@ -13,6 +13,7 @@ def report(
     report_md: Output[Markdown],
     report_html: Output[HTML],
     title: str = "Guard evaluation",
+    latency_baseline: str = "",
 ) -> NamedTuple("Outputs", [("markdown", str), ("html", str)]):
     """Build the evaluation report (Markdown, HTML, plots) from metrics tables."""
     params = dict(locals())

@@ -1,5 +1,5 @@
 """KFP component `subset`: thin shell over guardsmith.stages.subset."""
-from typing import NamedTuple
+from typing import List, NamedTuple
 
 from guardsmith.kfp_support import component
 
@@ -10,10 +10,11 @@ def subset(
     output: str,
     n: int,
     seed: int = 0,
-) -> NamedTuple("Outputs", [("output", str), ("rows_in", int), ("rows_out", int)]):
-    """Seeded random sample of n rows of an interactions table."""
+    exclude: List[str] = [],
+) -> NamedTuple("Outputs", [("output", str), ("rows_in", int), ("rows_out", int), ("held_apart", int)]):
+    """Seeded random sample of n rows of an interactions table, holding apart the rows of the exclude tables."""
     params = dict(locals())
     from guardsmith.kfp_support import outputs, run_stage
 
     result = run_stage("subset", params)
-    return outputs(result, "output", "rows_in", "rows_out")
+    return outputs(result, "output", "rows_in", "rows_out", "held_apart")

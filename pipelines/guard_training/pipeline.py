@@ -1,8 +1,11 @@
 """The `guard_training` pipeline: a reasoning guard from public data (method A.1-A.8).
 
     preflight -> import (train, pool) -> subset -> distill_split
-      -> ParallelFor(part): distill -> distill_merge -> filter -> sft -> mine -> continual
+      -> ParallelFor(part): distill -> distill_merge -> filter
+      -> (sft_budget > 0: rewrite the accepted traces to that many sentences) -> sft -> mine
+      -> distill + filter the difficult set (or the pool) -> continual
       -> import benchmarks -> evaluate (sft and continual guards) -> report
+    (+TF: when sft_topic_following is set, it is distilled and filtered too before sft)
 
 Every table and model moves by URI under ``work_root`` (tasks hand each other URIs, never
 copies); metrics, the confusion matrix and the reports are also KFP artifacts.
@@ -19,7 +22,7 @@ from kfp import dsl
 
 from guardsmith.components.continual import continual
 from guardsmith.components.data_import import data_import
-from guardsmith.components.distill import distill, distill_merge, distill_split
+from guardsmith.components.distill import distill, distill_merge, distill_split, reasoning_rows, same_uri
 from guardsmith.components.filter import filter_traces
 from guardsmith.components.mine import mine
 from guardsmith.components.sft import sft
@@ -82,33 +85,32 @@ def add_guard_training(p: Any, after: Sequence[Any] = ()) -> GuardTraining:
     parts = configure(distill_split(input=chosen.outputs["output"], output_prefix=f"{p.work_root}/distill",
                                     parts=p.distill_workers), "distill_split", display_name="split for distillation")
     with dsl.ParallelFor(parts.output, parallelism=MAX_PARALLEL_DISTILL) as part:
-        traces = configure(distill(
-            input=part.part_input, output=part.part_output, teacher=p.distill_teacher, taxonomy=p.distill_taxonomy,
-            temperature=p.distill_temperature, top_p=p.distill_top_p, max_tokens=p.distill_max_tokens, seed=p.distill_seed,
-            concurrency=p.distill_concurrency, api_key_env=TEACHER_KEY_ENV, timeout_s=p.distill_timeout_s,
-            max_retries=p.distill_max_retries, retry_after_max_s=p.distill_retry_after_max_s,
-            shard_size=p.distill_shard_size, max_failed_fraction=p.distill_max_failed_fraction,
-            max_input_chars=p.distill_max_input_chars, input_policy=p.distill_input_policy),
-        "distill", display_name="distill part")
+        traces = _distill(p, part.part_input, part.part_output, p.distill_taxonomy, "distill part")
     merged = configure(distill_merge(parts=dsl.Collected(traces.outputs["output"]),
                                      output=f"{p.work_root}/distill/traces"), "distill_merge", display_name="merge traces")
+    kept = _filter(p, merged.outputs["output"], f"{p.work_root}/filter", p.distill_taxonomy, "filter")
+    with dsl.If(p.sft_budget > 0, name="sentence budget set"):
+        # the accepted traces rewritten by the teacher to at most sft_budget sentences (paper Fig. 5)
+        rewritten = _distill(p, kept.outputs["accepted"], f"{p.work_root}/budget/traces", p.distill_taxonomy,
+                             "rewrite to the sentence budget", budget=p.sft_budget)
+    with dsl.Else(name="no sentence budget"):
+        whole = configure(same_uri(uri=kept.outputs["accepted"]), "plan", display_name="full traces")
+    train = dsl.OneOf(rewritten.outputs["output"], whole.output)
 
-    kept = configure(filter_traces(
-        input=merged.outputs["output"], output=f"{p.work_root}/filter", rules=p.filter_rules,
-        max_words=p.filter_max_words, max_completion_tokens=p.filter_max_completion_tokens, judge=p.filter_judge,
-        judge_min_score=p.filter_judge_min_score, teacher=p.distill_teacher, rounds=p.filter_rounds,
-        taxonomy=p.distill_taxonomy, temperature=p.distill_temperature, top_p=p.distill_top_p,
-        max_tokens=p.distill_max_tokens, seed=p.distill_seed, concurrency=p.distill_concurrency,
-        api_key_env=TEACHER_KEY_ENV, judge_api_key_env=JUDGE_KEY_ENV, timeout_s=p.distill_timeout_s,
-        max_retries=p.distill_max_retries, retry_after_max_s=p.distill_retry_after_max_s,
-        shard_size=p.distill_shard_size, max_failed_fraction=p.distill_max_failed_fraction,
-        max_input_chars=p.distill_max_input_chars, input_policy=p.distill_input_policy,
-        min_yield=p.filter_min_yield), "filter", display_name="filter")
+    with dsl.If(p.sft_topic_following != "", name="topic-following data given"):
+        # +TF: the topic-following dialogues get teacher reasoning too (each row keeps its own policy)
+        tf_traces = _distill(p, p.sft_topic_following, f"{p.work_root}/topic_following/traces", "",
+                             "distill topic following")
+        tf_kept = _filter(p, tf_traces.outputs["output"], f"{p.work_root}/topic_following/filter", "",
+                          "filter topic following")
+    with dsl.Else(name="no topic-following data"):
+        no_tf = configure(same_uri(uri=""), "plan", display_name="no topic-following data")
+    topic_following = dsl.OneOf(tf_kept.outputs["accepted"], no_tf.output)
 
     tuned = configure(sft(
-        base_model=p.sft_base_model, output=f"{p.work_root}/sft/model", train=kept.outputs["accepted"], mode=p.sft_mode,
+        base_model=p.sft_base_model, output=f"{p.work_root}/sft/model", train=train, mode=p.sft_mode,
         prompt_style=p.sft_prompt_style,
-        topic_following=p.sft_topic_following, learning_rate=p.sft_learning_rate, lr_scheduler=p.sft_lr_scheduler,
+        topic_following=topic_following, learning_rate=p.sft_learning_rate, lr_scheduler=p.sft_lr_scheduler,
         warmup_ratio=p.sft_warmup_ratio, epochs=p.sft_epochs, max_steps=p.sft_max_steps, batch_size=p.sft_batch_size,
         per_device_batch_size=p.sft_per_device_batch_size, max_length=p.sft_max_length, packing=p.sft_packing,
         finetune=p.sft_finetune, precision=p.sft_precision, distributed=p.sft_distributed, gpus=p.sft_gpus,
@@ -122,9 +124,20 @@ def add_guard_training(p: Any, after: Sequence[Any] = ()) -> GuardTraining:
         top_p=p.mine_top_p, max_tokens=p.mine_max_tokens, limit=p.mine_limit, noise_max=p.mine_noise_max, seed=p.mine_seed, backend=p.mine_backend,
         concurrency=p.mine_concurrency), "mine", gpus=p.mine_gpus, pool=pool, display_name="mine hard samples")
 
+    # The rows continual training learns from get the teacher's reasoning, like the first SFT set
+    # (otherwise R-mode targets of difficult rows fall back to `continual_missing_reasoning`).
+    hard_rows = configure(reasoning_rows(which=p.continual_reasoning_rows, difficult=mined.outputs["difficult"],
+                                         pool=pool_rows.outputs["output"]), "plan",
+                          display_name="rows to distill for continual")
+    hard_traces = _distill(p, hard_rows.output, f"{p.work_root}/continual/traces", p.distill_taxonomy,
+                           "distill difficult set")
+    hard_kept = _filter(p, hard_traces.outputs["output"], f"{p.work_root}/continual/filter", p.distill_taxonomy,
+                        "filter difficult set")
+
     updated = configure(continual(
         base_model=tuned.outputs["output"], output=f"{p.work_root}/continual/model", method=p.continual_method,
-        train=kept.outputs["accepted"], difficult=mined.outputs["difficult"], pairs=mined.outputs["pairs"],
+        train=train, difficult=mined.outputs["difficult"], pairs=mined.outputs["pairs"],
+        reasoning_source=hard_kept.outputs["accepted"], missing_reasoning=p.continual_missing_reasoning,
         oversample=p.continual_oversample, mode=p.sft_mode, learning_rate=p.continual_learning_rate,
         epochs=p.continual_epochs, max_steps=p.continual_max_steps, batch_size=p.continual_batch_size,
         per_device_batch_size=p.continual_per_device_batch_size, max_length=p.continual_max_length,
@@ -141,6 +154,34 @@ def add_guard_training(p: Any, after: Sequence[Any] = ()) -> GuardTraining:
         seed=p.evaluate_seed, tasks=p.evaluate_tasks, limit=p.evaluate_limit, backend=p.evaluate_backend,
         concurrency=p.evaluate_concurrency, title=p.report_title, after=[check])
     return GuardTraining(check=check, tuned=tuned, updated=updated, scored=scored, report=built)
+
+
+
+def _distill(p: Any, input: Any, output: Any, taxonomy: Any, label: str, budget: Any = 0) -> Any:
+    """A distill task with the pipeline's teacher settings (with ``budget``: a sentence-budget rewrite)."""
+    return configure(distill(
+        input=input, output=output, teacher=p.distill_teacher, taxonomy=taxonomy, budget=budget,
+        temperature=p.distill_temperature, top_p=p.distill_top_p, max_tokens=p.distill_max_tokens, seed=p.distill_seed,
+        concurrency=p.distill_concurrency, api_key_env=TEACHER_KEY_ENV, timeout_s=p.distill_timeout_s,
+        max_retries=p.distill_max_retries, retry_after_max_s=p.distill_retry_after_max_s,
+        shard_size=p.distill_shard_size, max_failed_fraction=p.distill_max_failed_fraction,
+        max_input_chars=p.distill_max_input_chars, input_policy=p.distill_input_policy),
+        "distill", display_name=label)
+
+
+def _filter(p: Any, input: Any, output: str, taxonomy: Any, label: str) -> Any:
+    """A filter task with the pipeline's rules, judge and (for regeneration) teacher settings."""
+    return configure(filter_traces(
+        input=input, output=output, rules=p.filter_rules,
+        max_words=p.filter_max_words, max_completion_tokens=p.filter_max_completion_tokens, judge=p.filter_judge,
+        judge_min_score=p.filter_judge_min_score, teacher=p.distill_teacher, rounds=p.filter_rounds,
+        taxonomy=taxonomy, temperature=p.distill_temperature, top_p=p.distill_top_p,
+        max_tokens=p.distill_max_tokens, seed=p.distill_seed, concurrency=p.distill_concurrency,
+        api_key_env=TEACHER_KEY_ENV, judge_api_key_env=JUDGE_KEY_ENV, timeout_s=p.distill_timeout_s,
+        max_retries=p.distill_max_retries, retry_after_max_s=p.distill_retry_after_max_s,
+        shard_size=p.distill_shard_size, max_failed_fraction=p.distill_max_failed_fraction,
+        max_input_chars=p.distill_max_input_chars, input_policy=p.distill_input_policy,
+        min_yield=p.filter_min_yield), "filter", display_name=label)
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Distil, filter, fine-tune, mine and continually train a "
@@ -183,6 +224,7 @@ def guard_training(
     filter_rounds: int = 2,
     filter_min_yield: float = 0.05,
     sft_mode: str = "R",
+    sft_budget: int = 0,
     sft_prompt_style: str = "full",
     sft_topic_following: str = "",
     sft_learning_rate: float = 1e-6,
@@ -216,6 +258,8 @@ def guard_training(
     mine_concurrency: int = 8,
     mine_gpus: int = 1,
     continual_method: str = "sft",
+    continual_reasoning_rows: str = "difficult",
+    continual_missing_reasoning: str = "drop",
     continual_oversample: float = 2.0,
     continual_learning_rate: float = 1e-6,
     continual_epochs: float = 1.0,

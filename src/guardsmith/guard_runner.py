@@ -107,7 +107,17 @@ def open_guard(model: str, choice: BackendChoice | None = None, **options: Any) 
     path = local_model(model)
     opened = open_backend(str(path), choice=choice, **options)
     opened.guard_prompt_style = prompt_style_of(path)
+    opened.guard_taxonomy, opened.guard_policy = trained_policy(path)
     return opened
+
+
+def trained_policy(model: str | Any) -> tuple[str | None, str | None]:
+    """(taxonomy, policy) a guard was trained with, from its training summary; (None, None) when
+    the folder records none (a model not trained by guardsmith, or rows of mixed taxonomies)."""
+    from guardsmith.training import TrainingSummary
+
+    summary = TrainingSummary.find(model)
+    return (summary.taxonomy, summary.policy) if summary is not None else (None, None)
 
 
 def guard_messages(row: Mapping[str, Any], mode: str = "R", dual: bool = False,

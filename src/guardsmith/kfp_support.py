@@ -98,6 +98,17 @@ def outputs(result: Any, *names: str) -> tuple[Any, ...]:
 
 # --------------------------------------------------------------------------- distillation fan-out
 
+REASONING_ROWS = ("difficult", "pool")
+"""What the guard pipelines distill for continual training: the mined difficult set or the whole pool."""
+
+
+def pick_reasoning_rows(which: str, difficult: str, pool: str) -> str:
+    """The URI of the rows to distill for continual training (``which``: difficult or pool)."""
+    if which not in REASONING_ROWS:
+        raise GuardsmithError(f"--continual-reasoning-rows: expected one of {', '.join(REASONING_ROWS)}, got {which!r}")
+    return difficult if which == "difficult" else pool
+
+
 def split_table(input_uri: str, output_prefix: str, parts: int, schema_name: str = "interactions") -> list[str]:
     """Cut a table into ``parts`` contiguous tables ``<prefix>/part-00000``...; returns their URIs.
 

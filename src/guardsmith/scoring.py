@@ -13,7 +13,9 @@ float array in [0, 1], the probability that the response is unsafe:
   prefix ``Prompt harm: `` are scored jointly and normalised over the four);
   ``predict``: condition on the guard's own most likely prompt verdict (two passes);
   ``harmful`` / ``unharmful``: condition on that fixed prompt line (one pass).
-  Other options: ``taxonomy`` (default aegis2), ``policy`` (custom policy text), ``dual``
+  Other options: ``taxonomy`` and ``policy`` (custom policy text; default: the taxonomy or policy
+  the guard was trained with, recorded in its ``guardsmith_training.json``, else aegis2; naming
+  another one than the recorded one warns), ``dual``
   (a dual-mode guard: add the /no_reason tag), ``backend`` (transformers or vllm), ``device``,
   ``dtype``, ``batch_size``.
 - ``classifier:<model uri>[?label=unsafe]``: a sequence-classification model; t is the
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,7 +48,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from guardsmith.errors import GuardsmithError
+from guardsmith.errors import GuardsmithError, redact
 from guardsmith.inference import option_value
 from guardsmith.vocabulary import HARM_LABELS as HARM_WORDS
 
@@ -404,13 +407,15 @@ def make_safety_scorer(spec: str, **options: Any) -> SafetyScorer:
     opts.update(options)
     if kind == "rule":
         return RuleSafetyScorer(location, **opts)
-    guard_opts = {"prompt_line": "marginal", "taxonomy": "aegis2", "policy": None, "dual": False}
+    guard_opts = {"prompt_line": "marginal", "taxonomy": None, "policy": None, "dual": False}
     if kind == "openai":
         from guardsmith.inference import open_backend
 
         mine = {k: opts.pop(k) for k in list(opts) if k in guard_opts}
         backend = open_backend(f"openai:{location}", **opts)  # `model` and backend options from the query
-        return GuardScorer(backend, **{**guard_opts, **mine})
+        chosen = {**guard_opts, **mine}
+        chosen["taxonomy"], chosen["policy"] = guard_policy(chosen["taxonomy"], chosen["policy"], None, None, spec)
+        return GuardScorer(backend, **chosen)
     if kind == "guard":
         from guardsmith.guard_runner import open_guard
         from guardsmith.settings import BackendChoice
@@ -421,12 +426,37 @@ def make_safety_scorer(spec: str, **options: Any) -> SafetyScorer:
             raise GuardsmithError(f"guard scorer backend must be transformers or vllm, got {chosen['backend']!r}")
         extra = {"dtype": chosen["dtype"], **({"device": chosen["device"]} if chosen["backend"] == "transformers" else {})}
         backend = open_guard(location, BackendChoice(backend=chosen["backend"], concurrency=chosen["batch_size"]), **extra)
+        chosen["taxonomy"], chosen["policy"] = guard_policy(chosen["taxonomy"], chosen["policy"], backend.guard_taxonomy,
+                                                            backend.guard_policy, spec)
         return GuardScorer(backend, **{k: chosen[k] for k in guard_opts}, style=backend.guard_prompt_style)
     chosen = _take(opts, {"label": "unsafe", "device": "auto", "dtype": "auto", "batch_size": 8, "max_length": 4096},
                    "classifier scorers")
     model = SequenceModel(_model_dir(location), device=chosen["device"], dtype=chosen["dtype"],
                           batch_size=chosen["batch_size"], max_length=chosen["max_length"])
     return ClassifierScorer(model, chosen["label"])
+
+
+DEFAULT_TAXONOMY = "aegis2"
+"""The taxonomy a guard scorer prompts with when neither the spec nor the guard's training record names one."""
+
+
+def guard_policy(taxonomy: str | None, policy: str | None, trained_taxonomy: str | None,
+                 trained_policy: str | None, spec: str) -> tuple[str | None, str | None]:
+    """(taxonomy, policy) to prompt a guard scorer with: what the spec asks for, else what the
+    guard was trained with (its ``guardsmith_training.json``), else :data:`DEFAULT_TAXONOMY`.
+    Asking for another taxonomy or policy than the recorded one is allowed, with a warning."""
+    if taxonomy is None and policy is None:
+        if trained_taxonomy is None and trained_policy is None:
+            return DEFAULT_TAXONOMY, None
+        return trained_taxonomy, trained_policy
+    recorded = trained_policy or trained_taxonomy
+    asked = policy or taxonomy
+    if recorded is not None and asked != recorded:
+        what = "policy" if trained_policy else f"taxonomy {trained_taxonomy!r}"
+        shown = "a custom policy" if policy else f"taxonomy {taxonomy!r}"
+        print(f"[guardsmith] warning: the guard of {redact(spec)} was trained with {what}; scoring with "
+              f"{shown} as the spec asks", file=sys.stderr, flush=True)
+    return taxonomy, policy
 
 
 def prompt_scores(scorer: SafetyScorer, prompts: list[str]) -> np.ndarray:

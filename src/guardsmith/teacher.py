@@ -60,6 +60,7 @@ from guardsmith.guard import (
     word_count,
 )
 from guardsmith.guard.parser import THINK_CLOSE
+from guardsmith.guard.sentences import sentence_spans
 from guardsmith.inference import Backend, Generation, open_backend, parse_spec
 from guardsmith.progress import track
 
@@ -183,7 +184,9 @@ def bound_row(row: dict[str, Any], cfg: TeacherSettings, file: str, index: int) 
                 raise DataError(f"{len(text)} characters, more than max_input_chars {limit} (set "
                                 "input_policy: truncate to cut such texts)", file=redact(file), column=column,
                                 row=index, value=text[:60] + "...")
-            row[column] = text[:limit]
+            from guardsmith.sources.topic_following import trim_dialogue
+
+            row[column] = trim_dialogue(text, limit)[:limit]  # a dialogue loses its oldest turns first
             cut = True
     return cut
 
@@ -354,21 +357,59 @@ def distill_rows(rows: Sequence[Mapping[str, Any]], backend: Backend, settings: 
     return records, failures
 
 
-_BOUNDARY = re.compile(r"[.!?]+[\"')\]\u201d\u2019]*(?=\s|$)|\n\s*\n")
-
-
 def cut_to_budget(text: str, budget: int) -> str:
-    """The longest prefix of ``text`` that ends at a sentence end and has at most ``budget`` sentences."""
+    """The longest prefix of ``text`` that ends at a sentence end and has at most ``budget`` sentences
+    (:func:`guardsmith.guard.sentences.sentence_spans`: list items and semicolon clauses count as
+    sentences). A cut after a semicolon clause ends it with a period instead of the semicolon."""
     text = text.strip()
-    if sentence_count(text) <= budget:
+    spans = sentence_spans(text)
+    if len(spans) <= budget:
         return text
-    best = ""
-    for m in _BOUNDARY.finditer(text):
-        prefix = text[:m.end()].strip()
-        if sentence_count(prefix) > budget:
-            break
-        best = prefix
-    return best
+    end = spans[budget - 1][1]
+    cut = text[:end].rstrip()
+    return cut + "." if text[end:].lstrip().startswith(";") else cut
+
+
+_COURTESY = r"(?:(?:sure|certainly|okay|ok|of course|absolutely|alright|gladly|no problem)\b[\s,.!]*)?"
+_HERE = re.compile(
+    _COURTESY + r"(?:(?:here(?:'s|\u2019s|\s+is|\s+are)|below\s+is)\b.*?\b(?:rewrite|rewritten|rewording|"
+    r"version|reasoning|summary|condensed|shortened|compressed|revised|sentences?|rationale)\b.*|here\s+you\s+go)",
+    re.IGNORECASE)
+_LABEL = re.compile(
+    _COURTESY + r"(?:(?:the|my|a|an|final|new|revised|rewritten|shortened|condensed|compressed|concise|shorter|"
+    r"brief|short|one|two|three|\d+|[a-z0-9]+-sentences?)\s+){0,4}(?:rewrite|rewording|reasoning|version|"
+    r"summary|rationale|explanation)(?:\s*\([^)\n]*\))?", re.IGNORECASE)
+_COURTESY_ONLY = re.compile(_COURTESY.rstrip("?") + r"[\s,.!]*", re.IGNORECASE)
+_DECOR = r"[\s*_#>`]*"
+_HEAD_COLON = re.compile(r"\A" + _DECOR + r"(?P<head>[^\n:]{1,160}?)[\s*_`]*:[*_`]*")
+_HEAD_LINE = re.compile(r"\A" + _DECOR + r"(?P<head>[^\n]{1,160}?)[\s.!:*_`]*(?:\n|\Z)")
+
+
+def strip_preamble(text: str) -> str:
+    """``text`` without the preambles a rewriting teacher puts before the rewrite.
+
+    A preamble is, at the very start (after markdown decoration), either text up to a colon that
+    is a "here is ..." phrase naming the rewrite ("Here is the rewrite:", "Sure, here's a shorter
+    version:") or a short label ("Rewritten reasoning:", "**Rewrite (2 sentences):**"); or a whole
+    first line that is such a phrase or only a courtesy word ("Sure!"). Repeated preambles are all
+    removed; a head of more than 14 words is never a preamble, and reasoning that merely starts
+    with "Here" or contains a colon is kept.
+    """
+    text = text.strip()
+    for _ in range(4):
+        m = _HEAD_COLON.match(text)
+        head = m["head"].strip() if m else ""
+        if m and len(head.split()) <= 14 and (_HERE.fullmatch(head) or _LABEL.fullmatch(head)):
+            text = text[m.end():].strip()
+            continue
+        m = _HEAD_LINE.match(text)
+        head = m["head"].strip() if m else ""
+        if m and m.end() < len(text) and len(head.split()) <= 14 and (_HERE.fullmatch(head)
+                                                                     or _COURTESY_ONLY.fullmatch(head)):
+            text = text[m.end():].strip()
+            continue
+        break
+    return text
 
 
 def rewritten_reasoning(text: str) -> str:
@@ -403,7 +444,7 @@ def rewrite_rows(rows: Sequence[Mapping[str, Any]], backend: Backend, settings: 
             failures[i] = Failure(rows[i]["id"], stage, round_, "request_failed", error)
             continue
         gen = g[0]
-        text = rewritten_reasoning(gen.text)
+        text = strip_preamble(rewritten_reasoning(gen.text))
         if enforce_budget:
             text = cut_to_budget(text, budget)
         if not text.strip():

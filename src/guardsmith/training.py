@@ -555,7 +555,9 @@ class TrainingData:
     prompt_style: str | None = None
     """Guard prompt style (full, compact) the model is trained and must be queried with."""
     taxonomy: str | None = None
-    """The taxonomy of the training rows when they all share one."""
+    """The taxonomy of the training rows when they all share one: the one scorers and servers prompt the guard with."""
+    policy: str | None = None
+    """The custom policy text of the training rows when they all share one (wins over the taxonomy when prompting)."""
     subset: int | None = None
     """Seeded random subset size asked for (None: all rows)."""
     budget: int | None = None

@@ -34,17 +34,36 @@ def overrides(config: Path | None, sets: Sequence[str]) -> dict[str, Any]:
     return {**presets.load_config(config), **presets.parse_sets(sets)}
 
 
+def sweep_overrides(name: str, preset: str, base: Mapping[str, Any], sweep: Sequence[str],
+                    root: Path | None = None) -> list[dict[str, Any]]:
+    """The overrides of each run of a ``--sweep``: ``base`` plus one combination of the swept
+    values, each under its own work root (``<work_root>/sweep/<key>-<value>``) when one is set."""
+    points = presets.sweep_points(sweep)
+    if points == [{}]:
+        return [dict(base)]
+    work_root = presets.load_preset(name, preset, base, root=root).get("work_root")
+    return [{**base, **point, **({"work_root": presets.sweep_root(str(work_root), point)} if work_root else {})}
+            for point in points]
+
+
 def submit_run(name: str, preset: str, *, host: str, root: Path | None, namespace: str | None, experiment: str,
                sets: Sequence[str], cache: bool, wait: bool, timeout: int, gate: Sequence[str],
                baseline: str | None, model: str | None, baseline_model: str | None,
-               config: Path | None = None) -> None:
-    """What `guardsmith pipeline submit` and `guardsmith deploy submit` run: submit, print the ids,
-    optionally wait and gate the finished run's metrics."""
+               config: Path | None = None, sweep: Sequence[str] = ()) -> None:
+    """What `guardsmith pipeline submit` and `guardsmith deploy submit` run: submit (once per sweep
+    point), print the ids, optionally wait and gate the finished run's metrics."""
     parsed = gates.parse_gates(gate) if gate else []
     if parsed and not wait:
         raise GuardsmithError("--gate needs --wait")
+    runs = sweep_overrides(name, preset, overrides(config, sets), sweep, root)
+    if len(runs) > 1 and (wait or parsed):
+        raise GuardsmithError("--sweep submits several runs: use it without --wait and --gate")
     client = kfp.kfp_client(host, namespace or None)
-    result = kfp.submit(client, name, preset, root=root, overrides=overrides(config, sets),
+    for params in runs[:-1]:
+        result = kfp.submit(client, name, preset, root=root, overrides=params, namespace=namespace or None,
+                            experiment=experiment, cache=cache)
+        echo_dict({**result, "url": kfp.run_url(host, result["run_id"])})
+    result = kfp.submit(client, name, preset, root=root, overrides=runs[-1],
                         namespace=namespace or None, experiment=experiment, cache=cache)
     echo_dict({**result, "url": kfp.run_url(host, result["run_id"])})
     if wait:
@@ -57,6 +76,7 @@ def submit_run(name: str, preset: str, *, host: str, root: Path | None, namespac
 EXPERIMENT_OPTION = typer.Option("guardsmith", "--experiment", help="Experiment name (created when missing).")
 PRESET_HELP = "Parameter set: a bundled preset name (pipelines/<name>/presets/<preset>.yaml) or the path of your own YAML file of parameters (e.g. ./my-preset.yaml)."
 CONFIG_OPTION = typer.Option(None, "--config", help="YAML file of parameters applied after the preset and before --set.")
+SWEEP_OPTION = typer.Option([], "--sweep", help="Run once per value: key=v1,v2 (YAML values); repeatable: one run per combination, each under <work_root>/sweep/<key>-<value>. Feeds the report's size and budget curves.")
 SET_OPTION = typer.Option([], "--set", help="Override a parameter: key=value (YAML value; {timestamp} and {date} expanded); repeatable.")
 CACHE_OPTION = typer.Option(True, "--cache/--no-cache", help="Let KFP reuse cached results of deterministic tasks.")
 WAIT_OPTION = typer.Option(False, "--wait", help="Wait for the run to finish; exit 1 unless it succeeded.")

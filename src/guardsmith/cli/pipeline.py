@@ -17,8 +17,8 @@ from typing import Optional
 import typer
 
 from guardsmith.cli.deploy import (BASELINE_MODEL_OPTION, BASELINE_OPTION, CACHE_OPTION, CONFIG_OPTION, EXPERIMENT_OPTION,
-                                   GATE_MODEL_OPTION, GATE_OPTION, PRESET_HELP, SET_OPTION, WAIT_OPTION, echo_dict,
-                                   overrides, submit_run)
+                                   GATE_MODEL_OPTION, GATE_OPTION, PRESET_HELP, SET_OPTION, SWEEP_OPTION, WAIT_OPTION,
+                                   echo_dict, overrides, submit_run, sweep_overrides)
 from guardsmith.errors import GuardsmithError
 from guardsmith.ops import kfp, local, pipelines
 
@@ -47,11 +47,13 @@ def run_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for the KFP local root and report copy (default: --store, else demo-out)."),
     config: Optional[Path] = CONFIG_OPTION,
     set_: list[str] = typer.Option([], "--set", help="Override a parameter: key=value (YAML value); repeatable."),
+    sweep: list[str] = SWEEP_OPTION,
 ) -> None:
     """Run a pipeline locally (real graph, tiny models, bundled sample) and print where the report is."""
     if not local_run:
         raise GuardsmithError("only --local runs are supported here; use `guardsmith pipeline submit` for a cluster")
-    echo_dict(local.run_local(name, preset, store, overrides(config, set_), out))
+    for params in sweep_overrides(name, preset, overrides(config, set_), sweep):
+        echo_dict(local.run_local(name, preset, store, params, out))
 
 
 @pipeline_app.command("submit")
@@ -69,11 +71,12 @@ def submit_cmd(
     gate_model: Optional[str] = GATE_MODEL_OPTION,
     baseline: Optional[str] = BASELINE_OPTION,
     baseline_model: Optional[str] = BASELINE_MODEL_OPTION,
+    sweep: list[str] = SWEEP_OPTION,
 ) -> None:
-    """Upload (or reuse) the compiled pipeline and start a run with a preset's parameters."""
+    """Upload (or reuse) the compiled pipeline and start a run with a preset's parameters (one per sweep point)."""
     submit_run(name, preset, host=host, root=None, namespace=namespace, experiment=experiment, sets=set_,
                cache=cache, wait=wait, timeout=86400, gate=gate, baseline=baseline, model=gate_model,
-               baseline_model=baseline_model, config=config)
+               baseline_model=baseline_model, config=config, sweep=sweep)
 
 
 @pipeline_app.command("schedule")

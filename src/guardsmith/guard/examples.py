@@ -85,7 +85,7 @@ def read_guard_rows(uri: str, *, need_reasoning: bool, what: str = "train",
     from guardsmith import storage
     from guardsmith.progress import track
 
-    present = present_columns(uri)
+    present = present_columns(uri, allow_empty=allow_empty)
     columns = list(GUARD_COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in present]
     if need_reasoning and "reasoning" not in columns:
         columns.append("reasoning")  # validation names the missing column and the file
@@ -166,10 +166,12 @@ def bound_texts(texts: Mapping[str, str | None], max_chars: int, policy: str = "
         raise DataError(f"example {row_id!r} has {total} characters, over max_example_chars {max_chars} "
                         f"({lengths[longest]} in {longest}); raise max_example_chars or set long_examples truncate",
                         file=file, column=longest, row=row, value=out[longest][:60])
+    from guardsmith.sources.topic_following import trim_dialogue
+
     cap = _cap(lengths, max(max_chars - fixed, 0))
     for k, n in lengths.items():
-        if n > cap:
-            out[k] = out[k][:cap]
+        if n > cap:  # a dialogue loses its oldest turns first, never the turn to judge
+            out[k] = trim_dialogue(out[k], cap)[:cap]
     if counts is not None:
         counts["truncated_examples"] += 1
     return out

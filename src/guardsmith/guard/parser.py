@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 
 from guardsmith.errors import GuardsmithError
+from guardsmith.guard.sentences import sentence_spans
 from guardsmith.vocabulary import HARM_LABELS, NONE_WORD, REFUSAL_LABELS, TASK_TITLES, TASKS
 
 _NONE = NONE_WORD.lower()
@@ -195,40 +196,11 @@ def parse_ok_for(answer: GuardAnswer, task: str) -> bool:
 
 # --- text measures -------------------------------------------------------------------------
 
-_ABBREVIATIONS = frozenset(
-    "e.g. i.e. cf. vs. viz. approx. mr. mrs. ms. dr. prof. sr. jr. st. fig. no.".split()
-)
-_SENTENCE_END = re.compile(r"[.!?]+[\"')\]\u201d\u2019]*(?=\s|$)")
-_PARAGRAPH = re.compile(r"\n\s*\n")
-
-
 def sentence_count(text: str | None) -> int:
-    """Number of sentences in ``text`` (think tags removed).
-
-    A sentence ends at a run of ``.``, ``!`` or ``?`` (optionally followed by closing quotes or
-    brackets) that is followed by whitespace or the end of the text, and at a blank line. A
-    period after a listed abbreviation (e.g., i.e., cf., vs., Mr., Dr., ...) does not end one;
-    ``etc.`` ends one only before an upper-case letter or the end. A trailing piece without
-    final punctuation counts as a sentence; pieces without letters or digits do not count.
-    """
-    count = 0
-    for para in _PARAGRAPH.split(strip_think(text or "")):
-        start = 0
-        for m in _SENTENCE_END.finditer(para):
-            if m.group(0).startswith(".") and m.group(0).rstrip("\"')]\u201d\u2019") == ".":
-                word = para[:m.start() + 1].split()[-1].lower().lstrip("(\"'")
-                if word in _ABBREVIATIONS:
-                    continue
-                if word == "etc.":
-                    nxt = para[m.end():].lstrip()[:1]
-                    if nxt and not nxt.isupper():
-                        continue
-            if any(c.isalnum() for c in para[start:m.end()]):
-                count += 1
-            start = m.end()
-        if any(c.isalnum() for c in para[start:]):
-            count += 1
-    return count
+    """Number of sentences in ``text`` (think tags removed), by the splitter of
+    :mod:`guardsmith.guard.sentences`: lines, list items and semicolon clauses count apart;
+    abbreviations, decimals and quoted speech do not end a sentence; see docs/stages/distill.md."""
+    return len(sentence_spans(strip_think(text or "")))
 
 
 def word_count(text: str | None) -> int:

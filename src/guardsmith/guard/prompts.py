@@ -13,6 +13,7 @@ from typing import Any
 from guardsmith.errors import GuardsmithError
 from guardsmith.guard.parser import THINK_CLOSE, GuardAnswer, strip_think
 from guardsmith.guard.taxonomy import Taxonomy, resolve_policy
+from guardsmith.sources.topic_following import Dialogue, parse_dialogue
 from guardsmith.vocabulary import HARM_LABELS, MODES, NONE_WORD, REFUSAL_LABELS, TASK_TITLES, TASKS
 
 Message = dict[str, str]
@@ -20,6 +21,10 @@ Message = dict[str, str]
 MODE_TAGS: dict[str, str] = {"R": "/reason", "NR": "/no_reason"}
 #: Shown instead of the assistant turn when the interaction is prompt-only.
 NO_RESPONSE = "(no assistant response: this is a prompt-only sample)"
+#: Headings of a multi-turn row (a ``prompt`` rendered by `guardsmith.sources.topic_following.render_dialogue`):
+#: the earlier turns are context, the turn to judge is classified.
+CONTEXT_HEADING = "Conversation so far (context only; classify the turn that follows it):"
+JUDGE_HEADING = "Turn to judge:"
 THINK_START, THINK_END = "<think>", "</think>"
 MIN_BUDGET, MAX_BUDGET = 1, 10
 #: Guard prompt styles: ``full`` spells out the tasks, rules and every taxonomy category;
@@ -95,12 +100,26 @@ def _policy_section(row: Mapping[str, Any], taxonomy: str | Taxonomy | None) -> 
     return f"{head}\n{tax.text}"
 
 
+def _earlier_turns(dialogue: Dialogue) -> str:
+    """The context of a multi-turn row, one ``User:`` / ``Assistant:`` paragraph per turn."""
+    lines = [f"({dialogue.omitted} earlier turns not shown)"] if dialogue.omitted else []
+    lines += [f"{role.capitalize()}: {value}" for role, value in dialogue.turns]
+    return "\n".join(lines)
+
+
 def _conversation(row: Mapping[str, Any]) -> str:
+    """The turn pair to classify; for a multi-turn row, after the earlier turns under `CONTEXT_HEADING`."""
     response = _text(row.get("response")) or NO_RESPONSE
-    return (
-        f"<user_turn>\n{_prompt(row)}\n</user_turn>\n\n"
+    prompt = _prompt(row)
+    dialogue = parse_dialogue(prompt)
+    judged = (
+        f"<user_turn>\n{prompt if dialogue is None else dialogue.turn}\n</user_turn>\n\n"
         f"<assistant_turn>\n{response}\n</assistant_turn>"
     )
+    if dialogue is None:
+        return judged
+    context = f"<earlier_turns>\n{_earlier_turns(dialogue)}\n</earlier_turns>"
+    return f"{CONTEXT_HEADING}\n{context}\n\n{JUDGE_HEADING}\n{judged}"
 
 
 def _check(field: str, value: str | None, allowed: tuple[str, ...], nullable: bool) -> str:
@@ -137,6 +156,9 @@ def render_guard_messages(
 
     With ``dual=True`` the instructions are identical for both modes and the user message starts
     with ``MODE_TAGS[mode]``. ``style`` is one of `PROMPT_STYLES`. The row's labels are never read.
+    A multi-turn row (its prompt a rendered dialogue) shows the earlier turns under
+    `CONTEXT_HEADING`, then the turn to judge under `JUDGE_HEADING`; the teacher, rewrite and judge
+    prompts show it the same way.
     """
     key = _mode(mode)
     if style == "compact":
@@ -161,7 +183,12 @@ def _compact_guard_messages(row: Mapping[str, Any], key: str, dual: bool,
     policy = resolve_policy(row, taxonomy)
     head = f"Policy:\n{policy.text}" if policy.custom else f"Policy: {policy.name}"
     reply = _text(row.get("response")) if has_response(row) else None
-    user = f"{head}\nUser: {_prompt(row)}\nAssistant: {reply if reply is not None else 'None'}"
+    prompt = _prompt(row)
+    dialogue = parse_dialogue(prompt)
+    if dialogue is not None:
+        head = f"{head}\nConversation so far:\n{_earlier_turns(dialogue)}\n{JUDGE_HEADING}"
+        prompt = dialogue.turn
+    user = f"{head}\nUser: {prompt}\nAssistant: {reply if reply is not None else 'None'}"
     if dual:
         user = f"{MODE_TAGS[key]}\n{user}"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]

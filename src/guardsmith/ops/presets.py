@@ -19,6 +19,7 @@ without ``work_root``, before anything is uploaded or submitted.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -148,6 +149,36 @@ def check_submittable(params: Mapping[str, Any]) -> Mapping[str, Any]:
     if "work_root" not in params:
         raise GuardsmithError("work_root is not set: pass --set work_root=s3://bucket/prefix")
     return params
+
+
+def sweep_points(items: Sequence[str]) -> list[dict[str, Any]]:
+    """``--sweep key=v1,v2`` items (values read as YAML, or a YAML list ``key=[v1, v2]``) -> one
+    parameter dict per combination (the cartesian product, in the order given); ``[{}]`` for none."""
+    import itertools
+
+    import yaml
+
+    axes: list[tuple[str, list[Any]]] = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip() or not raw.strip():
+            raise GuardsmithError(f"--sweep expects key=v1,v2,..., got {item!r}")
+        values = yaml.safe_load(raw) if raw.strip().startswith("[") else [yaml.safe_load(v) for v in raw.split(",")]
+        if not isinstance(values, list) or not values:
+            raise GuardsmithError(f"--sweep {key.strip()}: expected one or more values, got {raw!r}")
+        axes.append((key.strip(), values))
+    keys = [k for k, _ in axes]
+    if len(set(keys)) != len(keys):
+        raise GuardsmithError(f"--sweep names a parameter twice: {', '.join(keys)}")
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(v for _, v in axes))]
+
+
+def sweep_root(work_root: str, point: Mapping[str, Any]) -> str:
+    """The work root of one sweep point: ``<work_root>/sweep/<key>-<value>_...`` (one writer per run)."""
+    if not point:
+        return work_root
+    name = "_".join(f"{k}-{v}" for k, v in point.items())
+    return f"{work_root.rstrip('/')}/sweep/{re.sub(r'[^A-Za-z0-9._-]+', '-', name)}"
 
 
 def submit_parameters(name: str, preset: str, overrides: Mapping[str, Any] | None = None, *,

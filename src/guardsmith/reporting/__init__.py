@@ -4,8 +4,10 @@
   :class:`Table` / :class:`Image`, rendered to Markdown and HTML from the Jinja2 templates in
   ``templates/`` (HTML autoescaped, images embedded as ``data:`` URIs), plus the pieces
   :func:`markdown_table`, :func:`html_table`, :func:`html_image`, :func:`html_page`, :func:`figure_png`;
-- :mod:`~guardsmith.reporting.table1`: metrics records -> Table-1 columns and rows, and :func:`parse_count`;
-- :mod:`~guardsmith.reporting.plots`: the Table-1 plots;
+- :mod:`~guardsmith.reporting.table1`: metrics records -> the paper's Table-1 layout (safety prompt /
+  response / avg, one column per custom-policy suite and their avg; the cell-to-column mapping is in
+  its docstring), per-benchmark and details tables, latency relative to NR, and :func:`parse_count`;
+- :mod:`~guardsmith.reporting.plots`: the Table-1 plots (F1 per benchmark, size and budget curves);
 - :mod:`~guardsmith.reporting.evaluation`: :func:`build_report`, used by the ``evaluate`` and
   ``report`` stages.
 
@@ -18,10 +20,10 @@ from guardsmith.reporting.render import (
     Document, Image, Section, Table, figure_png, html_image, html_page, html_table, markdown_table,
     render_html, render_markdown,
 )
-from guardsmith.reporting.table1 import ReportData, assemble, load_metrics, parse_count
+from guardsmith.reporting.table1 import ReportData, assemble, latency_lines, load_metrics, parse_count, suite_of
 
 __all__ = [
     "Document", "Image", "ReportData", "ReportResult", "Section", "Table", "assemble", "build_report",
-    "document", "figure_png", "html_image", "html_page", "html_table", "load_metrics", "markdown_table",
-    "parse_count", "render_html", "render_markdown", "render_report",
+    "document", "figure_png", "html_image", "html_page", "html_table", "latency_lines", "load_metrics",
+    "markdown_table", "parse_count", "render_html", "render_markdown", "render_report", "suite_of",
 ]

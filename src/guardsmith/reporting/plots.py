@@ -33,8 +33,28 @@ def plot_benchmarks(data: ReportData) -> bytes:
     return figure_png(fig)
 
 
+def attribute_points(data: ReportData, attribute: str, mode: str, kind: str) -> list[tuple[int, float, float]]:
+    """(value, mean, error) of the ``kind`` average (``safety`` / ``custom``) per attribute value
+    among rows of ``mode``. Rows sharing a value (a seed sweep) are averaged and the error is their
+    std across rows (population, as the paper's Table 4); a single row's error is its std over runs."""
+    from guardsmith.metrics import mean_std
+
+    by_value: dict[int, list] = {}
+    for row in data.rows:
+        fig = data.figures(row)[kind]
+        if row.mode == mode and fig is not None and getattr(row, attribute) is not None:
+            by_value.setdefault(getattr(row, attribute), []).append(fig)
+    points = []
+    for value, figs in sorted(by_value.items()):
+        if len(figs) == 1:
+            points.append((value, figs[0].mean, figs[0].std or 0.0))
+        else:
+            points.append((value, *mean_std([f.mean for f in figs])))
+    return points
+
+
 def plot_attribute(data: ReportData, attribute: str) -> bytes | None:
-    """Average F1 against ``train_size`` or ``budget``; None unless two or more rows have it."""
+    """Average F1 against ``train_size`` or ``budget``; None unless two or more distinct values are known."""
     from matplotlib.figure import Figure
 
     rows = [r for r in data.rows if getattr(r, attribute) is not None]
@@ -45,12 +65,11 @@ def plot_attribute(data: ReportData, attribute: str) -> bytes | None:
     modes = sorted({r.mode for r in rows})
     for mode in modes:
         for kind, name in AVERAGES.items():
-            points = sorted((getattr(r, attribute), *r.average(kind)) for r in rows
-                            if r.mode == mode and r.average(kind)[0] is not None)
+            points = attribute_points(data, attribute, mode, kind)
             if not points:
                 continue
             label = f"{name} ({mode})" if len(modes) > 1 and mode else name
-            ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] or 0.0 for p in points],
+            ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
                         marker="o", capsize=3, label=label)
     values = [getattr(r, attribute) for r in rows]
     if attribute == "train_size" and max(values) > 20 * max(1, min(values)):

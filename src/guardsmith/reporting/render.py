@@ -22,12 +22,17 @@ from typing import Any
 
 @dataclass
 class Table:
-    """A table of text cells; ``best`` flags cells shown bold, ``left`` = number of left-aligned columns."""
+    """A table of text cells; ``best`` flags cells shown bold, ``left`` = number of left-aligned columns.
+
+    ``groups``: (heading, number of columns) spanning the header from the left, shown as a header
+    row above it in HTML (Markdown has one header row: its column names must stand alone).
+    """
 
     header: Sequence[str]
     body: Sequence[Sequence[str]]
     best: Sequence[Sequence[bool]] | None = None
     left: int = 1
+    groups: Sequence[tuple[str, int]] | None = None
 
 
 @dataclass

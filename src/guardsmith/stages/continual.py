@@ -128,6 +128,8 @@ def _read_inputs(cfg: ContinualConfig, need_reasoning: bool) -> tuple[list[tuple
                 if not row.get("reasoning") and str(row["id"]) in lookup:
                     row["reasoning"] = lookup[str(row["id"])]
                     counts["difficult_reasoning_found"] += 1
+        if cfg.mode != "NR":  # rows that get `missing_reasoning` (template, NR or dropped) instead of a teacher's
+            counts["difficult_without_reasoning"] += sum(1 for row in rows if not row.get("reasoning"))
         if rows:
             parts.append((rows, cfg.oversample, "difficult"))
         else:  # mining found no difficult rows: continue on the original set alone
@@ -138,6 +140,11 @@ def _read_inputs(cfg: ContinualConfig, need_reasoning: bool) -> tuple[list[tuple
     all_rows = [row for rows, _, _ in parts for row in rows]
     data.train_rows = len(all_rows)
     data.taxonomy, data.budget = ex.shared_value(all_rows, "taxonomy"), ex.shared_value(all_rows, "budget")
+    data.policy = ex.shared_value(all_rows, "policy")
+    if data.taxonomy is None:  # mixed rows: the guard keeps the taxonomy it was first trained with
+        from guardsmith.guard_runner import trained_policy
+
+        data.taxonomy, data.policy = trained_policy(cfg.base_model)
     data.counts = dict(counts)
     data.facts = {"seed": cfg.seed, "oversample": cfg.oversample}
     return parts, data
@@ -162,10 +169,14 @@ def prepare_sft(cfg: ContinualConfig) -> Prepared:
     counts = Counter(data.counts)
     examples: list[dict[str, Any]] = []
     for rows, weight, salt in parts:
+        part_counts: Counter = Counter()
         examples += ex.build_examples(rows, cfg.mode, seed=cfg.seed, missing_reasoning=cfg.missing_reasoning,
-                                      weight=weight, file=getattr(cfg, salt), salt=salt, counts=counts,
+                                      weight=weight, file=getattr(cfg, salt), salt=salt, counts=part_counts,
                                       style=data.prompt_style, max_chars=cfg.max_example_chars,
                                       long_examples=cfg.long_examples)
+        counts.update(part_counts)
+        if salt == "difficult":  # R targets written from the template, not by the teacher
+            counts["difficult_template_reasoning"] = part_counts["short_reason"]
     if not examples:
         raise GuardsmithError(f"no training examples left (counts: {dict(counts)})")
     data.counts = dict(counts)

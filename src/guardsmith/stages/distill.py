@@ -44,12 +44,16 @@ summary and :func:`budget_curve`.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from guardsmith import storage
 from guardsmith.errors import redact
+from guardsmith.guard.sentences import CHARS_PER_TOKEN, reasoning_tokens, token_counter
 from guardsmith.teacher import TracesJob, TracesRun, write_traces
 
 HELP = (
@@ -91,6 +95,9 @@ class DistillResult:
     failed_rows: int = 0
     failed: str | None = None
     truncated: int = 0
+    tokens: dict[str, Any] = field(default_factory=dict)
+    """Reasoning tokens of the parsed traces: ``mean``, ``median``, ``p90`` and ``sources`` (traces
+    counted from the teacher's usage / approximated / by a tokenizer), see :func:`token_stats`."""
 
     def __str__(self) -> str:
         if self.skipped:
@@ -107,6 +114,8 @@ class DistillResult:
             f"parse failures {self.parse_failures}; tokens {self.prompt_tokens} in / {self.completion_tokens} out; "
             f"mean latency {self.mean_latency_s:.3f} s",
             f"reasoning of parsed traces: mean {self.mean_sentences:.2f} sentences, {self.mean_words:.1f} words",
+            f"reasoning tokens{'' if self.budget is None else f' at budget {self.budget}'}: "
+            + describe_tokens(self.tokens),
             f"wrote {redact(self.output)}",
         ])
 
@@ -116,10 +125,45 @@ class DistillResult:
 _SUMMARY_COLUMNS = ("parse_ok", "prompt_tokens", "completion_tokens", "latency_s", "n_sentences", "n_words")
 
 
-def summarise(uri: str) -> dict[str, float]:
-    """Row count, parse failures, usage totals and reasoning length totals (over parsed rows) of a traces table."""
-    acc = {"rows": 0, "parse_failures": 0, "prompt_tokens": 0, "completion_tokens": 0,
-           "latency": 0.0, "sentences": 0, "words": 0}
+def token_stats(tokens: Sequence[int], sources: Mapping[str, int]) -> dict[str, Any]:
+    """Mean, median and 90th percentile (numpy's linear interpolation) of ``tokens``, with the
+    count of traces per token source (``usage``, ``approx``, ``tokenizer``; see
+    :func:`guardsmith.guard.sentences.reasoning_tokens`); zeros when there are none."""
+    values = np.asarray(tokens, dtype=float)
+    if not values.size:
+        return {"mean": 0.0, "median": 0.0, "p90": 0.0, "sources": dict(sources)}
+    return {"mean": float(values.mean()), "median": float(np.median(values)),
+            "p90": float(np.percentile(values, 90)), "sources": dict(sources)}
+
+
+def describe_tokens(stats: Mapping[str, Any]) -> str:
+    """One line for :func:`token_stats`: ``mean 15.2, median 14.0, p90 22.0 (from teacher usage 40)``."""
+    if not stats:
+        return "none"
+    sources = ", ".join(f"{_SOURCE_WORDS[k]} {v}" for k, v in sorted(stats["sources"].items()) if v) or "no traces"
+    return f"mean {stats['mean']:.1f}, median {stats['median']:.1f}, p90 {stats['p90']:.1f} ({sources})"
+
+
+_SOURCE_WORDS = {"usage": "from teacher usage", "approx": f"approximated as chars/{CHARS_PER_TOKEN}",
+                 "tokenizer": "by the given tokenizer"}
+
+
+def _parsed_lengths(uri: str, count: Callable[[str], int] | None) -> Iterator[tuple[Any, int, int, int, str]]:
+    """``(budget, words, sentences, tokens, token source)`` of each parsed trace of ``uri``."""
+    columns = ["budget", "parse_ok", "n_words", "n_sentences", "reasoning", "raw_output", "completion_tokens"]
+    for batch in storage.iter_batches(uri, columns=columns):
+        cols = batch.to_pydict()
+        for b, ok, w, s, text, raw, used in zip(*(cols[c] for c in columns)):
+            if ok:
+                tokens, source = reasoning_tokens(text or "", raw, used, count)
+                yield b, w, s, tokens, source
+
+
+def summarise(uri: str) -> dict[str, Any]:
+    """Row count, parse failures, usage totals, reasoning length totals and reasoning token
+    statistics (:func:`token_stats`, over parsed rows) of a traces table."""
+    acc: dict[str, Any] = {"rows": 0, "parse_failures": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                           "latency": 0.0, "sentences": 0, "words": 0}
     for batch in storage.iter_batches(uri, columns=list(_SUMMARY_COLUMNS)):
         cols = {n: batch.column(batch.schema.get_field_index(n)).to_pylist() for n in _SUMMARY_COLUMNS}
         acc["rows"] += batch.num_rows
@@ -129,10 +173,15 @@ def summarise(uri: str) -> dict[str, float]:
         acc["latency"] += sum(cols["latency_s"])
         acc["sentences"] += sum(s for s, ok in zip(cols["n_sentences"], cols["parse_ok"]) if ok)
         acc["words"] += sum(w for w, ok in zip(cols["n_words"], cols["parse_ok"]) if ok)
+    tokens, sources = [], Counter()
+    for _, _, _, n, source in _parsed_lengths(uri, None):
+        tokens.append(n)
+        sources[source] += 1
+    acc["tokens"] = token_stats(tokens, sources)
     return acc
 
 
-def _result(cfg: DistillConfig, acc: Mapping[str, float], done: TracesRun) -> DistillResult:
+def _result(cfg: DistillConfig, acc: Mapping[str, Any], done: TracesRun) -> DistillResult:
     n = int(acc["rows"])
     parsed = n - int(acc["parse_failures"])
     mean = (lambda key, k=n: acc[key] / k if k else 0.0)
@@ -142,7 +191,7 @@ def _result(cfg: DistillConfig, acc: Mapping[str, float], done: TracesRun) -> Di
         prompt_tokens=int(acc["prompt_tokens"]), completion_tokens=int(acc["completion_tokens"]),
         mean_latency_s=mean("latency"), mean_sentences=mean("sentences", parsed), mean_words=mean("words", parsed),
         budget=cfg.budget, skipped=done.skipped, failed_rows=done.n_failed, failed=done.failed,
-        truncated=done.truncated)
+        truncated=done.truncated, tokens=acc["tokens"])
 
 
 # --------------------------------------------------------------------------- the stage
@@ -155,28 +204,39 @@ def run(cfg: DistillConfig) -> DistillResult:
 
 # --------------------------------------------------------------------------- budget curve
 
-def budget_curve(uris: Sequence[str], echo: bool = True) -> list[dict[str, Any]]:
-    """Mean words and sentences of the reasoning per budget, over the parsed traces of ``uris``.
+def budget_curve(uris: Sequence[str], echo: bool = True, tokenizer: str | None = None) -> list[dict[str, Any]]:
+    """Length of the reasoning per budget, over the parsed traces of ``uris``: mean words, mean
+    sentences and the reasoning's tokens (``mean_tokens``, ``median_tokens``, ``p90_tokens``,
+    ``token_sources``; :func:`token_stats`).
 
     Rows are grouped by their ``budget`` column; rows without one are the original traces
-    (budget ``None``, listed last). With ``echo`` a small table is printed. Mean words growing
-    with the budget is the check of the paper's Fig. 5.
+    (budget ``None``, listed last). Tokens are the teacher's reported usage where that is the
+    reasoning's own count, else approximated (:func:`guardsmith.guard.sentences.reasoning_tokens`);
+    with ``tokenizer`` (a model folder path or URI) every reasoning is counted with that
+    tokenizer instead. With ``echo`` a small table is printed. Mean words growing with the budget
+    is the check of the paper's Fig. 5; one-sentence traces are about 15 tokens in the paper.
     """
-    groups: dict[int | None, list[int]] = {}
+    count = token_counter(tokenizer)
+    groups: dict[int | None, dict[str, Any]] = {}
     for uri in uris:
-        for batch in storage.iter_batches(uri, columns=["budget", "n_words", "n_sentences", "parse_ok"]):
-            cols = [batch.column(i).to_pylist() for i in range(4)]
-            for b, w, s, ok in zip(*cols):
-                if ok:
-                    acc = groups.setdefault(b, [0, 0, 0])
-                    acc[0] += 1
-                    acc[1] += w
-                    acc[2] += s
-    out = [{"budget": b, "traces": n, "mean_words": w / n, "mean_sentences": s / n}
-           for b, (n, w, s) in sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))]
+        for b, w, s, n, source in _parsed_lengths(uri, count):
+            acc = groups.setdefault(b, {"words": 0, "sentences": 0, "tokens": [], "sources": Counter()})
+            acc["words"] += w
+            acc["sentences"] += s
+            acc["tokens"].append(n)
+            acc["sources"][source] += 1
+    out = []
+    for b, acc in sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
+        n = len(acc["tokens"])
+        stats = token_stats(acc["tokens"], acc["sources"])
+        out.append({"budget": b, "traces": n, "mean_words": acc["words"] / n, "mean_sentences": acc["sentences"] / n,
+                    "mean_tokens": stats["mean"], "median_tokens": stats["median"], "p90_tokens": stats["p90"],
+                    "token_sources": stats["sources"]})
     if echo:
-        print("budget  traces  mean_words  mean_sentences")
+        print("budget  traces  mean_words  mean_sentences  mean_tokens  median_tokens  p90_tokens  token_source")
         for r in out:
             name = "none" if r["budget"] is None else str(r["budget"])
-            print(f"{name:>6}  {r['traces']:>6}  {r['mean_words']:>10.1f}  {r['mean_sentences']:>14.2f}")
+            sources = ", ".join(f"{k} {v}" for k, v in sorted(r["token_sources"].items()))
+            print(f"{name:>6}  {r['traces']:>6}  {r['mean_words']:>10.1f}  {r['mean_sentences']:>14.2f}  "
+                  f"{r['mean_tokens']:>11.1f}  {r['median_tokens']:>13.1f}  {r['p90_tokens']:>10.1f}  {sources}")
     return out

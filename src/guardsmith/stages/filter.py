@@ -30,8 +30,9 @@ judge or teacher calls; rounds of other work are refused (``overwrite`` discards
 kept) when more than ``max_failed_fraction`` of the input rows failed or the yield is below
 ``min_yield``.
 
-Leakage patterns and hesitation markers are the case-insensitive regular expressions of
-:mod:`guardsmith.guard.trace_checks`.
+Leakage patterns and hesitation markers are the regular expressions (over lower-cased text) of
+:mod:`guardsmith.guard.trace_checks`; they and the thresholds were tuned on the hand-labelled traces
+of ``tests/data/labelled_traces.jsonl`` (``benchmarks/filter_rules_quality.py``).
 """
 from __future__ import annotations
 
@@ -174,8 +175,8 @@ class FilterConfig(TeacherSettings,
     rules: list[str] = option(help=f"Rules to apply, in order of precedence: {', '.join(RULE_ORDER)}.",
                               factory=lambda: list(RULE_ORDER))
     overthinking_max: int = option(2, "overthinking: most hesitation markers allowed.")
-    repetition_n: int = option(4, "repetition: n of the word n-grams.")
-    repetition_max_ratio: float = option(0.25, "repetition: highest share of repeated n-grams allowed.")
+    repetition_n: int = option(6, "repetition: n of the word n-grams.")
+    repetition_max_ratio: float = option(0.1, "repetition: highest share of repeated n-grams allowed.")
     max_words: int = option(400, "overlength: most reasoning words allowed (0 = no limit).")
     max_completion_tokens: int = option(4096, "overlength: most generated tokens allowed (0 = no limit).")
     judge: str | None = option(None, "Judge backend spec (as for the teacher); none or empty = no judge filter.")

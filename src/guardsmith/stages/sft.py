@@ -79,7 +79,7 @@ def prepare(cfg: SftConfig) -> Prepared:
                                  file=cfg.train, counts=counts, style=cfg.prompt_style, **bound)
     data = TrainingData(datasets={"train": cfg.train}, input_rows={"train": len(rows)}, train_rows=len(rows),
                         mode=cfg.mode, prompt_style=cfg.prompt_style, subset=cfg.subset or None,
-                        taxonomy=ex.shared_value(rows, "taxonomy"), budget=ex.shared_value(rows, "budget"))
+                        taxonomy=ex.shared_value(rows, "taxonomy"), policy=ex.shared_value(rows, "policy"), budget=ex.shared_value(rows, "budget"))
     if cfg.topic_following:
         tf_rows, tf_read = ex.read_guard_rows(cfg.topic_following, need_reasoning=False, what="topic-following")
         counts.update({f"topic_following_{k}": v for k, v in tf_read.items()})

@@ -61,6 +61,7 @@ from guardsmith.guard import (
     word_count,
 )
 from guardsmith.guard.prompts import (
+    CONTEXT_HEADING,
     EMPTY_SHOWN,
     render_harmfulness_judge_messages,
     render_helpfulness_judge_messages,
@@ -132,7 +133,7 @@ class Case:
         conv = _CONVERSATION.search(user)
         if conv is None:
             raise GuardsmithError("the request has no <user_turn>/<assistant_turn> conversation")
-        head = user[:conv.start()].strip()
+        head = user[:conv.start()].partition(CONTEXT_HEADING)[0].strip()  # a dialogue's earlier turns are not policy
         _, _, policy_text = head.partition("\n")
         categories: tuple[str, ...] = ()
         policy: str | None = policy_text.strip() or None
@@ -349,16 +350,16 @@ def compose_reasoning(case: Case, labels: dict[str, str | None], rng: random.Ran
 # --------------------------------------------------------------------------- defects
 
 _LEAKS = (
-    "The given labels mark the prompt as {ph}, and the text bears that out.",
-    "As labeled, the prompt is {ph}.",
-    "The ground truth says {ph}, which matches my reading.",
-    "I was told the correct classification, so the answer is settled.",
+    "We are told the prompt is {ph}, and the wording bears that out.",
+    "The annotators marked the prompt as {ph}, so I only need to show why.",
+    "The dataset says it's {ph}, which matches my reading.",
+    "Going by the provided labels, the prompt is {ph}.",
 )
 _HESITATION = (
-    "Wait, let me re-check the user's wording.",
-    "Hmm, on second thought, maybe I am reading too much into it.",
+    "Wait, let me re-read the user's message.",
+    "Hmm, but maybe I am reading too much into it.",
     "Wait, no, the first reading holds.",
-    "Hmm, let me reconsider once more before deciding.",
+    "Hmm, let me double-check before deciding.",
 )
 _VAGUE = (
     "This needs a careful look.",
