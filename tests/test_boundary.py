@@ -75,6 +75,8 @@ def _cfg(tmp_path: Path, models: dict[str, Path], prompts: str, **kw) -> Boundar
     ({"max_length": 8}, "max_length"),
     ({"generator": None}, "needs `generator`"),
     ({"base_model": "/other"}, "differ"),
+    ({"margin_normalisation": "max"}, "margin_normalisation"),
+    ({"min_prompt_words": -1}, "min_prompt_words"),
 ])
 def test_bad_config(tmp_path, kw, match):
     cfg = BoundaryConfig(**{**dict(generator="/g", prompts="p", safety="rule:keywords", utility="rule:constant",
@@ -105,6 +107,20 @@ def test_read_prompts_filters_and_samples(tmp_path):
     assert len(sampled) == 4 and counts["sampled_out"] == 5
     assert sampled == boundary.read_prompts(BoundaryConfig(generator="/g", prompts=uri, safety="rule:keywords",
                                                            output="o", max_prompts=4, seed=3))[0]
+
+
+def test_read_prompts_keeps_long_prompts(tmp_path):
+    rows = _rows(6)
+    rows[1]["prompt"] = "Summarise this: " + " ".join(["word"] * 10)  # 12 words
+    rows[4]["prompt"] = "one two three four five six"  # 6 words; the others have 5
+    rows[5]["prompt"] = "a - b - c - d - e - f"  # 6 words: a dash is not a word
+    uri = _write_prompts(tmp_path / "p", rows)
+    records, counts = boundary.read_prompts(BoundaryConfig(generator="/g", prompts=uri, safety="rule:keywords",
+                                                           output="o", min_prompt_words=6))
+    assert [r["id"] for r in records] == ["p1", "p4", "p5"] and counts["short_prompt"] == 3
+    records, counts = boundary.read_prompts(BoundaryConfig(generator="/g", prompts=uri, safety="rule:keywords",
+                                                           output="o", min_prompt_words=7, max_prompts=1))
+    assert [r["id"] for r in records] == ["p1"] and counts["short_prompt"] == 5 and not counts["sampled_out"]
 
 
 # --------------------------------------------------------------------------- reward function
@@ -164,6 +180,39 @@ def test_reward_function_scores_concurrently_and_logs():
         BoundaryReward("rm_only", safety, None)
 
 
+class Fixed:
+    """A scorer that returns the given values in order (t for safety, u for utility)."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def score(self, prompts, responses):
+        return np.array(self.values[:len(responses)])
+
+
+def test_margin_normalisation_and_spreads_in_the_reward_log():
+    # |t - 0.5| = 0.1, 0.3, 0.1, 0.3 (mean 0.2, std 0.1): z-scored -1, 1, -1, 1; u spreads 1
+    t, u = Fixed([0.4, 0.8, 0.6, 0.2]), Fixed([1.0, 1.0, -1.0, -1.0])
+    pairs = (["q"] * 4, ["a", "b", "c", "d"])
+    zscored = BoundaryReward("boundary", t, u, RewardConfig(margin_normalisation="zscore"), concurrent=False)
+    r, entry = zscored.compute(*pairs, step=1)
+    assert r.tolist() == pytest.approx([0.0, 2.0, -2.0, 0.0])
+    assert entry["utility_std"] == pytest.approx(1.0) and entry["margin_std"] == pytest.approx(0.1)
+    assert entry["margin_mean"] == pytest.approx(0.2)
+    plain = BoundaryReward("boundary", t, u, RewardConfig(), concurrent=False)
+    assert plain.compute(*pairs)[0].tolist() == pytest.approx([1.1, 1.3, -0.9, -0.7])  # u + |t - tau|
+
+    entries = [entry, {**entry, "step": 2, "margin_std": 0.3}, {"step": 3, "reward_mean": 0.0}]
+    cal = boundary.calibration(entries, w_utility=2.0)
+    assert cal == {"batches": 2, "utility_std": pytest.approx(1.0), "margin_std": pytest.approx(0.2),
+                   "w_margin": pytest.approx(10.0)}  # 2 * 1.0 / 0.2
+    assert boundary.calibration([{"step": 1}]) is None
+    assert boundary.calibration([{**entry, "margin_std": 0.0}])["w_margin"] is None
+    shown = str(boundary.BoundaryResult(output="o", method="grpo-boundary", examples=4, global_step=1, train_loss=None,
+                                         seconds_per_step=None, counts={}, balance=cal))
+    assert "balance over 2 batches: std(u) 1.0000, std(margin term) 0.2000" in shown and "margin normalisation: 10" in shown
+
+
 # --------------------------------------------------------------------------- GRPO runs
 
 def _log(path: Path) -> list[dict]:
@@ -182,8 +231,9 @@ def test_every_reward_runs_through_grpo(tmp_path, models, prompts, reward):
     for e in entries:
         assert 0 < e["safety_mean"] < 1 and e["margin_mean"] == pytest.approx(abs(e["safety_mean"] - 0.5), abs=0.2)
         assert 0 <= e["filter_rate"] <= 1 and abs(e["utility_mean"]) < 1e-9  # z-scored per batch
-        if reward == "boundary":
-            assert e["reward_mean"] == pytest.approx(0.5 * e["utility_mean"] + 2.0 * e["margin_mean"])
+        assert 0 <= e["margin_std"] <= 0.5 and e["utility_std"] == pytest.approx(1.0)  # u z-scored, with spread
+        if reward in ("boundary", "prompt_aware"):
+            assert e["reward_mean"] == pytest.approx(0.0, abs=1e-9)  # both terms z-scored per batch (the default)
         if reward == "guard_only":
             assert e["reward_mean"] == pytest.approx(e["margin_mean"])
         if reward == "rm_only":
@@ -193,6 +243,7 @@ def test_every_reward_runs_through_grpo(tmp_path, models, prompts, reward):
     logs = [json.loads(x) for x in (tmp_path / "out" / "training_log.jsonl").read_text().splitlines()]
     assert any(f"rewards/{reward}/mean" in e and "boundary/margin_mean" in e for e in logs)
     assert res.first["step"] == 1 and res.last["step"] == 2 and "reward log:" in str(res)
+    assert res.balance["batches"] == 2 and "balance over 2 batches" in str(res)
 
 
 @pytest.mark.s3
@@ -240,6 +291,7 @@ def test_presets_load():
     paper = load_config(BoundaryConfig, stage="boundary", preset="paper",
                         overrides={"prompts": "p", "safety": "guard:/g", "utility": "reward_model:/rm", "output": "o"})
     assert paper.precision == "bf16" and paper.tau == 0.5 and paper.reward == "boundary"
+    assert (paper.w_utility, paper.w_margin, paper.margin_normalisation) == (1.0, 1.0, "zscore")
     assert "Qwen2.5" in paper.generator and paper.batch_size % paper.samples_per_row == 0
     boundary.check_config(boundary.resolve_generator(paper))
     tiny = load_config(BoundaryConfig, stage="boundary", preset="tiny-cpu", overrides={

@@ -193,6 +193,71 @@ def test_filter_outcome_rules():
     assert be.filter_outcome("harmful", False, None, 3.0) is None
 
 
+# --------------------------------------------------------------------------- long-context prompt sets
+
+def test_prompt_set_specs():
+    assert be.parse_prompt_set("long_context[min_words=200]=s3://b/sets/long") == \
+        be.PromptSet("long_context", "s3://b/sets/long", 200)
+    assert be.parse_prompt_set("jailbreak=/data/jbb") == be.PromptSet("jailbreak", "/data/jbb", 0)
+    assert be.parse_prompt_set("/data/xstest") == be.PromptSet("xstest", "/data/xstest", 0)
+    for spec, message in (("x[size=3]=/u", "unknown option.*size"), ("x[min_words=lots]=/u", "min_words must be"),
+                          ("x[min_words=-2]=/u", "min_words must be")):
+        with pytest.raises(GuardsmithError, match=message):
+            be.parse_prompt_set(spec)
+    sets = be.check_config(_cfg(Path("/tmp"), prompt_sets=["a=/x", "long[min_words=50]=/y"]))[2]
+    assert [(s.name, s.min_words) for s in sets] == [("a", 0), ("long", 50)]
+
+
+def test_min_words_keeps_long_prompts(tmp_path):
+    rows = [_row("r0", "Three words here.", "harmful"),
+            _row("r1", "Now a prompt of exactly seven words.", "unharmful"),
+            _row("r2", "one two three four five -- six", None),  # six words: the dashes are no word
+            _row("r3", "Much longer prompt, with commas, that runs to twelve words in all.", "harmful")]
+    uri = _write_set(str(tmp_path / "set"), rows)
+    assert [r["id"] for r in be.load_prompt_set(be.PromptSet("s", uri, 0), None)] == ["r0", "r1", "r2", "r3"]
+    assert [r["id"] for r in be.load_prompt_set(be.PromptSet("s", uri, 6), None)] == ["r1", "r2", "r3"]
+    assert [r["id"] for r in be.load_prompt_set(be.PromptSet("s", uri, 7), None)] == ["r1", "r3"]
+    assert [r["id"] for r in be.load_prompt_set(be.PromptSet("s", uri, 7), 1)] == ["r1"]  # limit after the filter
+    assert [r["id"] for r in be.load_prompt_set(be.PromptSet("s", uri, 12), None)] == ["r3"]
+    with pytest.raises(GuardsmithError, match="no rows of at least 13 words \\(among 4 rows\\)"):
+        be.load_prompt_set(be.PromptSet("s", uri, 13), None)
+
+
+def test_long_context_set_from_the_openai_moderation_file(tmp_path):
+    """The real OpenAI moderation file through its adapter: 269 of its 1,680 prompts have 200+ words
+    (119 of them harmful), counted apart with perl: whitespace-separated tokens holding a Unicode
+    letter or digit (a plain whitespace split, which also counts tokens like "-", gives 278)."""
+    from guardsmith.sources import import_source
+
+    raw = Path(__file__).resolve().parents[2] / "shared" / "data" / "public" / "samples-1680.jsonl.gz"
+    if not raw.exists():
+        pytest.skip("the shared public data folder is not here")
+    uri = str(tmp_path / "moderation")
+    import_source("openai_moderation", "train", str(raw), uri)
+    long = be.load_prompt_set(be.PromptSet("long_context", uri, 200), None)
+    assert len(long) == 269 and sum(r["prompt_harm"] == "harmful" for r in long) == 119
+
+
+def test_pipeline_plans_and_names_its_prompt_sets():
+    from guardsmith.pipelines.boundary_guidance.pipeline import name_prompt_sets, plan_prompt_sets
+
+    specs = [{"name": "jailbreak", "source": "jbb", "split": "harmful", "files": "hf"},
+             {"name": "long_context", "source": "openai_moderation", "split": "train", "files": "hf",
+              "min_words": 200.0}]  # numbers reach a KFP task as floats
+    planned = plan_prompt_sets.python_func(specs=specs, work_root="s3://b/r")
+    assert [p["table"] for p in planned] == ["s3://b/r/boundary/prompt_sets/jailbreak",
+                                             "s3://b/r/boundary/prompt_sets/long_context"]
+    named = name_prompt_sets.python_func(planned=planned, imported=[p["table"] for p in reversed(planned)])
+    assert named == ["jailbreak=s3://b/r/boundary/prompt_sets/jailbreak",
+                     "long_context[min_words=200]=s3://b/r/boundary/prompt_sets/long_context"]
+    assert [be.parse_prompt_set(s).min_words for s in named] == [0, 200]
+    with pytest.raises(RuntimeError, match="not imported"):
+        name_prompt_sets.python_func(planned=planned, imported=[planned[0]["table"]])
+    for bad in (-1, 2.5, "200", True):
+        with pytest.raises(GuardsmithError, match="long_context: min_words must be a whole number"):
+            plan_prompt_sets.python_func(specs=[{**specs[1], "min_words": bad}], work_root="s3://b/r")
+
+
 # --------------------------------------------------------------------------- bad input
 
 def test_missing_prompt_column_writes_nothing(tmp_path, scripted, judge):

@@ -20,7 +20,7 @@ import pytest
 importlib.import_module("kfp")
 yaml = importlib.import_module("yaml")
 
-from guardsmith import kfp_support  # noqa: E402
+from guardsmith import kfp_support, storage  # noqa: E402
 from guardsmith.cli.pipeline import pipeline_app  # noqa: E402
 from guardsmith.ops import local, pipelines, presets  # noqa: E402
 from guardsmith.stages import STAGES as REGISTRY  # noqa: E402
@@ -175,6 +175,15 @@ def test_guard_then_boundary_uses_the_trained_guard_as_the_filter(fresh: Path) -
     assert tasks["boundary"]["inputs"]["parameters"]["safety"]["parameterExpressionSelector"] == \
         'parseJson(string_value)["safety"]'
     assert "preflight" in tasks and "boundary-preflight" in tasks["preflight"]["dependentTasks"]
+    # the RL prompts are held apart from the guard's training rows (subset) and difficult set (mine)
+    (held,) = [t for t in tasks.values() if t["taskInfo"]["name"] == "hold prompts apart from guard data"]
+    params = held["inputs"]["parameters"]
+    assert params["exclude"]["runtimeValue"]["constant"] == [
+        "{{$.inputs.parameters['pipelinechannel--subset-output']}}",
+        "{{$.inputs.parameters['pipelinechannel--mine-difficult']}}"]
+    assert params["pipelinechannel--mine-difficult"]["taskOutputParameter"] == {
+        "outputParameterKey": "difficult", "producerTask": "mine"}
+    assert held["cachingOptions"].get("enableCache") is not True
 
 
 # --------------------------------------------------------------------------- parameters and presets
@@ -274,13 +283,17 @@ def test_local_boundary_guidance_run_on_tiny_models(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_local_guard_then_boundary_uses_the_trained_guard_as_filter(tmp_path: Path) -> None:
     """guard_training's steps, then Boundary Guidance whose safety scorer is that run's guard."""
-    result = local.run_local("guard_then_boundary", "tiny-cpu", out=tmp_path / "out")
+    result = local.run_local("guard_then_boundary", "tiny-cpu", store=tmp_path / "store", out=tmp_path / "out")
     work_root = result["work_root"]
     (run,) = list((tmp_path / "out" / "kfp-root").iterdir())
     plan = json.loads((run / "plan-variants" / "executor_output.json").read_text())["parameterValues"]["Output"]
     assert {item["reward"] for item in plan} == {"boundary", "filter_avoid"}
     assert {item["safety"] for item in plan} == {f"guard:{work_root}/continual/model"}
     assert (run / "continual" / "executor_output.json").exists()
+    trained = set(storage.read_table(f"{work_root}/subset").column("id").to_pylist())
+    prompts = storage.read_table(f"{work_root}/boundary/prompts/train").column("id").to_pylist()
+    held = set(storage.read_table(f"{work_root}/boundary/prompts/held_apart").column("id").to_pylist())
+    assert trained & set(prompts) and not trained & held and held  # the overlap was there, and is gone
     report = Path(result["report_md"]).read_text()
     for system in ("| base+filter |", "| boundary+filter |", "| filter_avoid+filter |"):
         assert system in report, system

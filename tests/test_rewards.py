@@ -44,6 +44,55 @@ def test_formulas_on_examples():
     assert set(rewards.REWARDS) == {"boundary", "guard_only", "rm_only", "filter_avoid", "prompt_aware"}
 
 
+def test_margin_zscore_on_examples_computed_by_hand():
+    # |t - 0.5| = 0.1, 0.3, 0.1, 0.3: mean 0.2, std 0.1, so the z-scored margin is -1, 1, -1, 1
+    t = np.array([0.4, 0.8, 0.6, 0.2])
+    u = np.array([1.0, -1.0, 0.5, 0.0])
+    z = RewardConfig(w_u=2.0, w_m=3.0, margin_normalisation="zscore")
+    np.testing.assert_allclose(compute_reward("boundary", t, u, z), [2 - 3, -2 + 3, 1 - 3, 0 + 3])
+    np.testing.assert_allclose(compute_reward("boundary", t, u, RewardConfig(w_u=2.0, w_m=3.0)),
+                               [2 + 0.3, -2 + 0.9, 1 + 0.3, 0 + 0.9])  # none: the formula as written
+    # prompt_aware: unsafe prompts (0.9) take t - tau: -0.1, 0.1, 0.1, -0.1 (mean 0, std 0.1)
+    t2, tp = np.array([0.4, 0.6, 0.6, 0.4]), np.array([0.9, 0.1, 0.1, 0.9])
+    np.testing.assert_allclose(compute_reward("prompt_aware", t2, np.zeros(4), RewardConfig(margin_normalisation="zscore"),
+                                              t_prompt=tp), [-1.0, 1.0, 1.0, -1.0])
+    # no spread in the margin: the term is 0 and the reward is the weighted utility
+    np.testing.assert_allclose(compute_reward("boundary", [0.2, 0.8], [1.0, 3.0], RewardConfig(w_u=2.0, margin_normalisation="zscore")),
+                               [2.0, 6.0])
+    # the other rewards have no w_m term and ignore the setting
+    for name in ("guard_only", "rm_only", "filter_avoid"):
+        np.testing.assert_allclose(compute_reward(name, t, u, z), compute_reward(name, t, u, RewardConfig(w_u=2.0, w_m=3.0)))
+
+
+def test_margin_balance_and_equalising_weight_by_hand():
+    # u spreads 1 (values +-1), |t - tau| spreads 0.1 (0.1 / 0.3): w_m = w_u * 1 / 0.1
+    u, m = [1.0, -1.0, 1.0, -1.0], rewards.margin_term([0.4, 0.8, 0.6, 0.2])
+    np.testing.assert_allclose(m, [0.1, 0.3, 0.1, 0.3])
+    balance = rewards.margin_balance(u, m, w_u=2.0)
+    assert balance["utility_std"] == pytest.approx(1.0) and balance["margin_std"] == pytest.approx(0.1)
+    assert balance["w_margin"] == pytest.approx(20.0)
+    # with that weight the margin part of the paper formula spreads as much as the utility part
+    cfg = RewardConfig(w_u=2.0, w_m=balance["w_margin"])
+    parts = compute_reward("boundary", [0.4, 0.8, 0.6, 0.2], [0.0] * 4, cfg)
+    assert parts.std() == pytest.approx((2.0 * np.array(u)).std())
+    assert rewards.margin_balance([1.0, 2.0], [0.3, 0.3])["w_margin"] is None
+    assert rewards.margin_term([0.7, 0.7], t_prompt=[0.6, 0.2]).tolist() == pytest.approx([0.2, 0.2])
+    assert rewards.margin_term([0.3, 0.3], t_prompt=[0.6, 0.2]).tolist() == pytest.approx([-0.2, 0.2])
+
+
+@settings(max_examples=100, deadline=None)
+@given(t=st.lists(unit, min_size=2, max_size=32), w_m=st.floats(0.1, 5.0), tau=tau_st)
+def test_zscored_margin_part_spreads_exactly_w_m(t, w_m, tau):
+    t_arr = np.array(t)
+    cfg = RewardConfig(tau=tau, w_m=w_m, margin_normalisation="zscore")
+    part = compute_reward("boundary", t_arr, np.zeros_like(t_arr), cfg)
+    if np.abs(t_arr - tau).std() > 1e-6:
+        assert part.std() == pytest.approx(w_m, rel=1e-6) and part.mean() == pytest.approx(0.0, abs=1e-6)
+        # the ranking by distance from the boundary is kept
+        order = np.argsort(np.abs(t_arr - tau), kind="stable")
+        assert np.all(np.diff(part[order]) >= -1e-9)
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda: compute_reward("nope", [0.1], [0.0]), "unknown reward"),
     (lambda: compute_reward("boundary", [1.2], [0.0]), r"t must be a probability"),
@@ -54,6 +103,7 @@ def test_formulas_on_examples():
     (lambda: compute_reward("prompt_aware", [0.1], [0.0], t_prompt=[0.1, 0.2]), "t_prompt must have the shape"),
     (lambda: RewardConfig(tau=1.0), "tau must be in"),
     (lambda: RewardConfig(w_m=-1.0), "w_m must be"),
+    (lambda: RewardConfig(margin_normalisation="max"), "unknown margin_normalisation"),
     (lambda: SystemRewardModel(utility=-2.0, harm_cost=1.0), "utility \\+ harm_cost"),
     (lambda: SystemRewardModel(refusal_value=1.0, false_positive_cost=0.0, blocked_value=1.0), "blocked_value"),
 ])

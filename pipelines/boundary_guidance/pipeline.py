@@ -1,7 +1,7 @@
 """The `boundary_guidance` pipeline: Boundary Guidance generators and their judged evaluation (method B).
 
-    preflight ┬─ import training prompts -> plan variants -> ParallelFor(reward): boundary ─┐
-              └─ plan prompt-set imports -> ParallelFor(prompt set): data_import ────────────────┴─> boundary_eval
+    preflight ┬─ import training prompts -> plan variants -> ParallelFor(reward): boundary ──────────────┐
+              └─ plan prompt-set imports -> ParallelFor(prompt set): data_import -> name prompt sets ─┴─> boundary_eval
 
 One generator is trained per reward variant (`rewards`, e.g. boundary and filter_avoid) from the
 same base generator, prompts, safety scorer t and utility u; `boundary_eval` then puts the base
@@ -22,6 +22,7 @@ from kfp import dsl
 from guardsmith.components.boundary_eval import boundary_eval
 from guardsmith.components.boundary import boundary
 from guardsmith.components.data_import import data_import
+from guardsmith.components.subset import subset
 from guardsmith.filtered_system import DEFAULT_REFUSAL
 from guardsmith.kfp_support import (
     DEFAULT_GPU_NODE_SELECTOR,
@@ -41,8 +42,10 @@ PROMPT_SETS: List[Dict[str, str]] = [
     {"name": "jailbreak", "source": "jbb", "split": "harmful", "files": "hf"},
     {"name": "ambiguous", "source": "jbb", "split": "benign", "files": "hf"},
 ]
-"""Default evaluation prompt sets (name, source, split, files): JailbreakBench's harmful behaviours
-(prompt_harm harmful) and its benign look-alikes (unharmful); add e.g. a long-context set."""
+"""Default evaluation prompt sets (name, source, split, files[, min_words]): JailbreakBench's harmful
+behaviours (prompt_harm harmful) and its benign look-alikes (unharmful); add e.g. a long-context set
+``{name: long_context, source: openai_moderation, split: train, files: hf, min_words: 200}``
+(``min_words``: boundary_eval keeps only prompts of at least that many words)."""
 
 
 @component("cpu")
@@ -58,10 +61,29 @@ def boundary_preflight(work_root: str, inputs: List[str], scorers: List[str], re
 
 @component("cpu")
 def plan_prompt_sets(specs: List[Dict], work_root: str) -> List[Dict]:
-    """Give every prompt-set import spec its table URI: <work_root>/boundary/prompt_sets/<name>."""
+    """Give every prompt-set import spec its table URI, <work_root>/boundary/prompt_sets/<name>, and
+    boundary_eval's spec of it, name=table or (with min_words) name[min_words=N]=table."""
     from guardsmith import storage
+    from guardsmith.errors import GuardsmithError
 
-    return [{**spec, "table": storage.join(work_root, "boundary", "prompt_sets", spec["name"])} for spec in specs]
+    planned = []
+    for spec in specs:
+        table = storage.join(work_root, "boundary", "prompt_sets", spec["name"])
+        words = spec.get("min_words") or 0
+        if isinstance(words, bool) or not isinstance(words, (int, float)) or words < 0 or words != int(words):
+            raise GuardsmithError(f"prompt_sets: {spec['name']}: min_words must be a whole number >= 0, got {words!r}")
+        named = f"{spec['name']}[min_words={int(words)}]={table}" if words else f"{spec['name']}={table}"
+        planned.append({**spec, "table": table, "prompt_set": named})
+    return planned
+
+
+@component("cpu")
+def name_prompt_sets(planned: List[Dict], imported: List[str]) -> List[str]:
+    """boundary_eval's prompt-set specs (planned by plan_prompt_sets), once every table is imported."""
+    missing = sorted({spec["table"] for spec in planned} - set(imported))
+    if missing:
+        raise RuntimeError(f"prompt sets not imported: {', '.join(missing)}")
+    return [spec["prompt_set"] for spec in planned]
 
 
 @component("cpu")
@@ -88,10 +110,12 @@ class BoundaryGuidance:
     """boundary_eval: ``outputs["report_md"]`` is the report's Markdown URI"""
 
 
-def add_boundary_guidance(p: Any, safety: Any, after: Sequence[Any] = ()) -> BoundaryGuidance:
+def add_boundary_guidance(p: Any, safety: Any, after: Sequence[Any] = (), hold_apart: Sequence[Any] = ()) -> BoundaryGuidance:
     """Add import -> train (one task per reward) -> boundary_eval tasks to the current pipeline.
 
     ``p`` carries :func:`boundary_guidance`'s parameters as attributes (``safety`` excepted);
+    ``hold_apart`` (table URIs, e.g. a guard's training rows) are left out of the training prompts
+    by id or prompt text;
     ``safety`` is the scorer spec used both as the training signal t and as the evaluated filter
     (a pipeline parameter, or an f-string over a task output); the imports wait for ``after``.
     """
@@ -107,17 +131,27 @@ def add_boundary_guidance(p: Any, safety: Any, after: Sequence[Any] = ()) -> Bou
     with dsl.ParallelFor(plan.output, parallelism=4) as spec:
         imported = configure(data_import(source=spec.source, split=spec.split, from_uri=spec.files,
                                          output=spec.table), "data_import", display_name="import prompt set")
+    named = configure(name_prompt_sets(planned=plan.output, imported=dsl.Collected(imported.outputs["output"])),
+                      "plan", display_name="name prompt sets")
 
     # The loop reads task outputs only through its items (kfp.local would otherwise substitute the
     # loop item for every upstream output the loop consumes).
-    variants = configure(plan_variants(rewards=p.rewards, work_root=p.work_root, prompts=prompts.outputs["output"],
+    training_prompts = prompts.outputs["output"]
+    if hold_apart:  # the generator's RL prompts are not the guard's own training rows
+        kept = configure(subset(input=training_prompts, output=f"{root}/prompts/held_apart", n=0,
+                                exclude=list(hold_apart)), "subset", display_name="hold prompts apart from guard data")
+        kept.set_caching_options(False)  # the held-apart tables are rewritten by every run
+        training_prompts = kept.outputs["output"]
+    variants = configure(plan_variants(rewards=p.rewards, work_root=p.work_root, prompts=training_prompts,
                                        safety=safety), "plan", display_name="plan generator variants")
     with dsl.ParallelFor(variants.output) as variant:
         trained = configure(boundary(
             generator=p.generator, output=variant.output, prompts=variant.prompts,
-            prompt_labels=p.boundary_prompt_labels, max_prompts=p.boundary_max_prompts, system_prompt=p.system_prompt,
+            prompt_labels=p.boundary_prompt_labels, max_prompts=p.boundary_max_prompts,
+            min_prompt_words=p.boundary_min_prompt_words, system_prompt=p.system_prompt,
             safety=variant.safety, utility=p.utility, reward=variant.reward, tau=p.tau, w_utility=p.boundary_w_utility,
-            w_margin=p.boundary_w_margin, filter_lambda=p.boundary_filter_lambda,
+            w_margin=p.boundary_w_margin, margin_normalisation=p.boundary_margin_normalisation,
+            filter_lambda=p.boundary_filter_lambda,
             refusal_utility=p.boundary_refusal_utility, utility_normalisation=p.boundary_utility_normalisation,
             scorer_batch_size=p.boundary_scorer_batch_size, samples_per_row=p.boundary_samples_per_row,
             max_tokens=p.boundary_max_tokens, temperature=p.boundary_temperature,
@@ -135,7 +169,7 @@ def add_boundary_guidance(p: Any, safety: Any, after: Sequence[Any] = ()) -> Bou
 
     evaluated = configure(boundary_eval(
         base=f"base={p.generator}", models=dsl.Collected(trained.outputs["output"]), scorer=safety, judge=p.judge,
-        prompt_sets=dsl.Collected(imported.outputs["output"]), output=f"{root}/eval", tau=p.tau,
+        prompt_sets=named.output, output=f"{root}/eval", tau=p.tau,
         refusal=p.boundary_eval_refusal, system_prompt=p.system_prompt,
         unfiltered_variants=p.boundary_eval_unfiltered_variants, samples_per_row=p.boundary_eval_samples_per_row,
         temperature=p.boundary_eval_temperature, top_p=p.boundary_eval_top_p, max_tokens=p.boundary_eval_max_tokens,
@@ -168,8 +202,10 @@ def boundary_guidance(
     prompts_from: str = "hf",
     boundary_prompt_labels: List[str] = [],
     boundary_max_prompts: int = 0,
+    boundary_min_prompt_words: int = 0,
     boundary_w_utility: float = 1.0,
     boundary_w_margin: float = 1.0,
+    boundary_margin_normalisation: str = "zscore",
     boundary_filter_lambda: float = 1.0,
     boundary_refusal_utility: float = 0.0,
     boundary_utility_normalisation: str = "zscore",

@@ -60,7 +60,8 @@ def _guard_then_boundary(*args):
                       "preflight", display_name="preflight (Boundary Guidance inputs)")
     guard = add_guard_training(p, after=[check])
     safety = f"guard:{guard.updated.outputs['output']}{p.safety_options}"
-    return add_boundary_guidance(p, safety, after=[check]).evaluated.outputs["report_md"]
+    held = [guard.chosen.outputs["output"], guard.mined.outputs["difficult"]]  # what the guard trained on
+    return add_boundary_guidance(p, safety, after=[check], hold_apart=held).evaluated.outputs["report_md"]
 
 
 _guard_then_boundary.__signature__ = inspect.Signature(list(PARAMETERS.values()), return_annotation=str)

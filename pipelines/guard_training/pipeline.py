@@ -49,6 +49,10 @@ class GuardTraining:
 
     check: Any
     """preflight"""
+    chosen: Any
+    """subset: ``outputs["output"]`` is the table of training rows"""
+    mined: Any
+    """mine: ``outputs["difficult"]`` is the difficult set continual training adds"""
     tuned: Any
     """sft: ``outputs["output"]`` is the SFT guard's URI"""
     updated: Any
@@ -153,7 +157,7 @@ def add_guard_training(p: Any, after: Sequence[Any] = ()) -> GuardTraining:
         samples_per_row=p.evaluate_samples_per_row, temperature=p.evaluate_temperature, top_p=p.evaluate_top_p, max_tokens=p.evaluate_max_tokens,
         seed=p.evaluate_seed, tasks=p.evaluate_tasks, limit=p.evaluate_limit, backend=p.evaluate_backend,
         concurrency=p.evaluate_concurrency, title=p.report_title, after=[check])
-    return GuardTraining(check=check, tuned=tuned, updated=updated, scored=scored, report=built)
+    return GuardTraining(check=check, chosen=chosen, mined=mined, tuned=tuned, updated=updated, scored=scored, report=built)
 
 
 

@@ -17,17 +17,28 @@ Rewards (selectable by name, `REWARDS`):
 - ``prompt_aware``: ``w_u * u + w_m * m`` with ``m = t - tau`` when the prompt alone is judged
   unsafe (``t_prompt >= tau``: the output is pushed toward the filter, i.e. refusal) and
   ``m = |t - tau|`` otherwise (the boundary term). The paper reports this ablation as harmful.
+
+Balance of the two terms (``boundary``, ``prompt_aware``): a z-scored utility spreads about 1 per
+batch while ``|t - tau|`` lies in [0, max(tau, 1 - tau)] and typically spreads about 0.1, so at
+``w_u = w_m = 1`` the utility decides the ranking of a group almost alone. ``margin_normalisation``
+``zscore`` z-scores the margin term over the arrays given (one generation batch), so equal
+weights mean equal spread; ``none`` keeps the formula as written. `margin_balance` measures both
+spreads and the ``w_m`` that equalises them without normalisation (the calibration).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from guardsmith.errors import GuardsmithError
 
 ArrayLike = np.ndarray | list[float] | tuple[float, ...] | float
+
+MARGIN_NORMALISATIONS = ("none", "zscore")
+"""How the margin term of `boundary` and `prompt_aware` is scaled before w_m weighs it."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +47,9 @@ class RewardConfig:
 
     tau: filter threshold (output shown when t < tau). w_u, w_m: weights of the utility and the
     margin term (`boundary`, `prompt_aware`). lam: penalty on t in `filter_avoid`. u_refusal:
-    the utility `filter_avoid` assigns to a filtered output.
+    the utility `filter_avoid` assigns to a filtered output. margin_normalisation: ``none`` (the
+    margin term as written) or ``zscore`` (the margin term z-scored over the batch before w_m
+    weighs it; zeros when it has no spread).
     """
 
     tau: float = 0.5
@@ -44,9 +57,13 @@ class RewardConfig:
     w_m: float = 1.0
     lam: float = 1.0
     u_refusal: float = 0.0
+    margin_normalisation: str = "none"
 
     def __post_init__(self) -> None:
         _check_tau(self.tau)
+        if self.margin_normalisation not in MARGIN_NORMALISATIONS:
+            raise GuardsmithError(f"unknown margin_normalisation {self.margin_normalisation!r}; "
+                                  f"choose one of {', '.join(MARGIN_NORMALISATIONS)}")
         for name in ("w_u", "w_m", "lam"):
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0:
@@ -85,9 +102,28 @@ def filtered(t: ArrayLike, tau: float = 0.5) -> np.ndarray:
     return _unit("t", t) >= tau
 
 
+def margin_term(t: ArrayLike, cfg: RewardConfig = RewardConfig(), t_prompt: ArrayLike | None = None) -> np.ndarray:
+    """The margin term before normalisation: ``|t - tau|``, or with `t_prompt` (prompt_aware)
+    ``t - tau`` where the prompt alone is judged unsafe (``t_prompt >= tau``)."""
+    distance = margin(t, cfg.tau)
+    if t_prompt is None:
+        return distance
+    unsafe_prompt = _unit("t_prompt", t_prompt) >= cfg.tau
+    return np.where(unsafe_prompt, _unit("t", t) - cfg.tau, distance)
+
+
+def _weighted(u: ArrayLike, m: np.ndarray, cfg: RewardConfig) -> np.ndarray:
+    """``w_u * u + w_m * m`` with the margin term normalised as `cfg` says."""
+    if cfg.margin_normalisation == "zscore":
+        from guardsmith.scoring import normalise
+
+        m = normalise(m, "zscore")
+    return cfg.w_u * _finite("u", u) + cfg.w_m * m
+
+
 def boundary(t: ArrayLike, u: ArrayLike, cfg: RewardConfig = RewardConfig()) -> np.ndarray:
-    """``w_u * u + w_m * |t - tau|``."""
-    return cfg.w_u * _finite("u", u) + cfg.w_m * margin(t, cfg.tau)
+    """``w_u * u + w_m * |t - tau|`` (the margin term normalised per `cfg.margin_normalisation`)."""
+    return _weighted(u, margin_term(t, cfg), cfg)
 
 
 def guard_only(t: ArrayLike, u: ArrayLike, cfg: RewardConfig = RewardConfig()) -> np.ndarray:
@@ -111,9 +147,7 @@ def prompt_aware(t: ArrayLike, u: ArrayLike, cfg: RewardConfig = RewardConfig(),
     """``w_u * u + w_m * m``: ``m = t - tau`` for prompts judged unsafe, else ``|t - tau|``."""
     if t_prompt is None:
         raise GuardsmithError("the prompt_aware reward needs t_prompt (the guard's verdict on the prompt alone)")
-    t_arr, p_arr = _unit("t", t), _unit("t_prompt", t_prompt)
-    m = np.where(p_arr >= cfg.tau, t_arr - cfg.tau, np.abs(t_arr - cfg.tau))
-    return cfg.w_u * _finite("u", u) + cfg.w_m * m
+    return _weighted(u, margin_term(t, cfg, t_prompt), cfg)
 
 
 RewardFn = Callable[..., np.ndarray]
@@ -144,6 +178,22 @@ def compute_reward(name: str, t: ArrayLike, u: ArrayLike, cfg: RewardConfig = Re
             raise GuardsmithError(f"t_prompt must have the shape of t {t_arr.shape}, got {np.shape(t_prompt)}")
         return REWARDS[name](t_arr, u_arr, cfg, t_prompt)
     return REWARDS[name](t_arr, u_arr, cfg)
+
+
+def margin_balance(u: ArrayLike, m: ArrayLike, w_u: float = 1.0) -> dict[str, Any]:
+    """Spreads of the utility `u` (as the reward sees it, i.e. normalised) and of the margin term `m`
+    (before normalisation) over one batch, and the w_m that gives ``w_m * m`` the spread of
+    ``w_u * u``: ``{"utility_std", "margin_std", "w_margin"}`` (w_margin None when m has no spread)."""
+    u_arr, m_arr = _finite("u", u), _finite("margin", m)
+    u_std = float(u_arr.std()) if u_arr.size else 0.0
+    m_std = float(m_arr.std()) if m_arr.size else 0.0
+    return {"utility_std": u_std, "margin_std": m_std, "w_margin": equalising_weight(u_std, m_std, w_u)}
+
+
+def equalising_weight(utility_std: float, margin_std: float, w_u: float = 1.0) -> float | None:
+    """The w_m for which ``w_m * margin`` spreads as much as ``w_u * u``: ``w_u * std(u) / std(m)``
+    (None when the margin has no spread)."""
+    return w_u * utility_std / margin_std if margin_std > 1e-8 else None
 
 
 # --------------------------------------------------------------------------- system reward (Prop. 1)

@@ -12,6 +12,7 @@ import typer
 
 from guardsmith.cli.deploy import deploy_app, echo_dict
 from guardsmith.cli.pipeline import pipeline_app
+from guardsmith.cli.score import score
 from guardsmith.errors import GuardsmithError
 from guardsmith.stages import STAGES
 
@@ -31,6 +32,7 @@ app.add_typer(serve_app, name="serve")
 app.add_typer(models_app, name="models")
 app.add_typer(pipeline_app, name="pipeline", help="Compile, run locally, submit and schedule the Kubeflow pipelines.")
 app.add_typer(deploy_app, name="deploy", help="Deployment helpers: quality gates, image pinning, KFP upload and submit.")
+app.command("score")(score)
 
 
 @data_app.command("sources")

@@ -7,8 +7,11 @@ prompt_aware). The reward function is asynchronous (TRL 1.16 runs async reward f
 own event loop); inside it, the safety scorer, the utility scorer and (prompt_aware) the
 prompt-only safety scorer run concurrently in worker threads (`asyncio.to_thread`), so a GPU
 guard and a GPU reward model overlap. Per generation batch, the reward total and its parts (mean
-u, mean t, mean |t - tau|, filter rate) are appended to a JSONL reward log, published beside
-the model as `rewards.jsonl` and also written to `rewards_log` when set.
+u, mean t, mean |t - tau|, filter rate, the spreads of u and of the margin term) are appended to a
+JSONL reward log, published beside the model as `rewards.jsonl` and also written to `rewards_log`
+when set. `margin_normalisation: zscore` (the default) z-scores the margin term per batch like the
+utility, so that w_u = w_m = 1 weigh two terms of equal spread; the run prints the spreads and
+the w_margin that would equalise them without it (`calibration`).
 
 Generation uses vLLM when it is installed and a GPU is present (`use_vllm`; colocate or server
 mode), transformers otherwise. Precision, LoRA, checkpoint upload to object storage and resume,
@@ -19,7 +22,8 @@ table and local scorer models by content, the effective config, the version) is 
 first; the same work already published at `output` is a no-op, other work there is refused
 naming the difference unless `overwrite`; checkpoints are resumed only by the same work.
 Prompts longer than `max_example_chars` (with the system prompt) are refused naming the row
-(`long_examples: error`) or cut and counted (`truncate`) before any tokenising.
+(`long_examples: error`) or cut and counted (`truncate`) before any tokenising; prompts with fewer
+than `min_prompt_words` words are left out (a long-context prompt set).
 """
 from __future__ import annotations
 
@@ -38,7 +42,8 @@ import numpy as np
 from guardsmith import settings
 from guardsmith.config import option
 from guardsmith.errors import DataError, GuardsmithError
-from guardsmith.rewards import NEEDS_PROMPT_SCORE, REWARDS, RewardConfig, compute_reward
+from guardsmith.rewards import (NEEDS_PROMPT_SCORE, REWARDS, RewardConfig, compute_reward, equalising_weight,
+                                margin_balance, margin_term)
 from guardsmith.training import TrainConfig, TrainResult
 
 HELP = (
@@ -66,6 +71,7 @@ class BoundaryConfig(TrainConfig, settings.sampling(omit=("seed",), samples_per_
     prompt_labels: list[str] = option(help="Use only rows whose prompt_harm is one of: harmful, unharmful, unlabelled (empty: all).",
                                       factory=list)
     max_prompts: int = option(0, "Use at most this many prompts (a seeded sample); 0 uses all.")
+    min_prompt_words: int = option(0, "Use only prompts of at least this many words (e.g. 200 for long-context prompts); 0 uses all.")
     system_prompt: str | None = option(None, "System message put before each prompt (none by default).")
     safety: str = option(help="Safety scorer t: guard:<uri>, classifier:<uri>[?label=unsafe], openai:<url>?model=NAME or rule:<name>.")
     utility: str | None = option(None, "Utility scorer u: reward_model:<uri> or rule:<name> (optional only for guard_only).")
@@ -74,6 +80,9 @@ class BoundaryConfig(TrainConfig, settings.sampling(omit=("seed",), samples_per_
     tau: float = option(0.5, "Filter threshold: an output with t >= tau is replaced by a refusal.")
     w_utility: float = option(1.0, "Weight w_u of the utility in boundary and prompt_aware.")
     w_margin: float = option(1.0, "Weight w_m of the margin term |t - tau| in boundary and prompt_aware.")
+    margin_normalisation: Literal["none", "zscore"] = option(
+        "zscore", "Margin term of boundary and prompt_aware: zscore (per generation batch, the spread of a z-scored "
+                  "utility) or none (|t - tau| as written; the paper's formula).")
     filter_lambda: float = option(1.0, "filter_avoid: penalty lambda on t.")
     refusal_utility: float = option(0.0, "filter_avoid: utility of a filtered output (u_refusal).")
     utility_normalisation: Literal["none", "zscore", "affine"] = option(
@@ -106,6 +115,7 @@ class BoundaryResult(TrainResult):
     rewards_log: str | None = None
     first: dict[str, Any] | None = None
     last: dict[str, Any] | None = None
+    balance: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         lines = [super().__str__(), f"reward log: {self.rewards_log}"]
@@ -114,6 +124,11 @@ class BoundaryResult(TrainResult):
                 lines.append(f"{name} step {entry['step']}: reward {entry['reward_mean']:.4f}, t {entry['safety_mean']:.4f}, "
                              f"|t-tau| {entry['margin_mean']:.4f}, u {entry['utility_mean']:.4f}, "
                              f"filtered {entry['filter_rate']:.3f}")
+        if self.balance:
+            b = self.balance
+            weight = "none (the margin term has no spread)" if b["w_margin"] is None else f"{b['w_margin']:.3g}"
+            lines.append(f"balance over {b['batches']} batches: std(u) {b['utility_std']:.4f}, std(margin term) "
+                         f"{b['margin_std']:.4f}; w_margin equalising them without margin normalisation: {weight}")
         return "\n".join(lines)
 
 
@@ -122,7 +137,7 @@ class BoundaryResult(TrainResult):
 def reward_config(cfg: BoundaryConfig) -> RewardConfig:
     """The `RewardConfig` of a stage config."""
     return RewardConfig(tau=cfg.tau, w_u=cfg.w_utility, w_m=cfg.w_margin, lam=cfg.filter_lambda,
-                        u_refusal=cfg.refusal_utility)
+                        u_refusal=cfg.refusal_utility, margin_normalisation=cfg.margin_normalisation)
 
 
 def resolve_generator(cfg: BoundaryConfig) -> BoundaryConfig:
@@ -154,8 +169,8 @@ def check_config(cfg: BoundaryConfig) -> None:
         raise GuardsmithError(f"prompt_labels: unknown value(s) {', '.join(bad)}; use {', '.join(LABEL_FILTERS)}")
     if cfg.samples_per_row < 2 or cfg.batch_size % cfg.samples_per_row:
         raise GuardsmithError(f"samples_per_row ({cfg.samples_per_row}) must be >= 2 and divide batch_size ({cfg.batch_size})")
-    if cfg.max_tokens < 1 or cfg.max_prompts < 0 or cfg.scorer_batch_size < 1:
-        raise GuardsmithError("max_tokens and scorer_batch_size must be >= 1, max_prompts >= 0")
+    if cfg.max_tokens < 1 or cfg.max_prompts < 0 or cfg.scorer_batch_size < 1 or cfg.min_prompt_words < 0:
+        raise GuardsmithError("max_tokens and scorer_batch_size must be >= 1, max_prompts and min_prompt_words >= 0")
     if cfg.max_length <= cfg.max_tokens:
         raise GuardsmithError(f"max_length ({cfg.max_length}) must exceed max_tokens ({cfg.max_tokens})")
     settings.group_values(cfg, settings.Sampling)
@@ -168,6 +183,7 @@ def check_config(cfg: BoundaryConfig) -> None:
 def read_prompts(cfg: BoundaryConfig) -> tuple[list[dict[str, Any]], Counter]:
     """Prompt records (`prompt` messages, `prompt_text`, `id`) from the interactions table, filtered and sampled."""
     from guardsmith import storage
+    from guardsmith.guard.parser import word_count
     from guardsmith.progress import track
 
     counts: Counter = Counter(read=0)
@@ -187,10 +203,13 @@ def read_prompts(cfg: BoundaryConfig) -> tuple[list[dict[str, Any]], Counter]:
             if not row["prompt"].strip():
                 counts["empty_prompt"] += 1
                 continue
+            if word_count(row["prompt"]) < cfg.min_prompt_words:
+                counts["short_prompt"] += 1
+                continue
             rows.append(row)
     if cfg.max_prompts and len(rows) > cfg.max_prompts:
+        counts["sampled_out"] = len(rows) - cfg.max_prompts
         rows = random.Random(f"{cfg.seed}:prompts").sample(rows, cfg.max_prompts)
-        counts["sampled_out"] = counts["read"] - sum(counts[k] for k in ("other_source", "other_label", "empty_prompt")) - len(rows)
     system = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
     from guardsmith.guard.examples import bound_texts
 
@@ -303,6 +322,7 @@ class BoundaryReward:
     def _combine(self, prompts: list[str], t: np.ndarray, raw: np.ndarray, u: np.ndarray, tp: np.ndarray | None,
                  step: int | None, seconds: float) -> tuple[np.ndarray, dict[str, Any]]:
         r = compute_reward(self.name, t, u, self.cfg, t_prompt=tp)
+        balance = margin_balance(u, margin_term(t, self.cfg, tp), self.cfg.w_u)
         entry: dict[str, Any] = {
             "step": step, "reward": self.name, "completions": int(r.size),
             "reward_mean": float(r.mean()) if r.size else 0.0, "reward_std": float(r.std()) if r.size else 0.0,
@@ -310,6 +330,7 @@ class BoundaryReward:
             "safety_mean": float(t.mean()) if t.size else 0.0,
             "margin_mean": float(np.abs(t - self.cfg.tau).mean()) if t.size else 0.0,
             "filter_rate": float((t >= self.cfg.tau).mean()) if t.size else 0.0,
+            "utility_std": balance["utility_std"], "margin_std": balance["margin_std"],
             "score_seconds": round(seconds, 4),
         }
         if tp is not None:
@@ -475,6 +496,19 @@ def _train(cfg: BoundaryConfig, records: list[dict[str, Any]], counts: Counter, 
             _close(reward.utility)
 
 
+def calibration(entries: list[dict[str, Any]], w_utility: float = 1.0) -> dict[str, Any] | None:
+    """Mean per-batch spreads of u and of the margin term over reward-log `entries`, and the w_margin
+    that gives ``w_margin * margin`` the spread of ``w_utility * u`` (None without margin spread);
+    None when no entry records spreads (logs written before they were)."""
+    rows = [e for e in entries if "utility_std" in e and "margin_std" in e]
+    if not rows:
+        return None
+    u_std = float(np.mean([e["utility_std"] for e in rows]))
+    m_std = float(np.mean([e["margin_std"] for e in rows]))
+    return {"batches": len(rows), "utility_std": u_std, "margin_std": m_std,
+            "w_margin": equalising_weight(u_std, m_std, w_utility)}
+
+
 def read_reward_log(uri: str) -> list[dict[str, Any]]:
     """The entries of a reward log (JSONL) at `uri`."""
     from guardsmith import storage
@@ -518,4 +552,5 @@ def run(cfg: BoundaryConfig) -> BoundaryResult:
     if storage.exists(result.rewards_log):
         entries = read_reward_log(result.rewards_log)
         result.first, result.last = (entries[0], entries[-1]) if entries else (None, None)
+        result.balance = calibration(entries, cfg.w_utility)
     return result

@@ -3,7 +3,8 @@
 Systems: the base generator without a filter (``<base>``), the base behind the safety filter
 (``<base>+filter``), and each trained variant behind the filter (``<name>+filter``; also without
 it when ``unfiltered_variants`` is set). Every generator answers every prompt of every prompt set
-(``name=URI`` of an interactions table, e.g. ``jailbreak``, ``ambiguous``, ``long_context``) ``n``
+(``name=URI`` of an interactions table, e.g. ``jailbreak``, ``ambiguous``, ``long_context``;
+``name[min_words=N]=URI`` keeps only prompts of at least N words, a long-context set) ``n``
 times through :class:`guardsmith.filtered_system.FilteredSystem`; a system with and without the filter
 shares one set of generations, so their comparison is paired.
 
@@ -88,7 +89,8 @@ class BoundaryEvalConfig(settings.sampling(samples_per_row=1, temperature=0.7), 
     judge: str = option(help="Judge backend spec, e.g. openai:http://host:8000/v1?model=NAME "
                              "(query options such as api_key_env=VAR override the judge_* settings).")
     prompt_sets: list[str] = option(help="Prompt sets: name=URI of interactions tables, e.g. "
-                                         "jailbreak=...,ambiguous=...,long_context=...")
+                                         "jailbreak=...,ambiguous=...,long_context[min_words=200]=... "
+                                         "(min_words: keep only prompts of at least that many words).")
     output: str = option(help="Output prefix URI: judged_outputs, metrics and report/ are written under it.")
     models: list[str] = option(help="Trained generator variants: name=URI (evaluated behind the filter).",
                                factory=list)
@@ -136,6 +138,34 @@ class Generator:
 
 
 @dataclass(frozen=True)
+class PromptSet:
+    """One prompt set: name, interactions-table URI and the fewest words a prompt must have (0: any)."""
+
+    name: str
+    uri: str
+    min_words: int = 0
+
+
+PROMPT_SET_OPTIONS = ("min_words",)
+"""Options of a prompt-set spec ``name[min_words=N]=URI``."""
+
+
+def parse_prompt_set(spec: str) -> PromptSet:
+    """``URI`` | ``name=URI`` | ``name[min_words=N]=URI`` -> :class:`PromptSet`."""
+    from guardsmith.specs import parse_model_spec
+
+    parsed = parse_model_spec(spec)
+    unknown = sorted(set(parsed.options) - set(PROMPT_SET_OPTIONS))
+    if unknown:
+        raise GuardsmithError(f"prompt set {spec!r}: unknown option(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(PROMPT_SET_OPTIONS)}")
+    text = parsed.options.get("min_words", "0")
+    if not text.isdigit():
+        raise GuardsmithError(f"prompt set {spec!r}: min_words must be a whole number >= 0, got {text!r}")
+    return PromptSet(parsed.name, parsed.uri, int(text))
+
+
+@dataclass(frozen=True)
 class SystemSpec:
     """One evaluated system: a generator with the filter on or off."""
 
@@ -146,9 +176,9 @@ class SystemSpec:
 
 # --------------------------------------------------------------------------- config and inputs
 
-def check_config(cfg: BoundaryEvalConfig) -> tuple[list[Generator], list[SystemSpec], list[tuple[str, str]]]:
-    """Validate settings; return the generators, the systems and the (name, URI) prompt sets."""
-    from guardsmith.specs import parse_benchmark_spec, parse_model_spec
+def check_config(cfg: BoundaryEvalConfig) -> tuple[list[Generator], list[SystemSpec], list[PromptSet]]:
+    """Validate settings; return the generators, the systems and the prompt sets."""
+    from guardsmith.specs import parse_model_spec
 
     check_tau(cfg.tau)
     for group, prefix in ((settings.Sampling, ""), (settings.BackendChoice, ""), (settings.Sampling, "judge_"),
@@ -173,35 +203,43 @@ def check_config(cfg: BoundaryEvalConfig) -> tuple[list[Generator], list[SystemS
         if cfg.unfiltered_variants:
             systems.append(SystemSpec(gen.name, gen, False))
         systems.append(SystemSpec(f"{gen.name}+filter", gen, True))
-    sets = [parse_benchmark_spec(s) for s in cfg.prompt_sets]
+    sets = [parse_prompt_set(s) for s in cfg.prompt_sets]
     if not sets:
         raise GuardsmithError("give at least one prompt set (name=URI of an interactions table)")
-    for what, names in (("generator", [g.name for g in generators]), ("prompt set", [s[0] for s in sets]),
+    for what, names in (("generator", [g.name for g in generators]), ("prompt set", [s.name for s in sets]),
                         ("system", [s.name for s in systems])):
         dup = sorted({x for x in names if names.count(x) > 1})
         if dup:
             raise GuardsmithError(f"duplicate {what} name(s) {', '.join(dup)}; name them with name=URI")
-    if ALL_SETS in {s[0] for s in sets}:
+    if ALL_SETS in {s.name for s in sets}:
         raise GuardsmithError(f"{ALL_SETS!r} is reserved for the pooled metrics; rename that prompt set")
     return generators, systems, sets
 
 
-def load_prompt_set(name: str, uri: str, limit: int | None) -> list[dict[str, Any]]:
-    """Rows (id, prompt, prompt_harm) of an interactions table, validated; at most ``limit``."""
+def load_prompt_set(prompt_set: PromptSet, limit: int | None) -> list[dict[str, Any]]:
+    """Rows (id, prompt, prompt_harm) of an interactions table, validated, with at least
+    ``prompt_set.min_words`` words (``guard.parser.word_count``); at most ``limit``."""
     from guardsmith import storage
     from guardsmith.errors import DataError
+    from guardsmith.guard.parser import word_count
 
+    name, uri = prompt_set.name, prompt_set.uri
     rows: list[dict[str, Any]] = []
+    read = 0
     for batch in storage.iter_batches(uri, schema_name="interactions"):
         for rec in batch.select(["id", "prompt", "prompt_harm"]).to_pylist():
             if not rec["prompt"].strip():
-                raise DataError(f"prompt set {name}: blank prompt", file=uri, column="prompt", row=len(rows),
+                raise DataError(f"prompt set {name}: blank prompt", file=uri, column="prompt", row=read,
                                 value=rec["prompt"])
+            read += 1
+            if word_count(rec["prompt"]) < prompt_set.min_words:
+                continue
             rows.append(rec)
             if limit is not None and len(rows) >= limit:
                 return rows
     if not rows:
-        raise GuardsmithError(f"prompt set {name} ({uri}) has no rows")
+        short = f" of at least {prompt_set.min_words} words (among {read} rows)" if prompt_set.min_words else ""
+        raise GuardsmithError(f"prompt set {name} ({uri}) has no rows{short}")
     return rows
 
 
@@ -525,7 +563,7 @@ def run(cfg: BoundaryEvalConfig) -> BoundaryEvalResult:
     from guardsmith import storage
 
     generators, systems, set_specs = check_config(cfg)
-    sets = {name: load_prompt_set(name, uri, cfg.limit) for name, uri in set_specs}
+    sets = {spec.name: load_prompt_set(spec, cfg.limit) for spec in set_specs}
     judge = open_backend(cfg.judge, choice=settings.group_values(cfg, settings.BackendChoice, "judge_"),
                          endpoint=settings.group_values(cfg, settings.Endpoint, "judge_"))
     try:
@@ -569,5 +607,6 @@ def run(cfg: BoundaryEvalConfig) -> BoundaryEvalResult:
 
 __all__ = [
     "ALL_SETS", "BOUNDARY_METRICS_SCHEMA", "CONFIG", "HELP", "JUDGED_OUTPUTS_SCHEMA", "BoundaryEvalConfig",
-    "BoundaryEvalResult", "compute_metrics", "filter_outcome", "group_metrics", "pareto_front", "run",
+    "BoundaryEvalResult", "PromptSet", "compute_metrics", "filter_outcome", "group_metrics", "parse_prompt_set",
+    "pareto_front", "run",
 ]
