@@ -176,6 +176,32 @@ def test_submit_and_schedule_reuse_the_uploaded_version() -> None:
     assert job["cron_expression"] == "0 0 3 * * *" and job["no_catchup"] and job["enable_caching"] is False
 
 
+@pytest.mark.parametrize("name", ["guard_training", "guard_then_boundary"])
+def test_continual_gets_teacher_reasoning_for_the_difficult_set(fresh: Path, name: str) -> None:
+    """mine -> reasoning_rows -> distill -> filter -> continual(reasoning_source=accepted), with
+    missing_reasoning `drop`; topic-following data goes through its own distill and filter."""
+    spec, _ = ir(fresh, name)
+    dags = {"root": spec["root"], **{n: c for n, c in spec["components"].items() if "dag" in c}}
+    tasks = {t["taskInfo"]["name"]: t for d in dags.values() for t in d["dag"]["tasks"].values()}
+    by_key = {k: t for d in dags.values() for k, t in d["dag"]["tasks"].items()}
+
+    def producer(task: dict[str, Any], param: str) -> str:
+        return task["inputs"]["parameters"][param]["taskOutputParameter"]["producerTask"]
+
+    continual = tasks["continual training"]
+    hard_filter = by_key[producer(continual, "reasoning_source")]
+    assert hard_filter["taskInfo"]["name"] == "filter difficult set"
+    assert continual["inputs"]["parameters"]["reasoning_source"]["taskOutputParameter"]["outputParameterKey"] == "accepted"
+    hard_distill = by_key[producer(hard_filter, "input")]
+    assert hard_distill["taskInfo"]["name"] == "distill difficult set"
+    rows = by_key[producer(hard_distill, "input")]
+    assert rows["taskInfo"]["name"] == "rows to distill for continual"
+    assert producer(rows, "difficult") == "mine"
+    assert continual["inputs"]["parameters"]["missing_reasoning"] == {"componentInputParameter": "continual_missing_reasoning"}
+    assert spec["root"]["inputDefinitions"]["parameters"]["continual_missing_reasoning"]["defaultValue"] == "drop"
+    assert {"distill topic following", "filter topic following"} <= set(tasks)
+
+
 def test_submit_sweep_starts_one_run_per_combination_under_its_own_work_root(monkeypatch, capsys) -> None:
     """Size x seed sweep for the Table-4 curve: 3 subset sizes x 2 seeds = 6 runs, each with its own work root."""
     from guardsmith.cli import main
