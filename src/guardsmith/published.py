@@ -148,11 +148,11 @@ def gold_label(value: Any, task: str, *, file: str, field: str, row: int) -> str
     """The gold label word of ``value`` for ``task`` (None: unlabelled); an unknown form is a
     DataError naming file, field, row and value."""
     from guardsmith.sources.base import RowContext, Tally, label
-    from guardsmith.sources.table import _label_key
+    from guardsmith.sources.table import label_key
 
     ctx = RowContext(source="score", split="", file=file, row=row, tally=Tally())
     try:
-        return label({field: _label_key(value)}, field, gold_words(task), ctx, nullable=True, empty_is_null=True)
+        return label({field: label_key(value)}, field, gold_words(task), ctx, nullable=True, empty_is_null=True)
     except DataError as exc:
         raise DataError(f"{exc.problem} for --task {task}", file=file, column=field, row=row,
                         value=value) from None

@@ -75,7 +75,7 @@ def parse_pairs(value: str | Mapping[str, Any] | None, flag: str) -> dict[str, s
     return out
 
 
-def _label_key(value: Any) -> str:
+def label_key(value: Any) -> str:
     """A label value as its word: booleans as true/false, integral numbers as digits."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -220,7 +220,7 @@ class TableSource(SourceAdapter):
         col = self.mapping.map.get(name)
         if col is None:
             return None
-        value = _label_key(column(rec, col, ctx))
+        value = label_key(column(rec, col, ctx))
         return label({col: value}, col, self.mapping.words(name), ctx, nullable=True, empty_is_null=True)
 
     def _categories(self, rec: Mapping[str, Any], ctx: RowContext) -> list[str]:
