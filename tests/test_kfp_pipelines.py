@@ -176,6 +176,20 @@ def test_submit_and_schedule_reuse_the_uploaded_version() -> None:
     assert job["cron_expression"] == "0 0 3 * * *" and job["no_catchup"] and job["enable_caching"] is False
 
 
+@pytest.mark.parametrize("name", sorted(pipelines.PIPELINES))
+def test_every_pipeline_parameter_has_its_readme_description(fresh: Path, name: str) -> None:
+    """The KFP UI shows each parameter's description: the meaning column of the README tables."""
+    spec, _ = ir(fresh, name)
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    bare = [n for n, p in params.items() if not p.get("description", "").strip()]
+    assert not bare, f"{name}: parameters without a description: {bare}"
+    readme = (Path(pipelines.__file__).parents[3] / "pipelines" / name / "README.md")
+    if name != "guard_then_boundary":  # its README lists only its own parameter; the rest are the two pipelines'
+        rows = kfp_support.readme_parameters(readme)
+        assert all(params[n]["description"] == " ".join(rows[n].split()) for n in params)
+    assert "w_m" in params.get("boundary_w_margin", {"description": "w_m"})["description"]
+
+
 @pytest.mark.parametrize("name", ["guard_training", "guard_then_boundary"])
 def test_continual_gets_teacher_reasoning_for_the_difficult_set(fresh: Path, name: str) -> None:
     """mine -> reasoning_rows -> distill -> filter -> continual(reasoning_source=accepted), with

@@ -14,6 +14,7 @@ another pipeline (guard_then_boundary uses it with a freshly trained guard as th
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, List
 
@@ -32,8 +33,11 @@ from guardsmith.kfp_support import (
     GpuPool,
     component,
     configure,
+    parameter_docs,
 )
 
+README = Path(__file__).with_name("README.md")
+"""The parameter table here is also the parameters' descriptions in the compiled pipeline."""
 PIPELINE_NAME = "guardsmith-boundary-guidance"
 FOLDER = "boundary"
 """Sub-folder of ``work_root`` holding everything this pipeline writes."""
@@ -188,6 +192,7 @@ def add_boundary_guidance(p: Any, safety: Any, after: Sequence[Any] = (), hold_a
 @dsl.pipeline(name=PIPELINE_NAME, description="Boundary Guidance: train one generator per reward variant with "
                                               "GRPO against a safety filter, then judge the base generator (with "
                                               "and without the filter) and every variant behind the filter.")
+@parameter_docs(README)
 def boundary_guidance(
     work_root: str,
     generator: str,

@@ -6,6 +6,7 @@ Tables and models move by URI under ``work_root``; metrics, the confusion matrix
 reports are also KFP artifacts. :func:`add_evaluation` builds the same tasks inside another
 pipeline (guard_training uses it).
 """
+from pathlib import Path
 from typing import Dict, List
 
 from kfp import dsl
@@ -20,8 +21,11 @@ from guardsmith.kfp_support import (
     GpuPool,
     component,
     configure,
+    parameter_docs,
 )
 
+README = Path(__file__).with_name("README.md")
+"""The parameter table here is also the parameters' descriptions in the compiled pipeline."""
 PIPELINE_NAME = "guardsmith-evaluation"
 
 BENCHMARKS: List[Dict[str, str]] = [
@@ -87,6 +91,7 @@ def add_evaluation(*, work_root, models, benchmarks, pool: GpuPool, gpus, modes,
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Evaluate guard models on the guard benchmark suite "
                                               "(harmful F1, mean and std over k runs) and build the report.")
+@parameter_docs(README)
 def evaluation(
     work_root: str,
     models: List[str],

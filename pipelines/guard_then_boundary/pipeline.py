@@ -15,11 +15,12 @@ step. Returns the Boundary Guidance report's Markdown URI; the guard's own repor
 ``<work_root>/report``.
 """
 import inspect
+from pathlib import Path
 from types import SimpleNamespace
 
 from kfp import dsl
 
-from guardsmith.kfp_support import configure
+from guardsmith.kfp_support import configure, parameter_docs
 from guardsmith.pipelines.boundary_guidance.pipeline import PARAMETERS as BOUNDARY_PARAMETERS
 from guardsmith.pipelines.boundary_guidance.pipeline import add_boundary_guidance, boundary_preflight
 from guardsmith.pipelines.guard_training.pipeline import PARAMETERS as GUARD_PARAMETERS
@@ -65,6 +66,9 @@ def _guard_then_boundary(*args):
 
 
 _guard_then_boundary.__signature__ = inspect.Signature(list(PARAMETERS.values()), return_annotation=str)
+_HERE = Path(__file__).parent
+parameter_docs(_HERE / "README.md", _HERE.parent / "guard_training" / "README.md",
+               _HERE.parent / "boundary_guidance" / "README.md")(_guard_then_boundary)
 guard_then_boundary = dsl.pipeline(
     name=PIPELINE_NAME,
     description="Train a reasoning guard (guard_training's steps), then train Boundary Guidance generators "

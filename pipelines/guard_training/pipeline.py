@@ -15,6 +15,7 @@ uses it).
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, List
 
@@ -35,9 +36,12 @@ from guardsmith.kfp_support import (
     TEACHER_KEY_ENV,
     GpuPool,
     configure,
+    parameter_docs,
 )
 from guardsmith.pipelines.evaluation.pipeline import BENCHMARKS, add_evaluation, preflight
 
+README = Path(__file__).with_name("README.md")
+"""The parameter table here is also the parameters' descriptions in the compiled pipeline."""
 PIPELINE_NAME = "guardsmith-guard-training"
 MAX_PARALLEL_DISTILL = 16
 """Most distillation parts running at once (a compile-time constant in KFP)."""
@@ -190,6 +194,7 @@ def _filter(p: Any, input: Any, output: str, taxonomy: Any, label: str) -> Any:
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Distil, filter, fine-tune, mine and continually train a "
                                               "reasoning guard, then evaluate it on the benchmark suite.")
+@parameter_docs(README)
 def guard_training(
     work_root: str,
     sft_base_model: str,

@@ -419,3 +419,40 @@ def configure(task: Any, kind: str, *, gpus: Any = None, pool: GpuPool | None = 
     if queue:
         kubernetes.add_pod_label(task, KUEUE_LABEL, queue)
     return task
+
+
+# --------------------------------------------------------------------------- pipeline parameter descriptions
+
+_PARAMETER_ROW = re.compile(r"^\|\s*`([A-Za-z_][A-Za-z0-9_]*)`\s*\|[^|\n]*\|\s*(.+?)\s*\|\s*$", re.MULTILINE)
+
+
+def readme_parameters(readme: str | os.PathLike) -> dict[str, str]:
+    """Parameter name -> meaning, from the rows ``| `name` | default | meaning |`` of a pipeline
+    README (the parameter tables users read); backticks dropped, ``\\|`` read as ``|``."""
+    from pathlib import Path
+
+    text = Path(readme).read_text(encoding="utf-8").replace("\\|", "\x00")
+    return {m.group(1): m.group(2).replace("`", "").replace("\x00", "|") for m in _PARAMETER_ROW.finditer(text)}
+
+
+def parameter_docs(*readmes: str | os.PathLike) -> Callable[[Callable], Callable]:
+    """Decorator (under ``@dsl.pipeline``): give the pipeline function an ``Args:`` docstring that
+    describes every parameter from the README parameter tables (the first README listing a name
+    wins); the KFP compiler turns it into the parameter descriptions the KFP UI shows. A parameter
+    no README describes is an error."""
+    import inspect
+
+    def decorate(func: Callable) -> Callable:
+        rows: dict[str, str] = {}
+        for readme in readmes:
+            rows = {**readme_parameters(readme), **rows}
+        names = list(inspect.signature(func).parameters)
+        missing = [n for n in names if n not in rows]
+        if missing:
+            raise GuardsmithError(f"{func.__name__}: parameter(s) {', '.join(missing)} missing from the README "
+                                  f"parameter table ({', '.join(str(r) for r in readmes)})")
+        summary = (func.__doc__ or func.__name__).strip().splitlines()[0]
+        func.__doc__ = "\n".join([summary, "", "Args:", *(f"    {n}: {' '.join(rows[n].split())}" for n in names)]) + "\n"
+        return func
+
+    return decorate
