@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from guardsmith import storage
+from guardsmith.errors import GuardsmithError
 from guardsmith.cli import build_cli, main
 from guardsmith.stages import STAGES
 
@@ -97,3 +98,24 @@ def test_demo_runs_what_make_demo_runs(tmp_path: Path, monkeypatch: pytest.Monke
     assert capsys.readouterr().out.count("report_md: r.md") == 2
     makefile = (Path(__file__).parents[1] / "Makefile").read_text()
     assert "guardsmith pipeline run guard_training --local --preset tiny-cpu --out demo-out" in makefile
+
+
+def test_a_hub_id_as_model_is_explained(tmp_path, monkeypatch, capsys):
+    """A Hugging Face hub id where a model folder is expected: one line saying how to get the model."""
+    from guardsmith.model_store import local_model
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(GuardsmithError) as err:
+        local_model("Qwen/Qwen2.5-0.5B-Instruct")
+    text = str(err.value)
+    assert "\n" not in text and "hub id" in text and "huggingface-cli download Qwen/Qwen2.5-0.5B-Instruct" in text
+    with pytest.raises(GuardsmithError) as err:
+        local_model(str(tmp_path / "no-such-model"))
+    assert "hub id" not in str(err.value)  # a path is not a hub id
+
+
+def test_submit_to_an_unreachable_host_is_one_line(capsys):
+    assert main(["pipeline", "submit", "evaluation", "--host", "http://127.0.0.1:1", "--preset", "paper-gemma3-4b"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "127.0.0.1:1" in err and "guardsmith: error:" in err

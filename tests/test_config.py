@@ -36,12 +36,12 @@ def test_yaml_and_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("input: a\nstepz: 3\n", "unknown key(s) stepz"),
-    ("input: a\nsteps: many\n", "steps: expected int"),
-    ("input: a\nsteps: 2.5\n", "steps: expected int"),
-    ("input: a\nmode: fast\n", "mode: 'fast' is not one of R, NR, dual"),
-    ("input: a\nlora: maybe\n", "lora: expected true/false"),
-    ("steps: 3\n", "missing required key(s) input"),
+    ("input: a\nstepz: 3\n", "unknown setting(s) stepz (--stepz)"),
+    ("input: a\nsteps: many\n", "steps (--steps): expected int"),
+    ("input: a\nsteps: 2.5\n", "steps (--steps): expected int"),
+    ("input: a\nmode: fast\n", "mode (--mode): 'fast' is not one of R, NR, dual"),
+    ("input: a\nlora: maybe\n", "lora (--lora): expected true/false"),
+    ("steps: 3\n", "missing required setting(s) input (--input)"),
     ("- a\n- b\n", "must be a mapping"),
     ("input: [unclosed\n", "not valid YAML"),
 ])
@@ -66,3 +66,31 @@ def test_stage_command_flags_override_file(tmp_path):
     assert "Training steps." in help_text and "--no-lora" in help_text
     printed = CliRunner().invoke(cmd, ["--input", "a", "--print-config"]).output
     assert "steps: 10" in printed and not seen[1:]
+
+
+def test_errors_name_settings_and_flags_not_classes(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 3\n")
+    with pytest.raises(GuardsmithError) as err:
+        load_config(DemoConfig, path)
+    assert "DemoConfig" not in str(err.value) and "--input" in str(err.value)
+
+
+def test_print_config_works_with_a_preset_and_lists_what_is_still_required():
+    from guardsmith.cli import main
+
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["sft", "--preset", "tiny-cpu", "--print-config", "--output", "/tmp/x"]) == 0
+    text = out.getvalue()
+    first, _, body = text.partition("\n")
+    assert first == "# still required: base_model (--base-model), train (--train)"
+    import yaml
+
+    shown = yaml.safe_load(body)
+    assert shown["output"] == "/tmp/x" and shown["base_model"] is None and shown["train"] is None
+    preset = yaml.safe_load(open(__import__("guardsmith.config", fromlist=["preset_path"]).preset_path("sft", "tiny-cpu")))
+    assert all(shown[k] == v for k, v in preset.items())  # every preset value is what would run

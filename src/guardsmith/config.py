@@ -98,19 +98,57 @@ def _exact_int(value: Any, where: str) -> int:
     return value
 
 
-def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -> C:
-    """Build `cls` from a mapping, rejecting unknown keys and wrong types, naming `source`."""
+def _setting(name: str) -> str:
+    """A setting as users write it: the config key and its flag, e.g. ``base_model (--base-model)``."""
+    return f"{name} (--{name.replace('_', '-')})"
+
+
+def _checked_values(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """``values`` coerced to the field types of `cls`; unknown keys and wrong types are one-line errors."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise GuardsmithError(f"{source}: unknown key(s) {', '.join(unknown)} for {cls.__name__}; known: {', '.join(sorted(names))}")
-    kwargs = {k: _coerce(v, hints[k], f"{source}: {k}") for k, v in values.items()}
-    missing = [f.name for f in dataclasses.fields(cls)
-               if f.name not in kwargs and f.default is _MISSING and f.default_factory is _MISSING]
+        raise GuardsmithError(f"{source}: unknown setting(s) {', '.join(_setting(k) for k in unknown)}; "
+                              f"known: {', '.join(sorted(names))}")
+    return {k: _coerce(v, hints[k], f"{source}: {_setting(k)}") for k, v in values.items()}
+
+
+def missing_settings(cls: type, values: dict[str, Any]) -> list[str]:
+    """Required fields of `cls` (no default) that `values` does not set."""
+    return [f.name for f in flag_order(cls)
+            if f.name not in values and f.default is _MISSING and f.default_factory is _MISSING]
+
+
+def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -> C:
+    """Build `cls` from a mapping, rejecting unknown keys and wrong types, naming `source` and the flags."""
+    kwargs = _checked_values(cls, values, source)
+    missing = missing_settings(cls, kwargs)
     if missing:
-        raise GuardsmithError(f"{source}: missing required key(s) {', '.join(missing)} for {cls.__name__}")
+        raise GuardsmithError(f"{source}: missing required setting(s) {', '.join(_setting(m) for m in missing)}")
     return cls(**kwargs)
+
+
+def describe_config(cls: type, values: dict[str, Any], source: str = "config") -> str:
+    """The config `values` would give, as YAML (defaults filled in), without running anything: what
+    `--print-config` shows. Required settings still unset are listed in a comment at the top and
+    shown as null, so a preset can be inspected before its URIs are given."""
+    import yaml
+
+    given = _checked_values(cls, values, source)
+    missing = missing_settings(cls, given)
+    shown: dict[str, Any] = {}
+    for f in flag_order(cls):
+        if f.name in given:
+            shown[f.name] = given[f.name]
+        elif f.default is not _MISSING:
+            shown[f.name] = f.default
+        elif f.default_factory is not _MISSING:
+            shown[f.name] = f.default_factory()
+        else:
+            shown[f.name] = None
+    head = f"# still required: {', '.join(_setting(m) for m in missing)}\n" if missing else ""
+    return head + yaml.safe_dump(shown, sort_keys=False)
 
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -149,6 +187,13 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
 def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[str, Any] | None = None,
                 *, stage: str | None = None, preset: str | None = None) -> C:
     """Load a config: bundled preset (optional), then a YAML file (optional), then `overrides`."""
+    values, source = config_values(path, overrides, stage=stage, preset=preset)
+    return build_config(cls, values, source)
+
+
+def config_values(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                  *, stage: str | None = None, preset: str | None = None) -> tuple[dict[str, Any], str]:
+    """The raw values of preset, file and overrides (in that order) and a name for their sources."""
     values: dict[str, Any] = {}
     sources = []
     if preset is not None:
@@ -160,7 +205,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[st
         values.update(_read_yaml(path))
         sources.append(str(path))
     values.update(overrides or {})
-    return build_config(cls, values, " + ".join(sources) or "overrides")
+    return values, " + ".join(sources) or "flags"
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -200,10 +245,11 @@ def stage_command(name: str, cls: type, run: Callable[[Any], Any], help: str):
 
     def callback(config_path: str | None, print_config: bool, preset: str | None = None, **flags: Any) -> None:
         overrides = {k: v for k, v in flags.items() if v is not None}
-        cfg = load_config(cls, config_path, overrides, stage=name, preset=preset)
         if print_config:
-            click.echo(dump_yaml(cfg), nl=False)
+            values, source = config_values(config_path, overrides, stage=name, preset=preset)
+            click.echo(describe_config(cls, values, source), nl=False)
             return
+        cfg = load_config(cls, config_path, overrides, stage=name, preset=preset)
         result = run(cfg)
         if result is not None:
             click.echo(str(result))

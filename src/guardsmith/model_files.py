@@ -12,6 +12,7 @@ inference backend.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,6 +57,22 @@ def check_safetensors(path: Path) -> None:
         raise GuardsmithError(f"{path} is truncated: {size} bytes, its header says {expected}")
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def hub_hint(ref: str | Path) -> str:
+    """For a missing folder named like a Hugging Face hub id (``owner/name``), how to get the model;
+    empty otherwise."""
+    text = str(ref)
+    if not _HUB_ID.match(text) or Path(text).exists():
+        return ""
+    local = text.split("/")[-1]
+    return (f"; {text!r} looks like a Hugging Face hub id: guardsmith loads models from a folder or object "
+            f"storage and does not download from the hub (pods usually have no route to it). Download it where "
+            f"there is network (huggingface-cli download {text} --local-dir ./{local}), then pass ./{local}, "
+            f"or upload it: guardsmith models upload ./{local} s3://<bucket>/models/{local}")
+
+
 def check_model_folder(folder: str | Path, *, what: str = "model", tokenizer: bool = True, weights: bool = True) -> Path:
     """``folder`` if it looks loadable; else a one-line GuardsmithError naming it and what is wrong.
 
@@ -65,7 +82,7 @@ def check_model_folder(folder: str | Path, *, what: str = "model", tokenizer: bo
     """
     path = Path(folder)
     if not path.is_dir():
-        raise GuardsmithError(f"{what} folder {redact(path)} does not exist")
+        raise GuardsmithError(f"{what} folder {redact(path)} does not exist{hub_hint(folder)}")
     config = path / "config.json"
     if not config.is_file():
         raise GuardsmithError(f"{path} is not a {what} folder: no config.json")

@@ -9,14 +9,16 @@ missing ``work_root`` before anything is uploaded.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from guardsmith.errors import GuardsmithError
+from guardsmith.errors import GuardsmithError, redact
 from guardsmith.ops import pipelines, presets
 
 KFP_TOKEN_ENV = "GUARDSMITH_KFP_TOKEN"
@@ -35,15 +37,43 @@ def kfp_client(host: str, namespace: str | None = None) -> Any:
     import kfp
 
     token = os.environ.get(KFP_TOKEN_ENV, "").strip()
-    if token:
-        return kfp.Client(host=host, namespace=namespace, existing_token=token)
     token_path = os.environ.get(SA_TOKEN_ENV) or SA_TOKEN_PATH
-    if Path(token_path).is_file():
-        from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+    with reaching(host):
+        if token:
+            return kfp.Client(host=host, namespace=namespace, existing_token=token)
+        if Path(token_path).is_file():
+            from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
-        return kfp.Client(host=host, namespace=namespace,
-                          credentials=ServiceAccountTokenVolumeCredentials(token_path))
-    return kfp.Client(host=host, namespace=namespace)
+            return kfp.Client(host=host, namespace=namespace,
+                              credentials=ServiceAccountTokenVolumeCredentials(token_path))
+        return kfp.Client(host=host, namespace=namespace)
+
+
+@contextlib.contextmanager
+def reaching(host: str) -> Iterator[None]:
+    """Turn a connection failure or an API error of the KFP client into one line naming the host."""
+    import urllib3
+
+    try:
+        with warnings.catch_warnings():  # kfp.Client's notice about server versions is not the user's concern
+            warnings.filterwarnings("ignore", category=FutureWarning, module="kfp")
+            yield
+    except urllib3.exceptions.HTTPError as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise GuardsmithError(f"cannot reach the KFP API at {redact(host)}: {_short(reason)}; check --host "
+                              "(e.g. kubectl port-forward svc/ml-pipeline-ui 8080:80 -n kubeflow)") from None
+    except Exception as exc:  # kfp_server_api.ApiException: status and reason from the server
+        status = getattr(exc, "status", None)
+        if status is None:
+            raise
+        raise GuardsmithError(f"the KFP API at {redact(host)} answered {status} {getattr(exc, 'reason', '')}: "
+                              f"{_short(getattr(exc, 'body', '') or '')}") from None
+
+
+def _short(value: object) -> str:
+    """The first line of ``value``, at most 200 characters."""
+    text = str(value).strip().splitlines()
+    return (text[0] if text else "")[:200]
 
 
 def pipeline_display_name(name: str) -> str:
