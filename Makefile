@@ -20,10 +20,7 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/guardsmith pipeline run guard_training --local --preset tiny-cpu --out demo-out
-	@echo "Boundary Guidance, the same way (about 30 s and 75 s):"
-	@echo "  $(BIN)/guardsmith pipeline run boundary_guidance --local --preset tiny-cpu --out demo-out"
-	@echo "  $(BIN)/guardsmith pipeline run guard_then_boundary --local --preset tiny-cpu --out demo-out"
+	@$(BIN)/guardsmith pipeline run guard_training --local --preset tiny-cpu --out demo-out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

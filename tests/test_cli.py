@@ -89,13 +89,17 @@ def test_demo_runs_what_make_demo_runs(tmp_path: Path, monkeypatch: pytest.Monke
     from guardsmith.ops import local
 
     calls: list[tuple] = []
-    monkeypatch.setattr(local, "run_local", lambda *a, **kw: calls.append((a, kw)) or {"report_md": "r.md"})
+    fake = {"report_md": "r.md", "report_html": "r.html", "work_root": "w", "seconds": 1.0, "logs": "l",
+            "results": ["model  F1"], "models": {"continual guard (shipped)": "w/continual/model"}}
+    monkeypatch.setattr(local, "run_local", lambda *a, **kw: calls.append((a, kw)) or dict(fake))
     assert main(["demo", "--out", str(tmp_path)]) == 0
     assert main(["pipeline", "run", "guard_training", "--local", "--preset", "tiny-cpu", "--out", str(tmp_path)]) == 0
     (demo_args, demo_kw), (run_args, run_kw) = calls
     assert demo_args[:2] == run_args[:2] == ("guard_training", "tiny-cpu")
-    assert Path(demo_kw.get("out")) == Path(run_args[4]) == tmp_path
-    assert capsys.readouterr().out.count("report_md: r.md") == 2
+    assert Path(demo_args[4]) == Path(run_args[4]) == tmp_path
+    assert demo_kw == run_kw == {"discard": False, "verbose": False, "echo": demo_kw["echo"]}
+    out = capsys.readouterr().out
+    assert out.count("report: r.html") == 2 and out.count("continual guard (shipped): w/continual/model") == 2
     makefile = (Path(__file__).parents[1] / "Makefile").read_text()
     assert "guardsmith pipeline run guard_training --local --preset tiny-cpu --out demo-out" in makefile
 

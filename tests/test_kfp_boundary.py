@@ -252,7 +252,7 @@ def test_local_boundary_guidance_run_on_tiny_models(tmp_path: Path) -> None:
     except Exception:
         store = tmp_path / "store"
     start = time.monotonic()
-    result = local.run_local("boundary_guidance", "tiny-cpu", store=store, out=tmp_path / "out")
+    result = local.run_local("boundary_guidance", "tiny-cpu", store=store, out=tmp_path / "out", discard=store is None)
     seconds = time.monotonic() - start
     assert seconds < 120, f"local boundary_guidance run took {seconds:.0f} s"
     assert result["report_uri"].startswith("s3://" if store is None else str(store))

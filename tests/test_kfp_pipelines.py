@@ -255,9 +255,18 @@ def test_local_evaluation_run_on_a_tiny_model(tmp_path: Path) -> None:
     mapping = "map: {prompt: text, prompt_harm: verdict}\nlabels: {ok: unharmful, bad: harmful}\n"
     benchmarks = [{"benchmark": "sample_test", "source": "sample", "split": "test", "files": ""},
                   {"benchmark": "own_csv", "source": "table", "split": "all", "files": str(own), "mapping": mapping}]
-    result = local.run_local("evaluation", "tiny-cpu", store=store, out=tmp_path / "out",
-                          overrides={"evaluate_limit": 8, "evaluate_samples_per_row": 1, "benchmarks": benchmarks})
+    console: list[str] = []
+    result = local.run_local("evaluation", "tiny-cpu", store=store, out=tmp_path / "out", discard=store is None,
+                             overrides={"evaluate_limit": 8, "evaluate_samples_per_row": 1, "benchmarks": benchmarks},
+                             verbose=False, echo=console.append)
     assert result["report_uri"].startswith("s3://" if store is None else str(store))
+    # quiet console: one line per task; the executor output is in one log file per task
+    assert console and all("success" in line for line in console) and len(console) < 15
+    assert any(line.split()[0] == "evaluate" for line in console)
+    logs = {p.name for p in Path(result["logs"]).iterdir()}
+    assert "evaluate.log" in logs and "Executing task 'evaluate'" in (Path(result["logs"]) / "evaluate.log").read_text()
+    header, *rows = result["results"]
+    assert "F1" in header and {r.split()[2] for r in rows} == {"sample_test", "own_csv"}
     report = Path(result["report_md"]).read_text()
     assert "tiny-cpu evaluation" in report and "tiny-guard" in report
     assert Path(result["report_html"]).exists()

@@ -24,8 +24,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Import public data sets and inspect tables.", no_args_is_help=True)
 tiny_app = typer.Typer(help="Tiny random-weight local models for tests and the demo.", no_args_is_help=True)
-serve_app = typer.Typer(help="Serve models over the OpenAI chat-completions protocol (127.0.0.1).", no_args_is_help=True)
-models_app = typer.Typer(help="Move model and checkpoint folders to and from object storage.", no_args_is_help=True)
+serve_app = typer.Typer(help="Serve models: a trained guard (moderation API), the filtered-generation gateway, and "
+                             "plain local models (OpenAI-compatible HTTP; docs/serving.md).", no_args_is_help=True)
+models_app = typer.Typer(help="Move model and checkpoint folders to and from object storage; promote and roll back a served model.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(tiny_app, name="tiny")
 app.add_typer(serve_app, name="serve")
@@ -148,6 +149,48 @@ def serve_model(
         server.wait()
 
 
+@serve_app.command("guard")
+def serve_guard(
+    model: str = typer.Argument(..., help="The guard: a model folder (path, file:// or s3:// URI), vllm:FOLDER / "
+                                          "transformers:FOLDER, openai:URL?model=NAME (e.g. the guard behind vLLM's "
+                                          "own server), or rule:keywords / rule:letters (deterministic stand-ins)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 in a container."),
+    port: int = typer.Option(8000, "--port", help="Port to bind."),
+    name: str = typer.Option("guardsmith-guard", "--name", help="Model name the service answers to (/v1/models)."),
+    threshold: float = typer.Option(0.5, "--threshold", help="A moderation result is flagged when P(unsafe) >= this."),
+    backend: str = typer.Option("transformers", "--backend", help="Backend of a model folder: transformers (CPU/GPU) or vllm (GPU)."),
+    device: str = typer.Option("auto", "--device", help="transformers device: auto, cpu, cuda."),
+    max_batch: int = typer.Option(16, "--max-batch", help="Most requests batched into one model call."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="Longest wait for more requests to batch, milliseconds."),
+    reasoning_max_tokens: int = typer.Option(512, "--reasoning-max-tokens", help="Token limit of the reasoning returned on request."),
+) -> None:
+    """Serve a trained guard: /v1/moderations, the guard as a chat model, /health, /ready, /metrics."""
+    from guardsmith.serving import GuardEngine, guard_app, run_foreground
+
+    engine = GuardEngine.open(model, name=name, backend=backend, device=device, batch_size=max_batch,
+                              reasoning_max_tokens=reasoning_max_tokens)
+    typer.echo(f"serving guard {name} at http://{host}:{port}/v1 (Ctrl-C to stop)", err=True)
+    run_foreground(guard_app(engine, threshold=threshold, max_batch=max_batch, max_wait_ms=max_wait_ms), host, port)
+
+
+@serve_app.command("gateway")
+def serve_gateway(
+    config: Path = typer.Option(..., "--config", help="Gateway YAML config (generator, guard, tau, refusal, gate_tasks, "
+                                                      "delta, interactions_uri, ...; docs/serving.md)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 in a container."),
+    port: int = typer.Option(8080, "--port", help="Port to bind."),
+) -> None:
+    """Serve the filtered generation system: generator -> guard -> answer, or the refusal when t >= tau."""
+    import logging
+
+    from guardsmith.serving import gateway_app, load_gateway_config, run_foreground
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = load_gateway_config(str(config))
+    typer.echo(f"serving the gateway ({cfg.model}) at http://{host}:{port}/v1 (Ctrl-C to stop)", err=True)
+    run_foreground(gateway_app(cfg), host, port)
+
+
 @serve_app.command("offline-teacher")
 def serve_offline_teacher(
     port: int = typer.Option(8100, "--port", help="Port on 127.0.0.1."),
@@ -182,6 +225,40 @@ def models_download(uri: str = typer.Argument(..., help="Source URI."), local: P
     typer.echo(f"downloaded {uri} to {local}")
 
 
+@models_app.command("promote")
+def models_promote(
+    uri: str = typer.Argument(..., help="Served model URI (what the guard servers load, e.g. s3://bucket/guardsmith/production/guard)."),
+    source: Optional[str] = typer.Option(None, "--from", help="Model to promote as a new version (e.g. <work_root>/continual/model of a gated run)."),
+    version: Optional[str] = typer.Option(None, "--version", help="Kept version id to point at instead (see `guardsmith models versions`)."),
+    keep: int = typer.Option(3, "--keep", help="Versions kept after a promotion: the current one and the last ones it replaced (rollback targets)."),
+) -> None:
+    """Point the served model URI at a new version (copied server-side on S3) or a kept one; the
+    replaced version stays for `guardsmith models rollback`. Servers read the pointer at start:
+    `kubectl rollout restart` the guard deployments afterwards."""
+    from guardsmith.model_store import promote_model
+
+    typer.echo(str(promote_model(uri, source=source, version=version, keep=keep)))
+
+
+@models_app.command("rollback")
+def models_rollback(uri: str = typer.Argument(..., help="Served model URI.")) -> None:
+    """Point the served model URI back at the version that was current before the last switch."""
+    from guardsmith.model_store import rollback_model
+
+    typer.echo(str(rollback_model(uri)))
+
+
+@models_app.command("versions")
+def models_versions(uri: str = typer.Argument(..., help="Served model URI.")) -> None:
+    """List the versions kept at a served model URI (id, current, promoted at, size, source)."""
+    from guardsmith.errors import redact
+    from guardsmith.model_store import model_versions
+
+    for v in model_versions(uri):
+        typer.echo(f"{'*' if v.current else ' '} {v.id}  {v.promoted_at or '-'}  {v.total_bytes} bytes  "
+                   f"{redact(v.source) or '-'}  {v.uri or ''}".rstrip())
+
+
 DEMO = ("guard_training", "tiny-cpu")
 """``guardsmith demo`` (and ``make demo``): this pipeline and preset, run locally."""
 
@@ -192,10 +269,10 @@ def demo(
 ) -> None:
     """Run the guard_training pipeline locally on the bundled sample with tiny models (the tiny-cpu
     preset; what `make demo` runs) and print where the report is."""
-    from guardsmith.ops.local import run_local
+    from guardsmith.cli.pipeline import run_and_show
 
     name, preset = DEMO
-    echo_dict(run_local(name, preset, out=out))
+    run_and_show(name, preset, out=out)
 
 
 def build_cli():

@@ -48,12 +48,30 @@ def run_cmd(
     config: Optional[Path] = CONFIG_OPTION,
     set_: list[str] = typer.Option([], "--set", help="Override a parameter: key=value (YAML value); repeatable."),
     sweep: list[str] = SWEEP_OPTION,
+    discard: bool = typer.Option(False, "--discard", help="Keep objects in a throw-away local S3 (SeaweedFS) removed at the end, instead of under --out/store."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show every task's full log (KFP executor output) instead of one line per task."),
 ) -> None:
-    """Run a pipeline locally (real graph, tiny models, bundled sample) and print where the report is."""
+    """Run a pipeline locally (real graph, tiny models, bundled sample): one line per task, then the
+    results table and where the report and the trained models are."""
     if not local_run:
         raise GuardsmithError("only --local runs are supported here; use `guardsmith pipeline submit` for a cluster")
     for params in sweep_overrides(name, preset, overrides(config, set_), sweep):
-        echo_dict(local.run_local(name, preset, store, params, out))
+        run_and_show(name, preset, store=store, overrides=params, out=out, discard=discard, verbose=verbose)
+
+
+def run_and_show(name: str, preset: str, *, store: Path | None = None, overrides: dict | None = None,
+                 out: Path | None = None, discard: bool = False, verbose: bool = False) -> None:
+    """`guardsmith pipeline run --local` and `guardsmith demo`: run, then print the results and paths."""
+    typer.echo(f"running {name} ({preset}) locally with kfp.local{'' if verbose else '; task logs under <out>/logs'}")
+    result = local.run_local(name, preset, store, overrides, out, discard=discard, verbose=verbose, echo=typer.echo)
+    typer.echo("")
+    for line in result.pop("results", []):
+        typer.echo(line)
+    models = result.pop("models", {})
+    typer.echo("")
+    echo_dict({"report": result["report_html"], "report (Markdown)": result["report_md"],
+               **{k: v for k, v in models.items()}, "work root": result["work_root"],
+               **({"task logs": result["logs"]} if "logs" in result else {}), "seconds": result["seconds"]})
 
 
 @pipeline_app.command("submit")

@@ -83,6 +83,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, max_length: in
         min_frequency=2,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(list(texts), trainer)
     hf = PreTrainedTokenizerFast(
@@ -119,6 +120,9 @@ def _prepare(out_dir: str | Path, texts: Iterable[str] | None, seed: int):
 
 
 def _finish(out: Path, model, tokenizer, seed: int, kind: str) -> Path:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a one-shard tiny model needs no "Writing model shards" bar
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     params = sum(p.numel() for p in model.parameters())
