@@ -123,3 +123,14 @@ def test_submit_to_an_unreachable_host_is_one_line(capsys):
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "127.0.0.1:1" in err and "guardsmith: error:" in err
+
+
+def test_commands_are_kebab_case_and_stage_names_still_work(capsys):
+    group = build_cli()
+    listed = [name for name, cmd in group.commands.items() if not getattr(cmd, "hidden", False)]
+    assert not [n for n in listed if "_" in n], listed
+    assert "boundary-eval" in listed and group.commands["boundary_eval"].hidden
+    assert main(["boundary_eval", "--preset", "offline", "--print-config"]) == 0
+    old = capsys.readouterr().out
+    assert main(["boundary-eval", "--preset", "offline", "--print-config"]) == 0
+    assert capsys.readouterr().out == old and "still required" in old

@@ -294,3 +294,204 @@ def test_rbac(all_docs: list[dict[str, Any]], default_docs: list[dict[str, Any]]
                 assert rule["resourceNames"]
     binding = next(b for b in find(all_docs, "RoleBinding") if b["roleRef"]["name"] == "gs-guardsmith-submitter")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "guardsmith-bot", "namespace": NAMESPACE}]
+
+
+# --------------------------------------------------------------------------- serving
+
+SERVING = """
+serving:
+  enabled: true
+  models:
+    guard: {uri: s3://prod/guardsmith/production/guard}
+    generator: {uri: s3://prod/guardsmith/production/generator/, version: 0123abcd4567, tensorParallelSize: 2}
+  gateway:
+    collectUri: s3://prod/guardsmith/collected
+    tau: 0.4
+    refusal: Not with that.
+    extraConfig: {gate_tasks: [response_harm], flush_rows: 50}
+  serviceMonitor: {enabled: true, labels: {release: kube-prometheus-stack}}
+"""
+
+
+@pytest.fixture(scope="module")
+def serving_docs(helm: Any, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    path = tmp_path_factory.mktemp("serving") / "serving.yaml"
+    path.write_text(SERVING)
+    return template(helm, "-f", str(ALL), "-f", str(path))
+
+
+def serving_objects(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(kind, component) -> object, for the serving part of a render."""
+    return {(d["kind"], d["metadata"]["labels"].get("app.kubernetes.io/component", "")): d for d in docs
+            if d["metadata"].get("labels", {}).get("app.kubernetes.io/component", "").startswith("serving-")
+            or d["kind"] == "ServiceMonitor"}
+
+
+def check_service_monitor(sm: dict[str, Any]) -> None:
+    """The monitoring.coreos.com/v1 ServiceMonitor fields we use (no schema in the pinned set)."""
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1" and set(sm) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(sm["spec"]) <= {"selector", "namespaceSelector", "endpoints"}
+    assert all(isinstance(v, str) for v in sm["spec"]["selector"]["matchLabels"].values())
+    for ep in sm["spec"]["endpoints"]:
+        assert set(ep) <= {"port", "path", "interval"} and all(isinstance(v, str) for v in ep.values())
+
+
+def test_serving_is_off_by_default(default_docs: list[dict[str, Any]], all_docs: list[dict[str, Any]]) -> None:
+    assert not serving_objects(default_docs) and not serving_objects(all_docs)
+
+
+def test_serving_renders_and_validates(helm: Any, serving_docs: list[dict[str, Any]], tmp_path: Path) -> None:
+    objs = serving_objects(serving_docs)
+    assert sorted(objs) == sorted([
+        ("ConfigMap", "serving-gateway"), ("Deployment", "serving-gateway"), ("Service", "serving-gateway"),
+        ("Deployment", "serving-guard"), ("Service", "serving-guard"),
+        ("Deployment", "serving-guard-model"), ("Service", "serving-guard-model"),
+        ("Deployment", "serving-generator-model"), ("Service", "serving-generator-model"),
+        ("ServiceMonitor", "")])
+    check_service_monitor(objs[("ServiceMonitor", "")])
+    assert problems([d for d in serving_docs if d["kind"] != "ServiceMonitor"]) == []
+    values = tmp_path / "serving.yaml"
+    values.write_text(SERVING)
+    out = helm("lint", "--strict", str(CHART), "--kube-version", KUBE, "-f", str(ALL), "-f", str(values))
+    assert "0 chart(s) failed" in out.stdout and "[WARNING]" not in out.stdout
+
+
+def test_model_servers_load_from_the_object_store_on_the_gpu_pool(serving_docs: list[dict[str, Any]]) -> None:
+    kfp_support = importlib.import_module("guardsmith.kfp_support")
+    objs = serving_objects(serving_docs)
+    expected_uri = {"guard": "s3://prod/guardsmith/production/guard",
+                    "generator": "s3://prod/guardsmith/production/generator/versions/0123abcd4567"}
+    for key, tp in (("guard", 1), ("generator", 2)):
+        dep = objs[("Deployment", f"serving-{key}-model")]
+        pod = dep["spec"]["template"]["spec"]
+        (init,) = pod["initContainers"]
+        assert init["command"] == ["python", "-m", "guardsmith", "models", "download"]
+        assert init["args"] == [expected_uri[key], "/models/model"]
+        assert init["image"].endswith("guardsmith-infer@sha256:" + "2" * 64)
+        env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in init["env"] if "valueFrom" in e}
+        wanted = {var: key for ref in ("s3", "s3_endpoint") for key, var in kfp_support.SECRETS[ref].keys.items()}
+        assert {var: ref["key"] for var, ref in env.items()} == wanted  # what the pipeline tasks read
+        assert {r["name"] for r in env.values()} == {"guardsmith-s3"}
+        (c,) = pod["containers"]
+        assert c["image"] == "docker.io/vllm/vllm-openai:v0.33.0" and c["command"] == ["vllm", "serve"]
+        assert c["args"][0] == "/models/model" and f"--tensor-parallel-size={tp}" in c["args"]
+        assert c["args"][1] == f"--served-model-name={key}"
+        assert c["resources"]["limits"][kfp_support.GPU_RESOURCE] == c["resources"]["requests"][
+            kfp_support.GPU_RESOURCE] == str(tp)
+        assert pod["nodeSelector"] == kfp_support.DEFAULT_GPU_NODE_SELECTOR
+        assert pod["tolerations"] == kfp_support.DEFAULT_GPU_TOLERATIONS
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        assert mounts["/models"] == {m["mountPath"]: m["name"] for m in init["volumeMounts"]}["/models"]
+        assert dep["spec"]["strategy"]["type"] == "Recreate"
+        assert dep["spec"]["template"]["metadata"]["annotations"]["guardsmith.io/model"] == expected_uri[key]
+        svc = objs[("Service", f"serving-{key}-model")]
+        assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+        assert svc["spec"]["ports"][0]["port"] == 8000
+
+
+def service_url(svc: dict[str, Any]) -> str:
+    return f"http://{svc['metadata']['name']}:{svc['spec']['ports'][0]['port']}/v1"
+
+
+def test_guard_service_and_gateway(serving_docs: list[dict[str, Any]], tmp_path: Path) -> None:
+    objs = serving_objects(serving_docs)
+    guard = objs[("Deployment", "serving-guard")]["spec"]["template"]["spec"]["containers"][0]
+    assert guard["command"] == ["python", "-m", "guardsmith", "serve", "guard"]
+    # the guard service reads the guard model server through its OpenAI API
+    assert guard["args"][0] == f"openai:{service_url(objs[('Service', 'serving-guard-model')])}?model=guard"
+    assert "--host=0.0.0.0" in guard["args"] and "--port=8000" in guard["args"]
+    gateway_pod = objs[("Deployment", "serving-gateway")]["spec"]["template"]["spec"]
+    gateway = gateway_pod["containers"][0]
+    assert gateway["command"] == ["python", "-m", "guardsmith", "serve", "gateway"]
+    for c in (guard, gateway):
+        assert c["readinessProbe"]["httpGet"]["path"] == "/ready" and c["livenessProbe"]["httpGet"]["path"] == "/health"
+        assert c["image"].endswith("guardsmith-infer@sha256:" + "2" * 64)
+        assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+        port = int(next(a.split("=")[1] for a in c["args"] if a.startswith("--port=")))
+        assert c["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    # the config file the gateway reads: mounted from the ConfigMap, pointing at the rendered Services
+    config_arg = next(a.split("=", 1)[1] for a in gateway["args"] if a.startswith("--config="))
+    mount = next(m for m in gateway["volumeMounts"] if config_arg.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in gateway_pod["volumes"] if v["name"] == mount["name"])
+    cm = objs[("ConfigMap", "serving-gateway")]
+    assert volume["configMap"]["name"] == cm["metadata"]["name"]
+    config = yaml.safe_load(cm["data"][Path(config_arg).name])
+    assert config == {"model": "guardsmith-gateway", "generator": service_url(objs[("Service", "serving-generator-model")]),
+                      "generator_model": "generator", "guard": service_url(objs[("Service", "serving-guard")]),
+                      "tau": 0.4, "delta": 0.1, "refusal": "Not with that.",
+                      "interactions_uri": "s3://prod/guardsmith/collected", "gate_tasks": ["response_harm"],
+                      "flush_rows": 50}
+    serving = pytest.importorskip("guardsmith.serving")
+    path = tmp_path / "gateway.yaml"
+    path.write_text(cm["data"][Path(config_arg).name])
+    loaded = serving.load_gateway_config(str(path))  # the gateway accepts the rendered file
+    assert (loaded.tau, loaded.interactions_uri, loaded.refusal) == (0.4, "s3://prod/guardsmith/collected", "Not with that.")
+    # a changed config rolls the gateway pods
+    assert objs[("Deployment", "serving-gateway")]["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+
+def test_service_monitor_scrapes_every_serving_service(serving_docs: list[dict[str, Any]]) -> None:
+    objs = serving_objects(serving_docs)
+    sm = objs[("ServiceMonitor", "")]
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    selected = [s for s in find(serving_docs, "Service")
+                if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+    assert sorted(s["metadata"]["labels"]["app.kubernetes.io/component"] for s in selected) == [
+        "serving-gateway", "serving-generator-model", "serving-guard", "serving-guard-model"]
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["path"] == "/metrics" and all(ep["port"] in {p["name"] for p in s["spec"]["ports"]} for s in selected)
+    assert sm["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+
+
+def test_serving_pods_are_secured(serving_docs: list[dict[str, Any]]) -> None:
+    objs = serving_objects(serving_docs)
+    for (kind, component), dep in objs.items():
+        if kind != "Deployment":
+            continue
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+        for c in pod["containers"] + pod.get("initContainers", []):
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, component
+            assert {"/tmp", "/cache"} <= {m["mountPath"] for m in c["volumeMounts"]}, component
+
+
+def test_serving_without_model_servers(helm: Any, tmp_path: Path) -> None:
+    """Gateway and guard service only: external generator, guard model scored from a URI."""
+    values = tmp_path / "v.yaml"
+    values.write_text("""
+serving:
+  enabled: true
+  models: {guard: {enabled: false}, generator: {enabled: false}}
+  guard: {model: s3://prod/guardsmith/production/guard}
+  gateway: {generator: "https://llm.example.com/v1", generatorModel: big-model}
+""")
+    docs = template(helm, "-f", str(values))
+    objs = serving_objects(docs)
+    assert ("Deployment", "serving-guard-model") not in objs and ("ServiceMonitor", "") not in objs
+    assert objs[("Deployment", "serving-guard")]["spec"]["template"]["spec"]["containers"][0]["args"][0] == \
+        "s3://prod/guardsmith/production/guard"
+    config = yaml.safe_load(objs[("ConfigMap", "serving-gateway")]["data"]["gateway.yaml"])
+    assert config["generator"] == "https://llm.example.com/v1" and config["generator_model"] == "big-model"
+    assert "interactions_uri" not in config and "refusal" not in config
+    assert problems(docs) == []
+
+
+def test_serving_values_are_checked(helm: Any, tmp_path: Path) -> None:
+    cases = {
+        "unknown key": ("serving: {enabled: true, gatewayz: {}}\n", "schema"),
+        "tau above 1": ("serving: {gateway: {tau: 1.5}}\n", "schema"),
+        "bucket without scheme": ("serving: {models: {guard: {uri: bucket/guard}}}\n", "schema"),
+        "bad interval": ("serving: {serviceMonitor: {interval: often}}\n", "schema"),
+        "no model uri": ("serving: {enabled: true}\n", "serving.models.guard.uri is required"),
+        "no generator": ("serving: {enabled: true, models: {guard: {uri: s3://b/g}, generator: {enabled: false}}}\n",
+                         "serving.gateway.generator is required"),
+    }
+    for label, (text, needle) in cases.items():
+        path = tmp_path / "bad.yaml"
+        path.write_text(text)
+        proc = helm("template", RELEASE, str(CHART), "-f", str(path), check=False)
+        assert proc.returncode != 0, f"{label}: accepted"
+        assert needle in proc.stderr.lower() or needle in proc.stderr, f"{label}: {proc.stderr}"

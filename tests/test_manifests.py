@@ -166,3 +166,15 @@ def test_rbac_is_least_privilege(rendered: dict[str, list[dict[str, Any]]]) -> N
     sas = {sa["metadata"]["name"] for sa in find(docs, "ServiceAccount")}
     for role in find(docs, "Role"):
         assert all(s["name"] in sas for s in bindings[role["metadata"]["name"]])
+
+
+def test_chart_serving_defaults_land_on_the_gpu_flavor(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """The chart's vLLM model servers (serving.models.*) schedule onto the nodes of the base A100
+    flavor: its node labels as nodeSelector, a toleration for each of its taints."""
+    values = yaml.safe_load((ROOT / "helm" / "guardsmith" / "values.yaml").read_text())
+    flavor = find(rendered["base"], "ResourceFlavor", "a100-80gb")[0]["spec"]
+    for key, server in values["serving"]["models"].items():
+        assert server["nodeSelector"] == flavor["nodeLabels"], key
+        for taint in flavor["nodeTaints"]:
+            assert any(t["key"] == taint["key"] and t["operator"] == "Exists" and t["effect"] == taint["effect"]
+                       for t in server["tolerations"]), (key, taint)

@@ -219,18 +219,20 @@ def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump({f.name: values[f.name] for f in flag_order(type(cfg))}, sort_keys=False)
 
 
-def stage_command(name: str, cls: type, run: Callable[[Any], Any], help: str):
-    """A click command with `--config FILE` plus one flag per config field; flags override the file."""
+def stage_command(name: str, cls: type, run: Callable[[Any], Any], help: str, *, stage: str | None = None):
+    """A click command `name` with `--config FILE` plus one flag per config field; flags override
+    the file. Presets are those of `stage` (default: `name`)."""
     import click
 
+    stage = stage or name
     hints = typing.get_type_hints(cls)
     params: list[click.Parameter] = [
         click.Option(["--config", "config_path"], type=click.Path(dir_okay=False), default=None,
                      help="YAML file with field: value pairs; flags given here override it."),
         click.Option(["--print-config"], is_flag=True, default=False, help="Print the resolved config as YAML and exit."),
     ]
-    if presets(name):
-        params.append(click.Option(["--preset"], type=click.Choice(presets(name)), default=None,
+    if presets(stage):
+        params.append(click.Option(["--preset"], type=click.Choice(presets(stage)), default=None,
                                    help="Bundled parameter set applied first (then --config, then flags)."))
     for f in flag_order(cls):
         flag = "--" + f.name.replace("_", "-")
@@ -246,10 +248,10 @@ def stage_command(name: str, cls: type, run: Callable[[Any], Any], help: str):
     def callback(config_path: str | None, print_config: bool, preset: str | None = None, **flags: Any) -> None:
         overrides = {k: v for k, v in flags.items() if v is not None}
         if print_config:
-            values, source = config_values(config_path, overrides, stage=name, preset=preset)
+            values, source = config_values(config_path, overrides, stage=stage, preset=preset)
             click.echo(describe_config(cls, values, source), nl=False)
             return
-        cfg = load_config(cls, config_path, overrides, stage=name, preset=preset)
+        cfg = load_config(cls, config_path, overrides, stage=stage, preset=preset)
         result = run(cfg)
         if result is not None:
             click.echo(str(result))

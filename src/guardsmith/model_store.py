@@ -281,10 +281,18 @@ def _remove_flat_files(uri: str, pointer: dict[str, Any]) -> None:
     from guardsmith import storage
 
     loc = storage.resolve(uri)
+    parents = set()
     for f in pointer.get("files") or []:
         rel = storage._safe_name(f.get("path"), loc)
         if not rel.startswith(VERSIONS + "/"):
             storage.remove(storage.join(str(uri), rel))
+            parents.update(Path(rel).parents)
+    if not loc.is_s3:  # folders the files left empty (S3 has none)
+        for rel in sorted((p for p in parents if str(p) != "."), key=lambda p: -len(p.parts)):
+            try:
+                os.rmdir(Path(loc.path) / rel)
+            except OSError:
+                pass
 
 
 def _switch(uri: str, target: str, target_manifest: dict[str, Any], pointer: dict[str, Any] | None,

@@ -170,3 +170,30 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/* S3 credentials and endpoint from the s3 Secret (serving pods: model downloads, collection). */}}
+{{- define "guardsmith.s3Env" -}}
+{{- range $key := list "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" "GUARDSMITH_S3_ENDPOINT" }}
+- name: {{ $key }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "guardsmith.secretName" (dict "root" $.root "key" "s3") }}
+      key: {{ $key }}
+      optional: true
+{{- end }}
+{{- end }}
+
+{{/* Names of the serving objects; .key: guard-model, generator-model, guard, gateway. */}}
+{{- define "guardsmith.servingName" -}}
+{{- printf "%s-%s" (include "guardsmith.fullname" .root) .key | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The model URI a model server downloads: <uri>, or the pinned version <uri>/versions/<version>. */}}
+{{- define "guardsmith.servingModelUri" -}}
+{{- $uri := required (printf "serving.models.%s.uri is required when that model server is enabled" .key) .model.uri | trimSuffix "/" }}
+{{- if .model.version }}
+{{- printf "%s/versions/%s" $uri .model.version }}
+{{- else }}
+{{- $uri }}
+{{- end }}
+{{- end }}

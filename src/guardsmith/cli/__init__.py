@@ -283,7 +283,12 @@ def build_cli():
     for stage in STAGES.values():
         if stage.command:
             module = stage.module()
-            group.add_command(stage_command(stage.name, module.CONFIG, module.run, module.HELP))
+            name = stage.name.replace("_", "-")  # commands are kebab-case, like `serve offline-teacher`
+            group.add_command(stage_command(name, module.CONFIG, module.run, module.HELP, stage=stage.name))
+            if name != stage.name:  # the stage's own name still works, unlisted
+                alias = stage_command(stage.name, module.CONFIG, module.run, module.HELP, stage=stage.name)
+                alias.hidden = True
+                group.add_command(alias)
     return group
 
 
