@@ -169,3 +169,7 @@ def test_preflight_checks_inputs_and_work_root(tmp_path: Path) -> None:
     assert "1 input(s) found" in ok and not (tmp_path / "work" / "_preflight.json").exists()
     with pytest.raises(Exception, match="does not exist"):
         kfp_support.preflight(str(tmp_path / "work"), [f"guard={tmp_path / 'missing'}"])
+    # a baseline guard given by format (evaluation pipeline's models): the folder after FORMAT: is checked
+    assert "1 input(s) found" in kfp_support.preflight(str(tmp_path / "work"), [f"wg=wildguard:{tmp_path / 'model'}"])
+    with pytest.raises(Exception, match=f"input {tmp_path / 'nope'} does not exist"):
+        kfp_support.preflight(str(tmp_path / "work"), [f"lg=llama-guard:{tmp_path / 'nope'}"])

@@ -1,4 +1,4 @@
-"""Promotion of a served model (guardsmith.model_store.promote_model / rollback_model and the
+"""Promotion of a served model (guardsmith.storage.promote_model / rollback_model, re-exported by guardsmith.model_store, and the
 `guardsmith models promote|rollback|versions` commands) on a local folder and on SeaweedFS: what
 every reader of the served URI (local_model, download_dir, a version's own URI) sees after each
 switch, which versions are kept, and the one-line errors."""
@@ -134,15 +134,15 @@ def test_a_concurrent_switch_loses_cleanly(base: str, tmp_path: Path, monkeypatc
     served = storage.join(base, "production/guard")
     model_store.promote_model(served, source=published(base, tmp_path, "A"))
     b = published(base, tmp_path, "B")
-    real_copy = model_store._copy_into_version
+    real_copy = storage._copy_into_version
 
     def copy_then_race(source: str, uri: str, vid: str, origin: str | None = None) -> dict:
         out = real_copy(source, uri, vid, origin)
-        monkeypatch.setattr(model_store, "_copy_into_version", real_copy)
+        monkeypatch.setattr(storage, "_copy_into_version", real_copy)
         model_store.promote_model(served, source=b)  # the other writer wins meanwhile
         return out
 
-    monkeypatch.setattr(model_store, "_copy_into_version", copy_then_race)
+    monkeypatch.setattr(storage, "_copy_into_version", copy_then_race)
     with pytest.raises(storage.ConcurrentWriteError):
         model_store.promote_model(served, source=published(base, tmp_path, "C"))
     assert served_tag(served, tmp_path) == "B"

@@ -25,6 +25,7 @@ def evaluate(
     custom_benchmarks: Optional[List[str]] = None,
     limit: int = 0,
     title: str = "Guard evaluation",
+    unsafe_scores: bool = True,
     backend: str = "transformers",
     concurrency: int = 8,
     chunk_rows: int = 256,

@@ -187,6 +187,10 @@ def preflight(work_root: str, inputs: Sequence[str] = ()) -> str:
         for raw in str(item).split(","):
             named = _NAMED.match(raw.strip())
             uri = (named.group(2) if named else raw).strip()
+            if uri:
+                from guardsmith.specs import split_format
+
+                uri = split_format(uri)[1]  # a guard model given as FORMAT:URI
             if not uri or uri in ("hf", "sample") or uri.startswith(("hf://", "openai:", "http")):
                 continue
             uri = uri.split(":", 1)[1] if uri.startswith(("vllm:", "transformers:")) else uri

@@ -136,3 +136,84 @@ def aggregate_runs(per_run: Sequence[F1Result]) -> dict[str, float | int]:
         "n": per_run[0].n,
         "support": per_run[0].support,
     }
+
+
+# --------------------------------------------------------------------------- scores: P(positive)
+
+SWEEP_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+"""Thresholds of :func:`threshold_sweep`: 0.05, 0.10, ..., 0.95."""
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Ranking quality of per-row probabilities of the positive class.
+
+    ``auroc`` / ``auprc`` are None when the scored rows hold only one class (undefined).
+    ``auprc`` is average precision (the step-wise area under the precision-recall curve, no
+    interpolation: scikit-learn's ``average_precision_score``).
+    """
+
+    n: int
+    positives: int
+    auroc: float | None
+    auprc: float | None
+
+
+def _binary(y_true: Sequence[str], scores: Sequence[float], positive: str) -> tuple[np.ndarray, np.ndarray]:
+    if positive not in NEGATIVE_OF:
+        raise GuardsmithError(f"unknown positive label {positive!r}: expected one of {', '.join(NEGATIVE_OF)}")
+    if len(y_true) != len(scores):
+        raise GuardsmithError(f"length mismatch: {len(y_true)} true labels, {len(scores)} scores")
+    negative = NEGATIVE_OF[positive]
+    for i, truth in enumerate(y_true):
+        if truth not in (positive, negative):
+            raise DataError(f"true label is not {positive!r} or {negative!r}", column="y_true", row=i, value=truth)
+    p = np.asarray(list(scores), dtype=float)
+    bad = np.flatnonzero(~np.isfinite(p) | (p < 0) | (p > 1))
+    if bad.size:
+        raise DataError("score is not a probability in [0, 1]", column="scores", row=int(bad[0]),
+                        value=float(p[bad[0]]))
+    return np.asarray([t == positive for t in y_true], dtype=bool), p
+
+
+def score_metrics(y_true: Sequence[str], scores: Sequence[float], positive: str = "harmful") -> ScoreResult:
+    """AUROC and AUPRC of ``scores`` (P(``positive``) per row) against the true labels.
+
+    AUROC is the probability that a random positive row scores above a random negative one (ties
+    count one half: the Mann-Whitney statistic with mid-ranks). AUPRC is average precision,
+    ``sum_k (R_k - R_{k-1}) * P_k`` over the distinct score thresholds taken from the highest.
+    Both are computed with numpy here (scikit-learn is a dev-only dependency; the tests compare
+    against its ``roc_auc_score`` / ``average_precision_score``).
+    """
+    y, p = _binary(y_true, scores, positive)
+    n, pos = int(y.size), int(y.sum())
+    if pos == 0 or pos == n:
+        return ScoreResult(n, pos, None, None)
+    values, inverse, counts = np.unique(p, return_inverse=True, return_counts=True)
+    first_rank = np.cumsum(counts) - counts + 1  # 1-based rank of each distinct value's first row
+    mid_rank = first_rank + (counts - 1) / 2.0
+    ranks = mid_rank[inverse]
+    neg = n - pos
+    auroc = (ranks[y].sum() - pos * (pos + 1) / 2.0) / (pos * neg)
+    # average precision: one step per distinct threshold, from the highest score down
+    tp_at = np.bincount(inverse, weights=y.astype(float), minlength=values.size)[::-1].cumsum()
+    all_at = counts[::-1].cumsum()
+    precision = tp_at / all_at
+    recall = tp_at / pos
+    auprc = float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+    return ScoreResult(n, pos, float(auroc), auprc)
+
+
+def threshold_sweep(y_true: Sequence[str], scores: Sequence[float], positive: str = "harmful",
+                    thresholds: Sequence[float] = SWEEP_THRESHOLDS) -> list[dict[str, float]]:
+    """F1 / precision / recall of the ``positive`` class when a row is called positive at
+    ``score >= threshold``, for each threshold (one dict per threshold: ``threshold``, ``f1``,
+    ``precision``, ``recall``; scored with :func:`harm_f1`)."""
+    y, p = _binary(y_true, scores, positive)
+    negative = NEGATIVE_OF[positive]
+    out = []
+    for t in thresholds:
+        preds = [positive if s >= t else negative for s in p]
+        r = harm_f1(list(y_true), preds, positive=positive)
+        out.append({"threshold": float(t), "f1": r.f1, "precision": r.precision, "recall": r.recall})
+    return out

@@ -2,6 +2,11 @@
 
 ``evaluate`` names its guard models and benchmarks this way, ``boundary_eval`` its generators and
 prompt sets. Without a name, a spec is named after the last path component of its URI.
+
+A model's URI may start with a guard format (``name=FORMAT:SPEC``, FORMAT a name in
+:data:`guardsmith.guard.formats.FORMATS`, e.g. ``wg=wildguard:s3://b/wildguard`` or
+``lg=llama-guard:openai:http://host/v1?model=M``): :attr:`ModelSpec.format` holds it and
+:attr:`ModelSpec.uri` the rest (:func:`split_format`).
 """
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ class ModelSpec:
     options: dict[str, str] = field(default_factory=dict)
     train_size: int | None = None
     budget: int | None = None
+    format: str | None = None
+    """Guard format named in the spec (``FORMAT:SPEC``); None: decided from the model (evaluate)."""
 
 
 _SPEC = re.compile(r"^(?P<name>[^=\[\]/:]+?)\s*(?:\[(?P<opts>[^\]]*)\])?\s*=(?P<uri>.+)$")
@@ -31,8 +38,39 @@ def _default_name(uri: str) -> str:
     return Path(str(uri).rstrip("/")).name or str(uri)
 
 
-def parse_model_spec(spec: str) -> ModelSpec:
-    """``uri`` | ``name=uri`` | ``name[k=v;k=v]=uri`` -> :class:`ModelSpec` (attributes from options)."""
+_PREFIX = re.compile(r"^(?P<word>[A-Za-z][\w.-]+):(?P<rest>.*)$", re.S)
+URI_SCHEMES = ("s3", "file", "openai", "vllm", "transformers", "tiny", "offline", "http", "https", "hf")
+"""Prefixes a model URI may start with that are not guard formats (storage schemes, backend kinds,
+the local stand-in markers)."""
+
+
+def split_format(uri: str, *, strict: bool = False, spec: str | None = None) -> tuple[str | None, str]:
+    """``FORMAT:REST`` -> (format name, REST) when FORMAT is registered in
+    :data:`guardsmith.guard.formats.FORMATS` (any case); otherwise (None, uri).
+
+    ``strict``: a ``word:`` prefix that is neither a format nor one of :data:`URI_SCHEMES` (and not
+    ``scheme://``) is an error naming ``spec`` and the known formats (a misspelt format).
+    """
+    from guardsmith.guard.formats import FORMATS
+
+    text = str(uri).strip()
+    m = _PREFIX.match(text)
+    if not m:
+        return None, text
+    word, rest = m.group("word").lower(), m.group("rest").strip()
+    if word in FORMATS:
+        if not rest:
+            raise GuardsmithError(f"model spec {spec or uri!r}: format {word!r} names no model (FORMAT:SPEC)")
+        return word, rest
+    if strict and word not in URI_SCHEMES and not rest.startswith("//"):
+        raise GuardsmithError(f"model spec {spec or uri!r}: {m.group('word')!r} is not a guard format "
+                              f"({', '.join(sorted(FORMATS))}) nor a URI scheme ({', '.join(URI_SCHEMES)})")
+    return None, text
+
+
+def parse_model_spec(spec: str, *, strict_format: bool = False) -> ModelSpec:
+    """``uri`` | ``name=uri`` | ``name[k=v;k=v]=uri`` -> :class:`ModelSpec` (attributes from options);
+    ``uri`` may be ``FORMAT:uri`` (:func:`split_format`, ``strict_format`` passed on as ``strict``)."""
     from guardsmith.reporting import parse_count
 
     text = str(spec).strip()
@@ -40,7 +78,8 @@ def parse_model_spec(spec: str) -> ModelSpec:
     if not m:
         if not text:
             raise GuardsmithError("empty model spec")
-        return ModelSpec(name=_default_name(text), uri=text)
+        fmt, uri = split_format(text, strict=strict_format, spec=text)
+        return ModelSpec(name=_default_name(uri), uri=uri, format=fmt)
     options: dict[str, str] = {}
     for item in (m.group("opts") or "").split(";"):
         if not item.strip():
@@ -49,7 +88,8 @@ def parse_model_spec(spec: str) -> ModelSpec:
             raise GuardsmithError(f"model spec {spec!r}: option {item.strip()!r} is not key=value")
         key, value = (p.strip() for p in item.split("=", 1))
         options[key] = value
-    out = ModelSpec(name=m.group("name").strip(), uri=m.group("uri").strip(), options=options)
+    fmt, uri = split_format(m.group("uri"), strict=strict_format, spec=text)
+    out = ModelSpec(name=m.group("name").strip(), uri=uri, options=options, format=fmt)
     for key in ("size", "train_size"):
         if key in options:
             out.train_size = _count(options[key], spec, key, parse_count)

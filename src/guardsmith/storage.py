@@ -57,9 +57,11 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlparse
 
@@ -1467,3 +1469,279 @@ def recorded_identity(uri: str) -> dict[str, Any] | None:
     manifest = _read_manifest(loc)
     identity = manifest.get("identity") if manifest else None
     return identity if isinstance(identity, dict) else None
+
+
+# --------------------------------------------------------------------------- served folders: promotion
+# A served model URI keeps versions <uri>/versions/<id>/ behind the pointer <uri>/_SUCCESS (the
+# layout upload_dir writes); a switch is one conditional write of the pointer (one writer per URI).
+
+KEEP_VERSIONS = 3
+"""Versions a promotion keeps at a served URI: the current one and the last ones it replaced."""
+
+VERSIONS = "versions"
+HISTORY = 20  # pointer switches remembered for rollback (versions no longer kept are skipped)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One kept version of a served model URI."""
+
+    id: str
+    uri: str  # <uri>/versions/<id>: this version as a model URI of its own ("" when not addressable)
+    current: bool
+    promoted_at: str
+    source: str  # where it was promoted from (redacted); "" when it was uploaded in place
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What a promotion or rollback did."""
+
+    uri: str
+    current: str
+    previous: str | None
+    copied_from: str | None = None
+    removed: tuple[str, ...] = field(default_factory=tuple)
+    rollback: bool = False
+
+    def __str__(self) -> str:
+        if self.rollback:
+            lines = [f"{redact(self.uri)}: current version {self.current} (rolled back from {self.previous})"]
+        else:
+            lines = [f"{redact(self.uri)}: current version {self.current}"
+                     + (f" (copied from {redact(self.copied_from)})" if self.copied_from else ""),
+                     f"replaced version: {self.previous or '-'} (back to it: guardsmith models rollback {redact(self.uri)})"]
+        if self.removed:
+            lines.append(f"removed old versions: {', '.join(self.removed)}")
+        lines.append("servers read the pointer at start: kubectl rollout restart the guard deployments")
+        return "\n".join(lines)
+
+
+def _now_precise() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _version_uri(uri: str, vid: str) -> str:
+    return join(str(uri), VERSIONS, vid)
+
+
+def _read_pointer(uri: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The pointer manifest of a served URI and its tag (what the switch is conditional on)."""
+    manifest, tag = _read_manifest_tagged(resolve(uri))
+    if manifest is not None and manifest.get("format") != FOLDER_FORMAT:
+        raise GuardsmithError(f"{redact(uri)} is a guardsmith table, not a model folder")
+    return manifest, tag
+
+
+def _write_pointer(uri: str, manifest: dict[str, Any], seen: str | None) -> None:
+    """Switch the pointer: storage's conditional commit (ConcurrentWriteError when another writer
+    switched it since ``seen`` was read)."""
+    loc = resolve(uri)
+    data = _manifest_bytes(manifest)
+    if loc.is_s3:
+        _put_manifest_s3(loc, data, seen)
+        return
+    with _local_commit_lock(loc.path):
+        _check_unchanged_local(loc, seen)
+        write_bytes_atomic(join(str(uri), MANIFEST), data)
+
+
+def _read_version(uri: str, vid: str) -> dict[str, Any] | None:
+    manifest = _read_manifest(resolve(_version_uri(uri, vid)))
+    return manifest if manifest and manifest.get("format") == FOLDER_FORMAT else None
+
+
+def _write_version_record(uri: str, vid: str, manifest: dict[str, Any]) -> None:
+    """The version's own manifest (flat: the files beside it), which makes it a model URI."""
+    record = {k: v for k, v in manifest.items() if k not in ("root", "history")}
+    record["attempt"] = vid
+    write_bytes_atomic(join(_version_uri(uri, vid), MANIFEST), _manifest_bytes(record))
+
+
+def _current_id(pointer: dict[str, Any] | None) -> str | None:
+    root = (pointer or {}).get("root") or ""
+    return root.split("/", 1)[1] if root.startswith(VERSIONS + "/") else None
+
+
+def _listed_versions(uri: str) -> list[str]:
+    where = join(str(uri), VERSIONS)
+    if not exists(where):
+        return []
+    return [n for n in list_dir(where) if ".tmp-" not in n]
+
+
+def model_versions(uri: str) -> list[ModelVersion]:
+    """The versions kept at ``uri``, oldest first (by promotion time), the current one marked."""
+    pointer, _ = _read_pointer(uri)
+    if pointer is None:
+        raise GuardsmithError(f"{redact(uri)} holds no committed model (no pointer manifest)")
+    current = _current_id(pointer)
+    out = []
+    for vid in _listed_versions(uri):
+        record = _read_version(uri, vid)
+        info = record or (pointer if vid == current else {})
+        out.append(ModelVersion(id=vid, uri=_version_uri(uri, vid) if record else "", current=vid == current,
+                                promoted_at=str(info.get("promoted_at") or info.get("created") or ""),
+                                source=str(info.get("promoted_from") or ""),
+                                total_bytes=int(info.get("total_bytes") or 0)))
+    if current is None:  # a folder committed flat (before versions): the files beside the pointer
+        out.append(ModelVersion(id="(flat)", uri="", current=True, promoted_at=str(pointer.get("created") or ""),
+                                source="", total_bytes=int(pointer.get("total_bytes") or 0)))
+    return sorted(out, key=lambda v: (v.promoted_at, v.id))
+
+
+def _copy_into_version(source: str, uri: str, vid: str, origin: str | None = None) -> dict[str, Any]:
+    """Copy the model at ``source`` into ``<uri>/versions/<vid>/`` and write its record; returns the
+    version manifest. S3 to S3: server-side copies of the files its manifest lists; otherwise from a
+    local folder (an S3 source is downloaded into the cache first)."""
+    dst = resolve(_version_uri(uri, vid))
+    src = resolve(source) if source.startswith("s3://") else None
+    config = default_transfer_config() if dst.is_s3 else None
+    if dst.is_s3 and src is not None:
+        src_manifest = _read_manifest(src)
+        if src_manifest is None or src_manifest.get("format") != FOLDER_FORMAT:
+            raise GuardsmithError(f"{redact(source)} is not a committed model folder (no manifest): "
+                                  "an upload may not have finished")
+        files = list(src_manifest.get("files") or [])
+        if not any(f.get("path") == "config.json" for f in files):
+            raise GuardsmithError(f"{redact(source)} is not a model folder (no config.json)")
+        root = src_manifest.get("root")
+        base = src.child(_safe_name(root, src)) if root else src
+        (sb, sp), (db, dp) = base.bucket_key, dst.bucket_key
+        client = _client(dst)
+
+        def put(f: dict[str, Any]) -> None:
+            rel = _safe_name(f["path"], src)
+            client.copy({"Bucket": sb, "Key": f"{sp}/{rel}" if sp else rel}, db, f"{dp}/{rel}", Config=config)
+        identity = src_manifest.get("identity")
+    else:
+        from guardsmith.model_store import local_model
+
+        folder = local_model(source)
+        entries = _scan_folder(str(folder))
+        files = [f for f in entries if not f["path"].startswith(VERSIONS + "/")]
+        identity = recorded_identity(str(folder))
+        if dst.is_s3:
+            (db, dp), client = dst.bucket_key, _client(dst)
+
+            def put(f: dict[str, Any]) -> None:
+                client.upload_file(str(folder / f["path"]), db, f"{dp}/{f['path']}", Config=config)
+        else:
+            def put(f: dict[str, Any]) -> None:
+                target = Path(dst.path) / f["path"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(folder / f["path"], target)
+    try:
+        with _boto_io(dst, "copy a model into") if dst.is_s3 else _io(dst, "write"):
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                list(pool.map(put, files))
+        manifest = _folder_manifest([{k: f[k] for k in ("path", "size", "sha256") if k in f} for f in files])
+        if isinstance(identity, dict):
+            manifest["identity"] = identity
+        manifest.update(promoted_from=redact(source if origin is None else origin), promoted_at=_now_precise())
+        _write_version_record(uri, vid, manifest)
+    except BaseException:
+        remove(_version_uri(uri, vid))
+        raise
+    return manifest
+
+
+def _remove_flat_files(uri: str, pointer: dict[str, Any]) -> None:
+    """After a flat folder was moved into a version: delete its files beside the pointer."""
+    loc = resolve(uri)
+    parents = set()
+    for f in pointer.get("files") or []:
+        rel = _safe_name(f.get("path"), loc)
+        if not rel.startswith(VERSIONS + "/"):
+            remove(join(str(uri), rel))
+            parents.update(Path(rel).parents)
+    if not loc.is_s3:  # folders the files left empty (S3 has none)
+        for rel in sorted((p for p in parents if str(p) != "."), key=lambda p: -len(p.parts)):
+            try:
+                os.rmdir(Path(loc.path) / rel)
+            except OSError:
+                pass
+
+
+def _switch(uri: str, target: str, target_manifest: dict[str, Any], pointer: dict[str, Any] | None,
+            seen: str | None, history: list[str]) -> None:
+    new = {k: v for k, v in target_manifest.items() if k != "history"}
+    new.update(root=f"{VERSIONS}/{target}", history=history)
+    _write_pointer(uri, new, seen)
+    if pointer is not None and _current_id(pointer) is None:
+        _remove_flat_files(uri, pointer)
+
+
+def _adopt_current(uri: str, pointer: dict[str, Any] | None) -> str | None:
+    """Make the current version a kept, addressable one before the pointer moves away from it: write
+    its record when it has none (uploaded by upload_dir), or copy a flat folder into a
+    version. Returns its id (None when nothing is committed)."""
+    if pointer is None:
+        return None
+    current = _current_id(pointer)
+    if current is None:
+        current = uuid.uuid4().hex[:12]
+        _copy_into_version(str(uri), str(uri), current, origin="")
+    elif _read_version(uri, current) is None:
+        _write_version_record(uri, current, {**pointer, "promoted_at": pointer.get("created", "")})
+    return current
+
+
+def promote_model(uri: str, *, source: str | None = None, version: str | None = None,
+                  keep: int = KEEP_VERSIONS) -> Promotion:
+    """Point the served model ``uri`` at a new version: a copy of the model at ``source`` (a new
+    version), or the kept version ``version``. The replaced version stays kept (rollback);
+    after a copy, versions beyond the ``keep`` newest (current and rollback history) are removed."""
+    if (source is None) == (version is None):
+        raise GuardsmithError("promote needs exactly one of --from SOURCE (a new version) or --version ID (a kept one)")
+    if keep < 2:
+        raise GuardsmithError(f"--keep must be at least 2 (the current version and one to roll back to), got {keep}")
+    pointer, seen = _read_pointer(uri)
+    at_start = set(_listed_versions(uri))
+    if version is not None:
+        record = _read_version(uri, version)
+        if record is None:
+            kept = ", ".join(v.id for v in model_versions(uri)) if pointer else "none"
+            raise GuardsmithError(f"{redact(uri)} keeps no version {version!r} (kept: {kept})")
+        previous = _adopt_current(uri, pointer)
+        if previous == version:
+            return Promotion(uri=str(uri), current=version, previous=None)
+        history = [h for h in [previous, *(pointer or {}).get("history", [])] if h and h != version]
+        _switch(uri, version, record, pointer, seen, history[:HISTORY])
+        return Promotion(uri=str(uri), current=version, previous=previous)
+
+    assert source is not None
+    if resolve(source).uri.rstrip("/") == resolve(uri).uri.rstrip("/"):
+        raise GuardsmithError(f"--from {redact(source)} is the served URI itself")
+    previous = _adopt_current(uri, pointer)
+    vid = uuid.uuid4().hex[:12]
+    manifest = _copy_into_version(source, str(uri), vid)
+    history = [h for h in [previous, *(pointer or {}).get("history", [])] if h][:keep - 1]
+    try:
+        _switch(uri, vid, manifest, pointer, seen, history)
+    except BaseException:
+        remove(_version_uri(uri, vid))
+        raise
+    stale = sorted(at_start - {vid, *history})
+    for old in stale:
+        remove(_version_uri(uri, old))
+    return Promotion(uri=str(uri), current=vid, previous=previous, copied_from=source, removed=tuple(stale))
+
+
+def rollback_model(uri: str) -> Promotion:
+    """Point the served model ``uri`` back at the version that was current before the last
+    promotion or rollback target switch (the first kept one of the pointer's history)."""
+    pointer, seen = _read_pointer(uri)
+    if pointer is None:
+        raise GuardsmithError(f"{redact(uri)} holds no committed model (no pointer manifest)")
+    current = _current_id(pointer)
+    history = [h for h in pointer.get("history") or [] if h != current]
+    for i, vid in enumerate(history):
+        record = _read_version(uri, vid)
+        if record is not None:
+            _adopt_current(uri, pointer)
+            _switch(uri, vid, record, pointer, seen, history[i + 1:])
+            return Promotion(uri=str(uri), current=vid, previous=current, rollback=True)
+    raise GuardsmithError(f"{redact(uri)} has no earlier version to roll back to "
+                          "(promotions record one; see guardsmith models versions)")

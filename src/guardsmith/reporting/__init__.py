@@ -8,6 +8,8 @@
   response / avg, one column per custom-policy suite and their avg; the cell-to-column mapping is in
   its docstring), per-benchmark and details tables, latency relative to NR, and :func:`parse_count`;
 - :mod:`~guardsmith.reporting.plots`: the Table-1 plots (F1 per benchmark, size and budget curves);
+- :mod:`~guardsmith.reporting.scores`: the guard formats used (parse rules) and, for guards with
+  P(unsafe), AUROC / AUPRC and threshold-sweep tables;
 - :mod:`~guardsmith.reporting.evaluation`: :func:`build_report`, used by the ``evaluate`` and
   ``report`` stages.
 

@@ -8,7 +8,8 @@
   avg*; custom policy: one column per suite, e.g. *DynaGuard* and *CoSA*, and *custom-policy
   avg*), harmful F1 per benchmark and task (mean ± std over the k runs), latency per sample with
   the overhead relative to NR per mode, a details table (precision, recall, support, parse-error
-  rate), and links to the PNG plots;
+  rate), the guard formats used with their parse rules, AUROC / AUPRC and a threshold sweep per
+  guard with P(unsafe) scores (:mod:`guardsmith.reporting.scores`), and links to the PNG plots;
 - ``report.html``: the same, with Table 1's column groups as a header row and the plots embedded
   (base64 PNG);
 - ``f1_per_benchmark.png`` and, when at least two distinct values are known,
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from guardsmith.errors import GuardsmithError
 from guardsmith.reporting.plots import ATTRIBUTES, plot_attribute, plot_benchmarks
 from guardsmith.reporting.render import Document, Image, Section, render_html, render_markdown
+from guardsmith.reporting.scores import formats_section, scores_sections
 from guardsmith.reporting.table1 import (
     ReportData, assemble, benchmark_table, details_table, latency_table, load_metrics, table1,
 )
@@ -87,6 +89,8 @@ def document(data: ReportData, images: Mapping[str, bytes]) -> Document:
     sections = [Section("Harmful F1 (Table 1)", table1(data), notes=[LEGEND]),
                 Section("Harmful F1 per benchmark", benchmark_table(data), notes=[BENCHMARK_NOTE]),
                 Section("Latency and parse errors", latency_table(data), notes=[LATENCY_NOTE])]
+    formats = formats_section(data)
+    sections += ([formats] if formats else []) + scores_sections(data)
     if images:
         sections.append(Section("Plots", images=[Image(PLOT_TITLES[k], PLOTS[k], png) for k, png in images.items()]))
     sections.append(Section("Details", details_table(data)))

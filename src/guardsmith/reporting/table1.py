@@ -3,7 +3,8 @@
 Every metrics record is one **cell**: a row (model, mode) and a column (benchmark, task). Optional
 metrics columns written by ``evaluate`` are used when present: ``mode``, ``kind`` (``safety`` /
 ``custom``), ``f1_runs`` (per-run F1, for the std of the averages), ``positives``,
-``train_size``, ``budget`` and ``model_uri``. Without ``kind`` every benchmark counts as safety;
+``train_size``, ``budget``, ``model_uri`` and ``format`` (a row of a guard in another format than
+``guardsmith`` is labelled ``name [format]``). Without ``kind`` every benchmark counts as safety;
 without ``f1_runs`` the averages have no std; ``size=N`` / ``budget=N`` in a model name are used
 when the columns are missing. When the same (model, mode, benchmark, task) appears in several
 tables, the last one wins.
@@ -281,7 +282,9 @@ def assemble(records: Sequence[Mapping[str, Any]], title: str, sources: Sequence
         model, mode = rec["model"], rec.get("mode") or ""
         key = (model, mode)
         if key not in rows:
-            label = f"{model} ({mode})" if len(modes_of[model]) > 1 and mode else model
+            fmt = rec.get("format")
+            shown = model if fmt in (None, "", "guardsmith") else f"{model} [{fmt}]"  # a baseline's format
+            label = f"{shown} ({mode})" if len(modes_of[model]) > 1 and mode else shown
             attrs = _name_attrs(model)
             rows[key] = ModelRow(label=label, model=model, mode=mode, model_uri=rec.get("model_uri") or "",
                                  train_size=parse_count(rec.get("train_size")) or attrs.get("train_size"),
