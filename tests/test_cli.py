@@ -134,3 +134,18 @@ def test_commands_are_kebab_case_and_stage_names_still_work(capsys):
     old = capsys.readouterr().out
     assert main(["boundary-eval", "--preset", "offline", "--print-config"]) == 0
     assert capsys.readouterr().out == old and "still required" in old
+
+
+def test_models_push_dry_run_lists_the_card_and_weights(tmp_path, capsys):
+    """No network in tests: the dry run shows what would go to the hub; a folder without a card is refused."""
+    from guardsmith.standins.tiny import build_tiny_causal_lm
+
+    model = build_tiny_causal_lm(tmp_path / "m")
+    assert main(["models", "push", str(model), "--to", "me/tiny-guard", "--dry-run"]) == 1  # no card yet
+    assert "no model card" in capsys.readouterr().err
+    (model / "README.md").write_text("---\nlicense: apache-2.0\n---\n# tiny\n", encoding="utf-8")
+    assert main(["models", "push", str(model), "--to", "me/tiny-guard", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("would send") and "README.md" in out and "config.json" in out
+    assert main(["models", "push", str(model), "--to", "not a repo id", "--dry-run"]) == 1
+    assert "owner/name" in capsys.readouterr().err

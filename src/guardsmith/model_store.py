@@ -19,11 +19,12 @@ promotion).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
 
-from guardsmith.errors import GuardsmithError
+from guardsmith.errors import GuardsmithError, redact
 
 
 def cache_root() -> Path:
@@ -97,4 +98,30 @@ from guardsmith.storage import (  # noqa: E402
 )
 
 __all__ = ["KEEP_VERSIONS", "ModelVersion", "Promotion", "cache_root", "is_remote", "local_model", "local_path",
-           "model_versions", "promote_model", "publish_model", "rollback_model"]
+           "model_versions", "promote_model", "publish_model", "push_model", "rollback_model"]
+
+
+def push_model(uri: str, repo_id: str, *, private: bool = True, dry_run: bool = False) -> list[str]:
+    """Upload the model at ``uri`` (its current version) to the Hugging Face Hub repository
+    ``repo_id`` (created when missing, private by default) with huggingface_hub; returns the files
+    sent. The token comes from ``HF_TOKEN`` or the huggingface-cli login, never from a flag. A
+    folder without its model card (README.md) is refused: the card carries the base model,
+    data sets, license and evaluation results. ``dry_run`` only lists the files."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*", repo_id):
+        raise GuardsmithError(f"--to {repo_id!r}: expected a hub repository id owner/name")
+    folder = local_model(uri)
+    if not (folder / "README.md").is_file():
+        raise GuardsmithError(f"{uri} has no model card (README.md); models trained by guardsmith have one")
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and "versions" not in p.parts)
+    if dry_run:
+        return files
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model", ignore_patterns=["versions/*"],
+                          commit_message=f"guardsmith: upload {redact(str(uri))}")
+    except Exception as exc:  # noqa: BLE001 - network, auth or hub errors: one line
+        raise GuardsmithError(f"push to {repo_id} failed: {str(exc).splitlines()[0][:300]}") from None
+    return files

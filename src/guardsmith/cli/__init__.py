@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from guardsmith.cli.deploy import deploy_app, echo_dict
+from guardsmith.cli.deploy import deploy_app
 from guardsmith.cli.pipeline import pipeline_app
 from guardsmith.cli.score import score
 from guardsmith.errors import GuardsmithError
@@ -225,19 +225,34 @@ def models_download(uri: str = typer.Argument(..., help="Source URI."), local: P
     typer.echo(f"downloaded {uri} to {local}")
 
 
+@models_app.command("push")
+def models_push(
+    uri: str = typer.Argument(..., help="Model URI (folder, file:// or s3://; a served URI pushes its current version)."),
+    to: str = typer.Option(..., "--to", help="Hugging Face Hub repository id, owner/name (created when missing)."),
+    public: bool = typer.Option(False, "--public", help="Create the repository public (default: private)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the files that would be sent and stop."),
+) -> None:
+    """Push a trained model with its model card to the Hugging Face Hub (needs network and HF_TOKEN or
+    `huggingface-cli login`; the token is never a flag)."""
+    from guardsmith.model_store import push_model
+
+    files = push_model(uri, to, private=not public, dry_run=dry_run)
+    typer.echo(f"{'would send' if dry_run else 'pushed'} {len(files)} file(s) to {to}: {', '.join(files)}")
+
+
 @models_app.command("promote")
 def models_promote(
     uri: str = typer.Argument(..., help="Served model URI (what the guard servers load, e.g. s3://bucket/guardsmith/production/guard)."),
     source: Optional[str] = typer.Option(None, "--from", help="Model to promote as a new version (e.g. <work_root>/continual/model of a gated run)."),
     version: Optional[str] = typer.Option(None, "--version", help="Kept version id to point at instead (see `guardsmith models versions`)."),
-    keep: int = typer.Option(3, "--keep", help="Versions kept after a promotion: the current one and the last ones it replaced (rollback targets)."),
+    keep: Optional[int] = typer.Option(None, "--keep", help="Versions kept after a promotion: the current one and the last ones it replaced (rollback targets). Default: 3 (model_store.KEEP_VERSIONS)."),
 ) -> None:
     """Point the served model URI at a new version (copied server-side on S3) or a kept one; the
     replaced version stays for `guardsmith models rollback`. Servers read the pointer at start:
     `kubectl rollout restart` the guard deployments afterwards."""
-    from guardsmith.model_store import promote_model
+    from guardsmith.model_store import KEEP_VERSIONS, promote_model
 
-    typer.echo(str(promote_model(uri, source=source, version=version, keep=keep)))
+    typer.echo(str(promote_model(uri, source=source, version=version, keep=KEEP_VERSIONS if keep is None else keep)))
 
 
 @models_app.command("rollback")
