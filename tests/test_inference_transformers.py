@@ -131,9 +131,9 @@ def test_stop_at_eos_counts_and_cuts(backend, monkeypatch):
     word = backend.tokenizer("hello", add_special_tokens=False)["input_ids"]
 
     def fake_generate(input_ids, attention_mask, **kw):
-        rows = input_ids.shape[0] * kw["num_return_sequences"]
+        rows = input_ids.shape[0] * kw.get("num_return_sequences", 1)
         tail = torch.tensor([word + [eos, pad, pad]] * rows)
-        return torch.cat([input_ids.repeat_interleave(kw["num_return_sequences"], 0), tail], dim=1)
+        return torch.cat([input_ids.repeat_interleave(rows // input_ids.shape[0], 0), tail], dim=1)
 
     monkeypatch.setattr(backend.model, "generate", fake_generate)
     out = backend.generate(REQS[:2], n=2, temperature=1.0, max_tokens=10, seed=0)
@@ -173,3 +173,50 @@ def test_prompt_longer_than_the_context(backend, monkeypatch):
     assert out[longest][0].finish_reason == "error" and out[longest][0].text == ""
     kept = [[g.text for g in r] for i, r in enumerate(out) if i != longest]
     assert kept == [[g.text for g in r] for r in others] and all(g.error is None for r in others for g in r)
+
+
+def _prompt_ids(backend, request):
+    return backend.tokenizer(backend.render(request), add_special_tokens=False)["input_ids"]
+
+
+def test_samples_as_num_return_sequences_gives_them(backend, tiny_model):
+    """Prefilling once and repeating the cache samples what transformers' own k-sample generate
+    samples for the same batch (longest prompt first) and seed."""
+    import torch
+
+    be = make_backend(f"transformers:{tiny_model}", batch_size=len(REQS))
+    out = be.generate(REQS, n=3, temperature=1.0, max_tokens=8, seed=5)
+    order = sorted(range(len(REQS)), key=lambda i: -len(_prompt_ids(be, REQS[i])))
+    enc = be.tokenizer([be.render(REQS[i]) for i in order], return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(5)
+    with torch.inference_mode():
+        ref = be.model.generate(**enc, max_new_tokens=8, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                                num_return_sequences=3, pad_token_id=be.tokenizer.pad_token_id,
+                                eos_token_id=sorted(be.eos_ids))
+    new = ref[:, enc["input_ids"].shape[1]:].tolist()
+    for rank, i in enumerate(order):
+        for j in range(3):
+            ids = new[rank * 3 + j]
+            cut = next((k for k, t in enumerate(ids) if t in be.eos_ids), len(ids))
+            assert out[i][j].text == be.tokenizer.decode(ids[:cut], skip_special_tokens=True), (i, j)
+    assert len({g.text for r in out for g in r}) > 4  # the samples differ
+
+
+def test_each_prompt_is_prefilled_once(backend, monkeypatch):
+    """With k samples, the only forward passes over more than one position are one per batch over
+    its prompts (k times fewer rows than repeating each prompt k times)."""
+    calls = []
+    forward = backend.model.forward
+
+    def recording(*args, **kw):
+        ids = kw.get("input_ids", args[0] if args else None)
+        calls.append(tuple(ids.shape))
+        return forward(*args, **kw)
+
+    monkeypatch.setattr(backend.model, "forward", recording)
+    backend.generate(REQS, n=4, temperature=1.0, max_tokens=5, seed=0)
+    lengths = sorted((len(_prompt_ids(backend, r)) for r in REQS), reverse=True)
+    prefills = [shape for shape in calls if shape[1] > 1]
+    # batch_size 3, longest first: the three longest prompts, then the shortest one
+    assert prefills == [(3, lengths[0] - 1), (1, lengths[3] - 1)]
+    assert all(shape[0] in (12, 4) for shape in calls if shape[1] == 1)  # decoding: 4 rows per prompt

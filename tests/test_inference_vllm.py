@@ -202,3 +202,11 @@ def test_normalise_groups_splits_context_major_scores():
     out = normalise_groups([0.0, 0.0, math.log(3.0), 0.0], ("a", "b"))
     assert out[0] == pytest.approx({"a": 0.5, "b": 0.5})
     assert out[1] == pytest.approx({"a": 0.75, "b": 0.25})
+
+
+def test_per_request_seeds_only_when_a_seed_asks_for_sampling():
+    """vLLM samples seeded requests one generator each: no seed unless reproducibility asks, none for greedy."""
+    unseeded, _ = to_vllm_sampling(SamplingParams(n=4, temperature=0.7, seed=None), 3)
+    greedy, rep = to_vllm_sampling(SamplingParams(n=4, temperature=0.0, seed=5), 2)
+    assert all("seed" not in kw for kw in unseeded + greedy) and rep == 4
+    assert [kw["seed"] for kw in to_vllm_sampling(SamplingParams(n=2, temperature=1.0, seed=5), 3)[0]] == [5, 6, 7]

@@ -89,3 +89,49 @@ def test_every_pattern_name_fires_on_some_labelled_leak():
     unused = set(LEAKAGE_PATTERNS) - fired - {"for your eyes only"}
     assert not unused, unused
     assert "wait" in OVERTHINKING_PATTERNS and "hmm" in OVERTHINKING_PATTERNS
+
+
+_bspec = importlib.util.spec_from_file_location(
+    "filter_rules", Path(__file__).parent.parent / "benchmarks" / "filter_rules.py")
+speed = importlib.util.module_from_spec(_bspec)
+_bspec.loader.exec_module(speed)
+
+
+def _verdicts(checks, text):
+    """The three filter verdicts (with the stage's default thresholds) and the values behind them."""
+    hits = checks["leakage"](text)
+    count = checks["overthinking"](text)
+    ratio = checks["repetition"](text, CFG.repetition_n)
+    return (bool(hits), count > CFG.overthinking_max, ratio > CFG.repetition_max_ratio, hits, count, ratio)
+
+
+def test_same_verdicts_as_the_whole_text_search():
+    """The sentence-at-a-time checks give what searching every pattern over the whole text gives
+    (the pre-rewrite code, benchmarks/filter_rules.py REFERENCE), on the labelled traces and on
+    generated ones with odd spacing, capitals, curly quotes, quoted text and loops."""
+    texts = [r["text"] for r in ROWS] + speed.make_traces(1500, seed=7, noise=True, defect_share=0.2, loop_share=0.2)
+    flips = [0, 0, 0]
+    for text in texts:
+        old, new = _verdicts(speed.REFERENCE, text), _verdicts(speed.CURRENT, text)
+        assert new == old, text
+        flips = [f + v for f, v in zip(flips, old[:3])]
+    assert all(f >= 20 for f in flips), flips  # every rule fires on a good share of the generated traces
+
+
+@pytest.mark.parametrize(("text", "hits", "count"), [
+    ("Let  me re-check the prompt. Hold\non. But   maybe not.", [], 3),  # any whitespace inside a marker
+    ("I already\nknow the answer: it is harmful. For your  eyes only.", ["I already know the answer",
+                                                                          "for your eyes only"], 0),
+    ("WAIT; the GROUND-TRUTH says so", ["ground truth"], 1),  # the marker's lookahead sees the ';'
+    ("Hmm! it\u2019s labeled as \"harmful\"", ["marked as"], 1),
+])
+def test_markers_with_any_spacing_and_punctuation(text, hits, count):
+    assert leakage_hits(text) == hits == speed.ref_leakage_hits(text)
+    assert overthinking_count(text) == count == speed.ref_overthinking_count(text)
+
+
+def test_repetition_words_are_ascii_runs():
+    """Non-ASCII letters and punctuation split words; apostrophes and digits do not (as ``[a-z0-9']+``)."""
+    assert repeated_ngram_ratio("caf\u00e9 x caf\u00e8 x caf y caf x", 2) == 3 / 7  # caf x caf x caf y caf x
+    assert repeated_ngram_ratio("it's 4u it's 4u", 2) == 1 / 3
+    assert repeated_ngram_ratio("\ud800 a b a b", 2) == 1 / 3  # a lone surrogate is a separator, not an error

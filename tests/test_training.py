@@ -247,3 +247,42 @@ def test_prompt_style_and_evaluate_read_the_summary(tmp_path):
     assert model_metadata(tmp_path) == {"train_size": 12, "budget": 3}
     _summary(budget=None, train_rows=500).write(tmp_path)
     assert prompt_style_of(tmp_path) == "full" and model_metadata(tmp_path) == {"train_size": 500}
+
+
+def test_sft_batching_settings(tmp_path):
+    """Length-grouped batches by default; packing only with a variable-length (flash) kernel, which
+    turns it on by itself; packing with sdpa is refused in one line; liger needs a GPU."""
+    from trl import SFTConfig
+
+    rt = training.runtime(_cfg())
+    default = SFTConfig(**training.trainer_args(_cfg(), rt, tmp_path, save=False), **training.sft_args(_cfg()))
+    assert default.train_sampling_strategy == "group_by_length" and default.packing is False
+    assert training.batching(_cfg(group_by_length=False)) == "random"
+    flash = _cfg(attn_implementation="flash_attention_2")
+    assert training.sft_args(flash)["packing"] is True and training.batching(flash) == "packed"
+    assert training.sft_args(flash)["train_sampling_strategy"] == "random"
+    assert training.model_init_kwargs(flash, rt)["attn_implementation"] == "flash_attention_2"
+    assert "attn_implementation" not in training.model_init_kwargs(_cfg(), rt)
+    assert training.sft_args(_cfg(attn_implementation="flash_attention_2", packing=False))["packing"] is False
+    with pytest.raises(GuardsmithError, match=r"^packing: true needs a variable-length attention kernel .* with sdpa"):
+        training.sft_args(_cfg(packing=True))
+    with pytest.raises(GuardsmithError, match="use_liger_kernel needs a GPU"):
+        training.trainer_args(_cfg(use_liger_kernel=True), rt, tmp_path, save=False)
+
+
+def test_default_sft_batches_waste_little_padding(tmp_path):
+    """The SFT dataloader built from guardsmith's config (benchmarks/sft_padding.py) on guard-length
+    rows: under 10% padding by default, over 25% with random batches, none when packed."""
+    import importlib.util
+
+    from guardsmith.standins.tiny import build_tiny_causal_lm
+
+    spec = importlib.util.spec_from_file_location("sft_padding", Path(__file__).parent.parent / "benchmarks" / "sft_padding.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = build_tiny_causal_lm(tmp_path / "tiny")
+    lengths = bench.guard_lengths(240, seed=3)
+    shares = {name: bench.padding_share(model, lengths, 4, tmp_path / name, **settings)
+              for name, settings in bench.BATCHINGS.items()}
+    assert shares["default"]["padding"] < 0.10 < 0.25 < shares["random"]["padding"], shares
+    assert shares["packed"]["padding"] == 0 and shares["packed"]["tokens"] == shares["random"]["tokens"] == sum(lengths)

@@ -5,7 +5,10 @@
 - `Runtime` / `runtime()`: device and precision choice. On GPU: bf16 (where supported) and
   activation checkpointing on; on CPU: `bf16=False`, activation checkpointing off and
   `use_cpu=True` (TRL's defaults are 5-15x slower on CPU).
-- `trainer_args(...)`: the keyword arguments common to `SFTConfig`, `DPOConfig` and `GRPOConfig`.
+- `trainer_args(...)`: the keyword arguments common to `SFTConfig`, `DPOConfig` and `GRPOConfig`;
+  `sft_args(cfg)`: SFT batching: length-grouped batches by default, packing (best-fit, padding-free
+  with position_ids) when the attention is a variable-length (flash) kernel, refused without one
+  (`packing_on`, `batching`).
 - `expand_weights`, `sft_dataset`: example records -> a TRL conversational dataset.
 - `training_identity`, `finished_run`: the work identity of a run (`guardsmith.identity`: inputs
   by content, effective config, version), checked before training: a model at `output` made by
@@ -70,7 +73,20 @@ class TrainConfig:
     batch_size: int = option(32, "Global batch size = per_device_batch_size x gradient accumulation x processes.")
     per_device_batch_size: int = option(4, "Examples per device per forward pass.")
     max_length: int = option(4096, "Longest tokenised example (prompt + completion); longer ones are truncated at the end.")
-    packing: bool = option(False, "SFT: pack examples into max_length rows (padding-free; worth it with flash attention on GPU).")
+    packing: bool | None = option(
+        None, "SFT: pack examples into max_length rows, each example attending only to itself (TRL best-fit "
+              "packing with position_ids, no padding). Unset: on when attn_implementation is a variable-length "
+              "(flash) kernel, else off; true without one is refused (SDPA/eager attend over the whole packed row).")
+    group_by_length: bool = option(
+        True, "SFT: batch examples of similar token length together (transformers' length-grouped sampler): "
+              "little padding on mixed-length rows; false: random batches. Not used when packing.")
+    attn_implementation: str | None = option(
+        None, "Attention kernel the model is loaded with (transformers attn_implementation: sdpa, eager, "
+              "flash_attention_2, flash_attention_3, kernels-community/flash-attn3, ...); unset: transformers' "
+              "default (sdpa). A flash kernel makes SFT pack examples (see packing).")
+    use_liger_kernel: bool = option(
+        False, "Liger Triton kernels (RMSNorm, RoPE, SwiGLU) in the model's layers: less memory and faster steps; "
+               "GPU only, needs the liger-kernel package (in the train image).")
     finetune: Literal["full", "lora"] = option("full", "full: train all weights; lora: train LoRA adapters (peft).")
     lora_r: int = option(16, "LoRA rank.")
     lora_alpha: int = option(32, "LoRA alpha.")
@@ -169,10 +185,58 @@ def gradient_accumulation(cfg: TrainConfig, processes: int) -> int:
     return cfg.batch_size // per_step
 
 
+def varlen_attention(attn_implementation: str | None) -> bool:
+    """Whether an attention implementation attends to each packed example on its own (flash kernels,
+    variable-length with position_ids / cu_seqlens) rather than over the whole packed row."""
+    return attn_implementation is not None and "flash" in attn_implementation.lower()
+
+
+def packing_on(cfg: TrainConfig) -> bool:
+    """Whether SFT packs examples: `cfg.packing`, or (unset) whether the attention is variable-length.
+    Packing without a variable-length kernel is refused (one line)."""
+    varlen = varlen_attention(cfg.attn_implementation)
+    if cfg.packing is None:
+        return varlen
+    if cfg.packing and not varlen:
+        raise GuardsmithError(
+            f"packing: true needs a variable-length attention kernel (attn_implementation flash_attention_2, "
+            f"flash_attention_3 or kernels-community/flash-attn3); with {cfg.attn_implementation or 'sdpa'} every "
+            "packed row is computed as one block-masked sequence (about 0.42x the padded speed): set "
+            "attn_implementation, or drop packing (length-grouped batches)")
+    return bool(cfg.packing)
+
+
+def batching(cfg: TrainConfig) -> str:
+    """How SFT batches examples: packed, length-grouped or random."""
+    if packing_on(cfg):
+        return "packed"
+    return "length-grouped" if cfg.group_by_length else "random"
+
+
+def sft_args(cfg: TrainConfig) -> dict[str, Any]:
+    """The `SFTConfig` keywords of SFT batching: packing (best-fit, padding-free) or the sampler."""
+    packed = packing_on(cfg)
+    return {
+        "max_length": cfg.max_length,
+        "packing": packed,
+        "packing_strategy": "bfd",
+        "train_sampling_strategy": "group_by_length" if cfg.group_by_length and not packed else "random",
+        "completion_only_loss": True,
+    }
+
+
 def trainer_args(cfg: TrainConfig, rt: Runtime, output_dir: Path, *, save: bool) -> dict[str, Any]:
     """Keyword arguments shared by `SFTConfig`, `DPOConfig` and `GRPOConfig`."""
     if not 0 <= cfg.warmup_ratio < 1:
         raise GuardsmithError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.use_liger_kernel:
+        import importlib.util
+
+        if not rt.cuda:
+            raise GuardsmithError("use_liger_kernel needs a GPU (Triton kernels); set use_liger_kernel: false on CPU")
+        if importlib.util.find_spec("liger_kernel") is None:
+            raise GuardsmithError("use_liger_kernel: the liger-kernel package is not installed (it is in the train "
+                                  "image): pip install liger-kernel, or set use_liger_kernel: false")
     return {
         "output_dir": str(output_dir),
         "learning_rate": cfg.learning_rate,
@@ -190,13 +254,18 @@ def trainer_args(cfg: TrainConfig, rt: Runtime, output_dir: Path, *, save: bool)
         "report_to": "none",
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
+        "use_liger_kernel": cfg.use_liger_kernel,
         **rt.precision_args(),
     }
 
 
 def model_init_kwargs(cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
-    """How TRL loads the start model: fp32 master weights, bf16 frozen base for LoRA on GPU."""
-    return {"dtype": "bfloat16" if cfg.finetune == "lora" and rt.bf16 else "float32"}
+    """How TRL loads the start model: fp32 master weights, bf16 frozen base for LoRA on GPU; the
+    attention implementation when one is set."""
+    kwargs: dict[str, Any] = {"dtype": "bfloat16" if cfg.finetune == "lora" and rt.bf16 else "float32"}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    return kwargs
 
 
 def peft_config(cfg: TrainConfig):
@@ -284,7 +353,7 @@ def _ids(encoded: Any) -> list[int]:
 
 # --------------------------------------------------------------------------- work identity
 
-HOW_TO_TRAIN = ("per_device_batch_size", "activation_checkpointing")
+HOW_TO_TRAIN = ("per_device_batch_size", "activation_checkpointing", "attn_implementation", "use_liger_kernel")
 """Training fields that say how a run uses its devices, not what it trains: left out of the work
 identity (with `guardsmith.identity.RUN_ONLY_FIELDS`: gpus, checkpoint_uri, save_steps, ...)."""
 PICKLES = ("training_args.bin",)
@@ -753,18 +822,16 @@ def train_sft(cfg: TrainConfig, prepared: Prepared, *, stage: str, identity: Wor
         resume = restore_checkpoint(cfg, work, identity)
         if resume[0]:
             log_line(stage, f"resuming from step {resume[1]} ({cfg.checkpoint_uri})")
-        args = SFTConfig(
-            **trainer_args(cfg, rt, work, save=bool(cfg.checkpoint_uri)),
-            max_length=cfg.max_length, packing=cfg.packing, completion_only_loss=True,
-            model_init_kwargs=model_init_kwargs(cfg, rt),
-        )
+        args = SFTConfig(**trainer_args(cfg, rt, work, save=bool(cfg.checkpoint_uri)), **sft_args(cfg),
+                         model_init_kwargs=model_init_kwargs(cfg, rt))
         with loading(model_dir, "base model"):
             trainer = SFTTrainer(model=str(model_dir), args=args, train_dataset=sft_dataset(expanded),
                                  processing_class=tokenizer, peft_config=peft_config(cfg),
                                  callbacks=checkpoint_callbacks(cfg, identity))
-        log_line(stage, f"{len(expanded)} examples on {rt.describe()}, {lengths}")
+        log_line(stage, f"{len(expanded)} examples on {rt.describe()}, {batching(cfg)} batches, {lengths}")
         data = prepared.data
-        data = TrainingData(**{**vars(data), "facts": {**data.facts, **lengths, "finetune": cfg.finetune}})
+        data = TrainingData(**{**vars(data), "facts": {**data.facts, **lengths, "finetune": cfg.finetune,
+                                                       "batching": batching(cfg)}})
         return train_and_publish(trainer, cfg, rt, stage=stage, method=method, title=title, resume=resume,
                                  examples=len(expanded), data=data, identity=identity)
 

@@ -5,14 +5,20 @@ these checks must pass). The rules were written against the hand-labelled traces
 ``tests/data/labelled_traces.jsonl`` (precision and recall in ``docs/stages/filter.md``).
 
 Patterns are regular expressions over the **lower-cased** text (curly apostrophes made straight),
-named so that a rejection can say which one fired. Each pattern has a few plain keywords; a
-pattern is only tried when one of its keywords occurs in the text, so most traces cost a few
-substring tests.
+named so that a rejection can say which one fired. Each pattern has a few plain one-word keywords,
+one of which every match contains; and no match contains one of ``.!?;`` (lookarounds may look at
+them). So a pattern is only tried on the sentences (text between those characters, the closing
+one included) that hold one of its keywords: a trace costs a few substring searches plus regular
+expressions over a few sentences, with the same verdicts as searching the whole text
+(``tests/test_trace_checks.py`` compares them with the plain whole-text search of
+``benchmarks/filter_rules.py``). The repetition check splits words with one byte translation
+instead of a regular expression.
 """
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from guardsmith.guard.parser import split_reasoning
@@ -57,9 +63,9 @@ _LEAKAGE: list[tuple[str, tuple[str, ...], str]] = [
     ("I was given the label", ("given",),
      r"\b(?:i|we)\s*(?:'ve\s+been|'re|'m|am|are|was|were|have\s+been)\s+given\s+"
      r"(?:that\s+(?:the\s+)?(?:prompt|response|request|it)\b|the\s+(?:labels?|answers?|classifications?|verdicts?)\b)"),
-    ("I already know the answer", ("already know",),
+    ("I already know the answer", ("already",),
      r"\balready\s+know\s+(?:that\s+)?(?:the\s+)?(?:answer|label|classification|verdict)\b"),
-    ("for your eyes only", ("eyes only",), r"\bfor\s+your\s+eyes\s+only\b"),
+    ("for your eyes only", ("eyes",), r"\bfor\s+your\s+eyes\s+only\b"),
 ]
 
 LEAKAGE_PATTERNS: dict[str, str] = {name: pattern for name, _, pattern in _LEAKAGE}
@@ -80,22 +86,55 @@ OVERTHINKING_PATTERNS: dict[str, str] = {
 """Name -> regular expression (over lower-cased text) of hesitation markers; occurrences are counted.
 Text inside double quotes (the conversation quoted back) is not counted."""
 
-_OVERTHINKING_KEYWORDS = ("wait", "hm", "let me", "thought", "actually", "but maybe", "hold on")
+_OVERTHINKING_KEYWORDS = ("wait", "hm", "let", "thought", "actually", "maybe", "hold")
+"""One of these words is in every hesitation marker (single words: the patterns allow any whitespace)."""
 
 _LEAKAGE_RX = [(name, keys, re.compile(p)) for name, keys, p in _LEAKAGE]
 _OVERTHINKING_RX = re.compile("|".join(f"(?:{p})" for p in OVERTHINKING_PATTERNS.values()))
 _QUOTED = re.compile(r"\"[^\"\n]{0,400}\"|\u201c[^\u201d\n]{0,400}\u201d")
-_WORD = re.compile(r"[a-z0-9']+")
+
+
+_BOUNDARY = re.compile(r"[.!?;]")
+"""Characters no pattern match contains: the text is searched a sentence (up to one of them) at a time."""
+_WORD_BYTES = bytes(b if (0x61 <= b <= 0x7A or 0x30 <= b <= 0x39 or b == 0x27) else 0x20 for b in range(256))
+"""Byte table keeping the bytes of ``[a-z0-9']`` and making every other byte a space (words are runs of ``[a-z0-9']``)."""
 
 
 def _lower(text: str | None) -> str:
     return (text or "").lower().replace("\u2019", "'")
 
 
+def _sentences(low: str, keys: Iterable[str], ends: list[int]) -> list[tuple[int, int]]:
+    """(start, end) of the sentences of ``low`` holding one of ``keys``, in text order; ``ends`` are
+    the positions of the ``_BOUNDARY`` characters, each included in the sentence it closes."""
+    spans = set()
+    for key in keys:
+        i = low.find(key)
+        while i != -1:
+            j = bisect_left(ends, i)
+            end = ends[j] + 1 if j < len(ends) else len(low)
+            spans.add((ends[j - 1] + 1 if j else 0, end))
+            i = low.find(key, end)
+    return sorted(spans)
+
+
+def _ends(low: str) -> list[int]:
+    return [m.start() for m in _BOUNDARY.finditer(low)]
+
+
 def leakage_hits(text: str | None) -> list[str]:
     """Names of the leakage patterns found in ``text``."""
     low = _lower(text)
-    return [name for name, keys, rx in _LEAKAGE_RX if any(k in low for k in keys) and rx.search(low)]
+    ends: list[int] | None = None
+    hits = []
+    for name, keys, rx in _LEAKAGE_RX:
+        if not any(k in low for k in keys):
+            continue
+        if ends is None:
+            ends = _ends(low)
+        if any(rx.search(low, a, b) for a, b in _sentences(low, keys, ends)):
+            hits.append(name)
+    return hits
 
 
 def overthinking_count(text: str | None) -> int:
@@ -105,12 +144,18 @@ def overthinking_count(text: str | None) -> int:
         return 0
     if '"' in low or "\u201c" in low:
         low = _QUOTED.sub(" ", low)
-    return sum(1 for _ in _OVERTHINKING_RX.finditer(low))
+    spans = _sentences(low, _OVERTHINKING_KEYWORDS, _ends(low))
+    return sum(1 for a, b in spans for _ in _OVERTHINKING_RX.finditer(low, a, b))
+
+
+def _words(low: str) -> list[bytes]:
+    """The runs of ``[a-z0-9']`` in ``low`` as UTF-8 bytes (non-ASCII characters separate words, as there)."""
+    return low.encode("utf-8", "surrogatepass").translate(_WORD_BYTES).split()
 
 
 def repeated_ngram_ratio(text: str | None, n: int = 4) -> float:
     """Share of word n-grams of ``text`` that repeat an earlier one (0 when it has no n-gram)."""
-    words = _WORD.findall(_lower(text))
+    words = _words(_lower(text))
     total = len(words) - n + 1
     if total <= 0:
         return 0.0

@@ -1,4 +1,5 @@
-"""Local Hugging Face transformers backend (CPU or GPU), batched with left padding.
+"""Local Hugging Face transformers backend (CPU or GPU): length-sorted batches with left padding,
+each prompt prefilled once for its samples.
 
 The model is loaded from a local folder; download checkpoints from S3 first
 (``guardsmith.storage.download_dir``).
@@ -36,8 +37,10 @@ class TransformersBackend(Backend):
 
     Options: `device` (``auto`` = cuda if available, else cpu), `dtype` (``auto`` = bf16 on GPU,
     fp32 on CPU), `batch_size` (requests per forward/generate call), `trust_remote_code`.
-    Sampling is seeded per batch (``seed + batch index``) so a run is reproducible; temperature
-    0 is greedy (the n samples are then identical copies of one decode).
+    Requests are batched longest first and each prompt is prefilled once for its n samples (see
+    `_generate`). Sampling is seeded per batch (``seed + batch index``, batches in that length
+    order) so a run is reproducible; temperature 0 is greedy (the n samples are then identical
+    copies of one decode).
     """
 
     kind = "transformers"
@@ -81,33 +84,66 @@ class TransformersBackend(Backend):
 
     def _generate(self, requests: list[list[Message]], params: SamplingParams,
                   on_error: OnError = "raise") -> list[list[Generation]]:
-        """Generate in batches of `batch_size` requests, n samples each in the same generate call.
+        """Generate `params.n` samples per request, `batch_size` requests per generate call.
 
-        A prompt that leaves no room in the model's context (``max_position_embeddings``) is
-        refused naming the request (``on_error="raise"``) or reported as an error generation.
+        Requests are tokenised once and batched longest first (little padding per batch), and the
+        results are returned in request order. With k > 1 samples each prompt is prefilled once:
+        one forward pass over the batch's prompts (all but their last token) fills the KV cache,
+        which is then repeated k times for the k sampled continuations (the rows come in the same
+        order as with ``num_return_sequences``). A prompt that leaves no room in the model's
+        context (``max_position_embeddings``) is refused naming the request
+        (``on_error="raise"``) or reported as an error generation.
         """
         limit = getattr(self.model.config, "max_position_embeddings", None)
-        lengths = [len(self.tokenizer(self.render(m), add_special_tokens=False)["input_ids"]) for m in requests]
-        return fit_context(requests, lengths, limit, params, on_error, lambda fit: self._generate_fitting(fit, params))
+        encoded = [self.tokenizer(self.render(m), add_special_tokens=False)["input_ids"] for m in requests]
+        by_request = {id(m): ids for m, ids in zip(requests, encoded)}
+        return fit_context(requests, [len(ids) for ids in encoded], limit, params, on_error,
+                           lambda fit: self._generate_fitting([by_request[id(m)] for m in fit], params))
 
-    def _generate_fitting(self, requests: list[list[Message]], params: SamplingParams) -> list[list[Generation]]:
-        results: list[list[Generation]] = []
-        for b, start in enumerate(range(0, len(requests), self.batch_size)):
-            batch = requests[start:start + self.batch_size]
+    def _generate_fitting(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
+        """Batches of `batch_size` prompts (token ids), longest first; batch b (in that order) is
+        sampled with ``seed + b``. Results in the order of `prompts`."""
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        results: list[list[Generation] | None] = [None] * len(prompts)
+        for b, start in enumerate(range(0, len(order), self.batch_size)):
+            batch = order[start:start + self.batch_size]
             batch_seed = None if params.seed is None else params.seed + b
-            results.extend(self._generate_batch(batch, params, batch_seed))
-        return results
+            for i, gens in zip(batch, self._generate_batch([prompts[i] for i in batch], params, batch_seed)):
+                results[i] = gens
+        return results  # type: ignore[return-value]
 
-    def _generate_batch(self, batch: list[list[Message]], params: SamplingParams,
+    def _left_padded(self, prompts: list[list[int]]):
+        """(input_ids, attention_mask) tensors of `prompts`, padded on the left."""
+        torch = self._torch
+        width = max(len(ids) for ids in prompts)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=self.device)
+        return input_ids, mask
+
+    def _prefilled(self, input_ids, mask, samples: int):
+        """The KV cache of every prompt but its last token, computed once and repeated `samples`
+        times per row; None when the model's cache cannot be repeated (then generate prefills)."""
+        if samples == 1 or input_ids.shape[1] < 2:
+            return None
+        prefix_mask = mask[:, :-1]
+        positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids[:, :-1], attention_mask=prefix_mask, position_ids=positions,
+                         use_cache=True, logits_to_keep=1)
+        cache = getattr(out, "past_key_values", None)
+        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+            return None
+        cache.batch_repeat_interleave(samples)
+        return cache
+
+    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams,
                         seed: int | None) -> list[list[Generation]]:
         torch = self._torch
         t0 = time.perf_counter()
-        enc = self.tokenizer([self.render(m) for m in batch], return_tensors="pt", padding=True,
-                             add_special_tokens=False).to(self.device)
+        input_ids, mask = self._left_padded(prompts)
         samples = 1 if params.greedy else params.n
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_tokens,
-            "num_return_sequences": samples,
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": sorted(self.eos_ids),
         }
@@ -119,12 +155,18 @@ class TransformersBackend(Backend):
         with torch.inference_mode(), torch.random.fork_rng(devices=devices, enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            out = self.model.generate(**enc, **kwargs)
-        new = out[:, enc["input_ids"].shape[1]:].tolist()
-        latency = (time.perf_counter() - t0) / len(batch)
-        prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
+            cache = self._prefilled(input_ids, mask, samples)
+            if cache is not None:
+                out = self.model.generate(input_ids=input_ids.repeat_interleave(samples, 0),
+                                          attention_mask=mask.repeat_interleave(samples, 0),
+                                          past_key_values=cache, **kwargs)
+            else:
+                out = self.model.generate(input_ids=input_ids, attention_mask=mask,
+                                          num_return_sequences=samples, **kwargs)
+        new = out[:, input_ids.shape[1]:].tolist()
+        latency = (time.perf_counter() - t0) / len(prompts)
         results: list[list[Generation]] = []
-        for i in range(len(batch)):
+        for i, prompt in enumerate(prompts):
             gens = []
             for j in range(samples):
                 ids = new[i * samples + j]
@@ -133,7 +175,7 @@ class TransformersBackend(Backend):
                 count = len(kept) if cut is None else cut + 1
                 gens.append(Generation(
                     text=self.tokenizer.decode(kept, skip_special_tokens=True),
-                    prompt_tokens=int(prompt_lens[i]), completion_tokens=count, latency_s=latency,
+                    prompt_tokens=len(prompt), completion_tokens=count, latency_s=latency,
                     finish_reason="length" if cut is None else "stop"))
             if params.greedy:
                 gens = [copy.copy(gens[0]) for _ in range(params.n)]

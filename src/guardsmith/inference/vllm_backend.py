@@ -29,14 +29,17 @@ def to_vllm_sampling(params: SamplingParams, count: int) -> tuple[list[dict[str,
 
     Greedy decoding asks vLLM for one sample and replicates it `params.n` times (all greedy
     samples are identical). With a seed, request i gets ``seed + i`` so equal prompts in a
-    batch still sample independently while the run stays reproducible.
+    batch still sample independently while the run stays reproducible. Without one (``seed:
+    None``) no request carries a seed: vLLM samples seeded requests with a torch generator each
+    (a per-request step in its sampler), so per-request seeds are only set when a seed asks for
+    reproducibility; greedy requests never need one.
     """
     n = 1 if params.greedy else params.n
     out = []
     for i in range(count):
         kwargs: dict[str, Any] = {"n": n, "temperature": params.temperature,
                                   "top_p": 1.0 if params.greedy else params.top_p, "max_tokens": params.max_tokens}
-        if params.seed is not None:
+        if params.seed is not None and not params.greedy:
             kwargs["seed"] = params.seed + i
         out.append(kwargs)
     return out, params.n if params.greedy else 1
@@ -105,7 +108,9 @@ class VLLMBackend(Backend):
 
     def _generate(self, requests: list[list[Message]], params: SamplingParams,
                   on_error: OnError = "raise") -> list[list[Generation]]:
-        """All requests in one ``llm.chat`` call; vLLM schedules the batching itself.
+        """All requests in one ``llm.chat`` call; vLLM schedules the batching itself (continuous
+        batching: no barrier inside a call). Callers hand over whole tables or large chunks
+        (``chunk_rows``): each call ends in a barrier where the engine drains.
 
         The prompts are tokenised first; one that does not fit the engine's ``max_model_len`` is
         refused naming the request (``on_error="raise"``) or reported as an error generation
