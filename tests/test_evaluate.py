@@ -97,7 +97,7 @@ def test_scripted_metrics_match_recomputation(tmp_path, bench, monkeypatch):
     monkeypatch.setattr(evaluate, "open_guard", lambda *a, **k: backend)
     m1 = _fake_model(tmp_path / "m1", {"examples": 5200, "subset": None, "stage": "sft", "train_rows": 5000,
                                        "counts": {"train_read": 9000, "train_used": 5000}})
-    m2 = _fake_model(tmp_path / "m2")
+    m2 = _fake_model(tmp_path / "m2", {"train_rows": 0})  # sft too; its size and budget given in the name
     cfg = evaluate.EvaluateConfig(
         models=[f"big={m1}", f"small[size=0.5k;budget=3]={m2}"],
         benchmarks=[f"Safe={bench['Safe']}", f"Policy={bench['Policy']}"],
@@ -136,6 +136,7 @@ def test_scripted_metrics_match_recomputation(tmp_path, bench, monkeypatch):
     assert by[("big", "Safe", "prompt_harm")]["train_size"] == 5000
     assert by[("small", "Safe", "prompt_harm")]["train_size"] == 500
     assert by[("small", "Safe", "prompt_harm")]["budget"] == 3
+    assert {m["trained_by"] for m in metrics} == {"sft"}  # both guards were trained by sft: one size curve
 
     md = Path(res.report_md).read_text()
     assert "# Scripted eval" in md and "| model | Safe (prompt) | Safe (response) | Policy (prompt) |" in md

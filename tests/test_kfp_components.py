@@ -173,3 +173,32 @@ def test_preflight_checks_inputs_and_work_root(tmp_path: Path) -> None:
     assert "1 input(s) found" in kfp_support.preflight(str(tmp_path / "work"), [f"wg=wildguard:{tmp_path / 'model'}"])
     with pytest.raises(Exception, match=f"input {tmp_path / 'nope'} does not exist"):
         kfp_support.preflight(str(tmp_path / "work"), [f"lg=llama-guard:{tmp_path / 'nope'}"])
+
+
+def test_confusion_matrix_artifact_is_the_shipped_guard(tmp_path: Path) -> None:
+    """guard_training lists sft, then continual: the KFP confusion matrix is the continual guard's."""
+    from types import SimpleNamespace
+
+    rows = []
+    for model, preds in (("sft", ["harmful", "harmful", None]), ("continual", ["harmful", "unharmful", "unharmful"])):
+        for i, (label, pred) in enumerate(zip(["harmful", "unharmful", "unharmful"], preds)):
+            rows.append({"model": model, "benchmark": "b", "task": "prompt_harm", "id": f"r{i}", "run": 0,
+                         "label": label, "prediction": pred, "parse_ok": pred is not None, "latency_s": 0.1})
+    rows.append({**rows[0], "task": "response_refusal", "label": "refusal", "prediction": "refusal"})
+    storage.write_table(str(tmp_path / "p"), tables.from_records(rows, "predictions"), "predictions")
+
+    class Artifact:
+        def __init__(self) -> None:
+            self.metadata, self.logged = {}, []
+
+        def log_confusion_matrix(self, categories, matrix):
+            self.logged.append((categories, matrix))
+
+        def log_metric(self, name, value):
+            self.logged.append((name, value))
+
+    confusion, metrics = Artifact(), Artifact()
+    kfp_support.log_evaluation(SimpleNamespace(summary=[], predictions=str(tmp_path / "p")), metrics, confusion)
+    ((categories, matrix),) = confusion.logged
+    assert categories == ["harmful", "unharmful", "no answer"] and confusion.metadata["model"] == "continual"
+    assert matrix == [[1, 0, 0], [0, 2, 0], [0, 0, 0]]  # continual: all three right; sft would show a miss

@@ -320,3 +320,35 @@ def test_shared_table_helpers():
     assert '<td class="best">&lt;i&gt;</td>' in table and "<th>h</th>" in table
     page = html_page("T & U", [table])
     assert "<h1>T &amp; U</h1>" in page and table in page and page.startswith("<!DOCTYPE html>")
+
+
+def test_size_curves_never_join_an_sft_and_a_continual_guard(tmp_path):
+    """One run's sft guard (223 rows) and continual guard (231 rows: train + difficult) are not two
+    sizes of one curve; two runs of different sizes give one curve per stage."""
+    from guardsmith.reporting.plots import compact, plot_attribute
+
+    def run(stage: str, size: int, f1: float) -> dict:
+        model = f"{stage} {size}"
+        return _m(model, "WildGuardTest", "prompt_harm", f1, 0.0,
+                  **_x("NR", "safety", [f1], size, uri=f"/runs/{size}/{stage}"), trained_by=stage)
+
+    one_run = assemble([run("sft", 223, 0.80), run("continual", 231, 0.82)], "t")
+    assert attribute_points(one_run, "train_size", "NR", "safety", "sft") == [(223, 0.80, 0.0)]
+    assert plot_attribute(one_run, "train_size") is None  # no stage has two sizes: no curve at all
+    sweep = assemble([run("sft", 500, 0.70), run("sft", 5000, 0.84), run("continual", 540, 0.72),
+                      run("continual", 5100, 0.85)], "t")
+    assert [p[0] for p in attribute_points(sweep, "train_size", "NR", "safety", "sft")] == [500, 5000]
+    assert [p[0] for p in attribute_points(sweep, "train_size", "NR", "safety", "continual")] == [540, 5100]
+    assert plot_attribute(sweep, "train_size").startswith(b"\x89PNG")
+    assert [compact(v) for v in (500, 540, 2500, 5000, 5100, 223)] == ["500", "540", "2.5k", "5k", "5.1k", "223"]
+
+
+def test_backticks_become_code_in_every_html_part():
+    from guardsmith.reporting.render import Document, Section, Table, render_html
+
+    doc = Document(title="t", notes=["see `report.md`"], sections=[Section(
+        heading="Rows of `sft`", table=Table(["model `uri`", "F1"], [["`s3://b/m` <x>", "0.9"]]), notes=["a `b`"])])
+    html = render_html(doc)
+    assert "`" not in html.split("<body>")[-1]
+    assert "<code>s3://b/m</code> &lt;x&gt;" in html and "<h2>Rows of <code>sft</code></h2>" in html
+    assert "<th>model <code>uri</code></th>" in html

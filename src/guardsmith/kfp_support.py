@@ -206,8 +206,9 @@ def log_evaluation(result: Any, metrics: Any, confusion: Any, markdown: Any | No
     """Fill KFP artifacts from an ``evaluate`` result.
 
     ``metrics`` (Metrics): ``f1/<model>/<mode>/<benchmark>/<task>`` means; ``confusion``
-    (ClassificationMetrics): labels against predictions pooled over the harm tasks of the first
-    model (an unusable output counts as ``no answer``); ``markdown``: the evaluation report.
+    (ClassificationMetrics): labels against predictions pooled over the harm tasks of the last
+    model listed (the one a pipeline ships: guard_training lists sft, then continual; an unusable
+    output counts as ``no answer``); ``markdown``: the evaluation report.
     """
     from guardsmith import storage
 
@@ -216,20 +217,18 @@ def log_evaluation(result: Any, metrics: Any, confusion: Any, markdown: Any | No
         if row.get("f1_mean") is not None:
             metrics.log_metric(f"f1/{key}", float(row["f1_mean"]))
     categories = [*HARM_LABELS, "no answer"]
-    matrix = [[0] * 3 for _ in categories]
-    first_model = None
+    matrices: dict[str, list[list[int]]] = {}  # per model, in the order evaluate wrote them (the listed order)
     for batch in storage.iter_batches(result.predictions):
         cols = batch.to_pydict()
         for i in range(batch.num_rows):
-            if cols["task"][i] not in HARM_TASKS:
+            if cols["task"][i] not in HARM_TASKS or cols["label"][i] not in categories[:2]:
                 continue
-            first_model = first_model or cols["model"][i]
-            if cols["model"][i] != first_model or cols["label"][i] not in categories[:2]:
-                continue
+            matrix = matrices.setdefault(cols["model"][i], [[0] * 3 for _ in categories])
             pred = cols["prediction"][i]
             matrix[categories.index(cols["label"][i])][categories.index(pred if pred in categories[:2] else "no answer")] += 1
-    confusion.log_confusion_matrix(categories, matrix)
-    confusion.metadata["model"] = first_model or ""
+    shipped = list(matrices)[-1] if matrices else ""
+    confusion.log_confusion_matrix(categories, matrices.get(shipped, [[0] * 3 for _ in categories]))
+    confusion.metadata["model"] = shipped
     if markdown is not None:
         copy_to_artifact(result.report_md, markdown)
 

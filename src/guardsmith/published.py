@@ -217,7 +217,7 @@ def metrics_record(score: PublishedScore, *, model: str, benchmark: str, mode: s
     return {"model": model, "benchmark": benchmark, "task": score.task, "k": 1, "f1_mean": r.f1,
             "f1_std": 0.0, "precision_mean": r.precision, "recall_mean": r.recall, "support": r.n,
             "parse_error_rate": r.parse_error_rate, "latency_s_mean": None, "mode": mode, "kind": "safety",
-            "positives": r.support, "f1_runs": [r.f1], "train_size": None, "budget": None,
+            "positives": r.support, "f1_runs": [r.f1], "train_size": None, "budget": None, "trained_by": None,
             "model_uri": score.file}
 
 

@@ -27,6 +27,7 @@ class ModelSpec:
     options: dict[str, str] = field(default_factory=dict)
     train_size: int | None = None
     budget: int | None = None
+    trained_by: str | None = None  # the stage that trained it (sft, continual), from its training summary
     format: str | None = None
     """Guard format named in the spec (``FORMAT:SPEC``); None: decided from the model (evaluate)."""
 

@@ -9,6 +9,13 @@ ATTRIBUTES = {"train_size": ("training examples", "training-set size"),
 """Model attributes F1 is plotted against: axis label and title words."""
 
 
+def compact(value: int) -> str:
+    """``5000`` -> ``5k``, ``2500`` -> ``2.5k``, ``500`` -> ``500``: tick labels of sizes."""
+    if value >= 1000 and value % 100 == 0:
+        return f"{value / 1000:g}k"
+    return str(value)
+
+
 def plot_benchmarks(data: ReportData) -> bytes:
     """Grouped bar chart: F1 per benchmark column, one bar per model, std as error bars."""
     import numpy as np
@@ -33,16 +40,19 @@ def plot_benchmarks(data: ReportData) -> bytes:
     return figure_png(fig)
 
 
-def attribute_points(data: ReportData, attribute: str, mode: str, kind: str) -> list[tuple[int, float, float]]:
+def attribute_points(data: ReportData, attribute: str, mode: str, kind: str,
+                     trained_by: str | None = None) -> list[tuple[int, float, float]]:
     """(value, mean, error) of the ``kind`` average (``safety`` / ``custom``) per attribute value
-    among rows of ``mode``. Rows sharing a value (a seed sweep) are averaged and the error is their
-    std across rows (population, as the paper's Table 4); a single row's error is its std over runs."""
+    among rows of ``mode`` trained by ``trained_by`` (the stage; None: rows that record none). Rows
+    sharing a value (a seed sweep) are averaged and the error is their std across rows (population,
+    as the paper's Table 4); a single row's error is its std over runs."""
     from guardsmith.metrics import mean_std
 
     by_value: dict[int, list] = {}
     for row in data.rows:
         fig = data.figures(row)[kind]
-        if row.mode == mode and fig is not None and getattr(row, attribute) is not None:
+        if (row.mode == mode and row.trained_by == trained_by and fig is not None
+                and getattr(row, attribute) is not None):
             by_value.setdefault(getattr(row, attribute), []).append(fig)
     points = []
     for value, figs in sorted(by_value.items()):
@@ -63,17 +73,26 @@ def plot_attribute(data: ReportData, attribute: str) -> bytes | None:
     fig = Figure(figsize=(6.0, 4.0))
     ax = fig.add_subplot()
     modes = sorted({r.mode for r in rows})
-    for mode in modes:
-        for kind, name in AVERAGES.items():
-            points = attribute_points(data, attribute, mode, kind)
-            if not points:
-                continue
-            label = f"{name} ({mode})" if len(modes) > 1 and mode else name
-            ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
-                        marker="o", capsize=3, label=label)
-    values = [getattr(r, attribute) for r in rows]
+    stages = sorted({r.trained_by for r in rows}, key=lambda s: (s is None, s or ""))
+    plotted: set[int] = set()
+    for stage in stages:  # one curve per training stage: an sft and a continual guard are not two sizes
+        for mode in modes:
+            for kind, name in AVERAGES.items():
+                points = attribute_points(data, attribute, mode, kind, stage)
+                if len(points) < 2:
+                    continue
+                words = [name, *([stage] if len(stages) > 1 and stage else []), *([mode] if len(modes) > 1 and mode else [])]
+                ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
+                            marker="o", capsize=3, label=f"{words[0]} ({', '.join(words[1:])})" if words[1:] else name)
+                plotted.update(p[0] for p in points)
+    if not plotted:
+        return None
+    values = sorted(plotted)
     if attribute == "train_size" and max(values) > 20 * max(1, min(values)):
         ax.set_xscale("log")
+    ax.set_xticks(values)  # ticks at the sizes or budgets trained, not matplotlib's in-between values
+    ax.set_xticklabels([compact(v) for v in values], fontsize=8)
+    ax.minorticks_off()
     axis, words = ATTRIBUTES[attribute]
     ax.set_xlabel(axis)
     ax.set_ylabel("harmful F1")

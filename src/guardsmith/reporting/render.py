@@ -4,7 +4,7 @@ A report is a :class:`Document`: a title, notes and :class:`Section` s, each wit
 :class:`Table`, images and notes. :func:`render_markdown` and :func:`render_html` turn the same
 document into Markdown (images linked by file name) and a self-contained HTML page (images
 embedded as ``data:`` URIs), both from the Jinja2 templates in ``templates/``. HTML templates
-autoescape every value; text in backticks becomes ``<code>`` in HTML notes.
+autoescape every value; text in backticks becomes ``<code>`` in HTML notes, headings and table cells.
 
 The pieces are public for report writers that assemble their own page: :func:`markdown_table`,
 :func:`html_table`, :func:`html_image`, :func:`html_page` and :func:`figure_png`.

@@ -124,6 +124,8 @@ class ModelRow:
     cells: dict[Column, dict[str, Any]] = field(default_factory=dict)
     train_size: int | None = None
     budget: int | None = None
+    trained_by: str | None = None
+    """The stage that trained the model (sft, continual); size and budget curves never join stages."""
 
     @property
     def base_name(self) -> str:
@@ -288,7 +290,8 @@ def assemble(records: Sequence[Mapping[str, Any]], title: str, sources: Sequence
             attrs = _name_attrs(model)
             rows[key] = ModelRow(label=label, model=model, mode=mode, model_uri=rec.get("model_uri") or "",
                                  train_size=parse_count(rec.get("train_size")) or attrs.get("train_size"),
-                                 budget=parse_count(rec.get("budget")) or attrs.get("budget"))
+                                 budget=parse_count(rec.get("budget")) or attrs.get("budget"),
+                                 trained_by=rec.get("trained_by") or None)
         rows[key].cells[_column(rec)] = dict(rec)
     data = ReportData(title=title, columns=columns, rows=list(rows.values()), sources=list(sources),
                       latency_baseline=latency_baseline or None)

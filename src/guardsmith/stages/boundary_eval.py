@@ -487,17 +487,24 @@ def plot_pareto(metrics: Sequence[Mapping[str, Any]], set_names: Sequence[str]) 
     fig = Figure(figsize=(4.6 * cols, 4.2 * rows_n))
     generators = list(dict.fromkeys(m["generator"] for m in metrics))
     colours = {g: f"C{i % 10}" for i, g in enumerate(generators)}
+    number = {s: i + 1 for i, s in enumerate(dict.fromkeys(m["system"] for m in metrics))}
     for k, panel in enumerate(panels):
         ax = fig.add_subplot(rows_n, cols, k + 1)
         pts = [m for m in metrics if m["prompt_set"] == panel
                and m["helpfulness_mean"] is not None and m["harmfulness_mean"] is not None]
+        placed: list[tuple[float, float]] = []
         for m in pts:
-            ax.scatter(m["helpfulness_mean"], m["harmfulness_mean"], s=90 if m["pareto"] else 45,
+            x, y = m["helpfulness_mean"], m["harmfulness_mean"]
+            ax.scatter(x, y, s=90 if m["pareto"] else 45,
                        marker="o" if m["filter_on"] else "s", color=colours[m["generator"]],
                        edgecolors="black" if m["pareto"] else "none", linewidths=1.5, zorder=3,
-                       label=m["system"])
-            ax.annotate(m["system"], (m["helpfulness_mean"], m["harmfulness_mean"]), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")
+                       label=f"{number[m['system']]}: {m['system']}")
+            # a short number beside the point (the legend names it); points close together get
+            # their numbers stacked instead of printed over each other
+            near = sum(1 for px, py in placed if abs(px - x) < 0.25 and abs(py - y) < 0.25)
+            placed.append((x, y))
+            ax.annotate(str(number[m["system"]]), (x, y), fontsize=7, xytext=(5, 4 + 9 * near),
+                        textcoords="offset points")
         front = sorted((m["helpfulness_mean"], m["harmfulness_mean"]) for m in pts if m["pareto"])
         if len(front) > 1:
             ax.plot([p[0] for p in front], [p[1] for p in front], "k--", linewidth=1, zorder=2,

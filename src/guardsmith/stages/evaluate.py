@@ -70,6 +70,8 @@ METRIC_EXTRAS = [
     pa.field("f1_runs", pa.list_(pa.float64()), nullable=False, metadata={"help": "F1 of each run"}),
     pa.field("train_size", pa.int64(), nullable=True, metadata={"help": "training examples of the model, if known"}),
     pa.field("budget", pa.int64(), nullable=True, metadata={"help": "sentence budget of the model, if known"}),
+    pa.field("trained_by", pa.string(), nullable=True,
+             metadata={"help": "stage that trained the model (sft, continual), from its training summary; null if unknown"}),
     pa.field("model_uri", pa.string(), nullable=False, metadata={"help": "model URI"}),
     pa.field("format", pa.string(), nullable=True,
              metadata={"help": "guard format the model was prompted and parsed in (guardsmith.guard.formats)"}),
@@ -145,8 +147,8 @@ class EvaluateResult:
 
 
 
-def model_metadata(folder: Path) -> dict[str, int]:
-    """``train_size`` / ``budget`` of a model trained by guardsmith, from its `TrainingSummary`.
+def model_metadata(folder: Path) -> dict[str, Any]:
+    """``train_size`` / ``budget`` / ``trained_by`` of a model trained by guardsmith, from its `TrainingSummary`.
 
     Empty for a model without one; a malformed summary is an error naming its file.
     """
@@ -155,7 +157,7 @@ def model_metadata(folder: Path) -> dict[str, int]:
     summary = TrainingSummary.find(folder)
     if summary is None:
         return {}
-    known = {"train_size": summary.train_rows, "budget": summary.budget}
+    known = {"train_size": summary.train_rows, "budget": summary.budget, "trained_by": summary.stage}
     return {k: v for k, v in known.items() if v is not None}
 
 
@@ -248,6 +250,7 @@ def resolve_models(models: list[ModelSpec]) -> list[ModelSpec]:
             spec.train_size = meta.get("train_size")
         if spec.budget is None:
             spec.budget = meta.get("budget")
+        spec.trained_by = meta.get("trained_by")
     return models
 
 
@@ -441,7 +444,7 @@ def _evaluate_one(cfg: EvaluateConfig, backend: Any, writer: Any, spec: ModelSpe
             "parse_error_rate": agg["parse_error_rate"],
             "latency_s_mean": sum(group["latency"]) / len(group["latency"]),
             "mode": mode, "kind": "custom" if is_custom else "safety", "positives": agg["support"],
-            "f1_runs": agg["f1_runs"], "train_size": spec.train_size, "budget": spec.budget,
+            "f1_runs": agg["f1_runs"], "train_size": spec.train_size, "budget": spec.budget, "trained_by": spec.trained_by,
             "model_uri": spec.uri, "format": fmt.name,
             **score_cells(group["labels"], group["scores"], positive),
         })
