@@ -1,6 +1,7 @@
 """boundary_eval: tiny generators end to end, FP/FN on a scripted case, Pareto front, bad input, CLI."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -333,3 +334,24 @@ def test_presets_load(preset):
     cfg = load_config(be.CONFIG, None, {"base": "b=/m", "scorer": "rule:keywords", "prompt_sets": ["a=/x"],
                                         "output": "/o"}, stage="boundary_eval", preset=preset)
     assert cfg.judge.startswith("openai:") and be.check_config(cfg)[1][1].name == "b+filter"
+
+
+def test_reward_curves_come_from_the_logs_beside_each_variant(tmp_path):
+    """The report's training curves read the rewards.jsonl the boundary stage publishes with each generator."""
+    from guardsmith.stages.boundary_eval import Generator, plot_reward_curves, reward_logs
+
+    lines = {"boundary": [(1, 0.1, 0.40, 0.5), (2, 0.3, 0.30, 0.25)], "filter_avoid": [(1, -0.2, 0.45, 0.5)]}
+    gens = [Generator("base", str(tmp_path / "base"), "base")]
+    for name, entries in lines.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "rewards.jsonl").write_text("".join(
+            json.dumps({"step": s, "reward_mean": r, "safety_mean": t, "filter_rate": f}) + "\n"
+            for s, r, t, f in entries) + "\n", encoding="utf-8")
+        gens.append(Generator(name, str(folder), "variant"))
+    (tmp_path / "no_log").mkdir()
+    gens.append(Generator("no_log", str(tmp_path / "no_log"), "variant"))
+    logs = reward_logs(gens)
+    assert list(logs) == ["boundary", "filter_avoid"]  # the base and a variant without a log are left out
+    assert [e["reward_mean"] for e in logs["boundary"]] == [0.1, 0.3]
+    assert plot_reward_curves(logs).startswith(b"\x89PNG") and plot_reward_curves({}) is None

@@ -256,3 +256,18 @@ def system_reward(t: ArrayLike, model: SystemRewardModel = SystemRewardModel()) 
     """Expected reward of the filtered system for outputs with classifier score t (see `SystemRewardModel`)."""
     t_arr = _unit("t", t)
     return np.where(t_arr < model.tau, model.shown(t_arr), model.refused(t_arr))
+
+
+REWARDS_FILE = "rewards.jsonl"
+"""The reward log's file name beside a generator the boundary stage trained."""
+
+
+def read_reward_log(uri: str) -> list[dict[str, Any]]:
+    """The entries of a Boundary Guidance reward log (JSONL at `uri`: one line per logged step, as the
+    boundary stage writes it beside the trained generator as ``rewards.jsonl``)."""
+    import json
+
+    from guardsmith import storage
+
+    text = storage.read_bytes(uri).decode("utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -43,7 +43,7 @@ from guardsmith import settings
 from guardsmith.config import option
 from guardsmith.errors import DataError, GuardsmithError
 from guardsmith.rewards import (NEEDS_PROMPT_SCORE, REWARDS, RewardConfig, compute_reward, equalising_weight,
-                                margin_balance, margin_term)
+                                margin_balance, margin_term, read_reward_log, REWARDS_FILE)
 from guardsmith.training import TrainConfig, TrainResult
 
 HELP = (
@@ -54,7 +54,6 @@ HELP = (
     "(the usual baseline) and prompt_aware (an ablation)."
 )
 
-REWARDS_FILE = "rewards.jsonl"
 LABEL_FILTERS = ("harmful", "unharmful", "unlabelled")
 PROMPT_COLUMNS = ["id", "source", "prompt", "prompt_harm"]
 
@@ -507,14 +506,6 @@ def calibration(entries: list[dict[str, Any]], w_utility: float = 1.0) -> dict[s
     m_std = float(np.mean([e["margin_std"] for e in rows]))
     return {"batches": len(rows), "utility_std": u_std, "margin_std": m_std,
             "w_margin": equalising_weight(u_std, m_std, w_utility)}
-
-
-def read_reward_log(uri: str) -> list[dict[str, Any]]:
-    """The entries of a reward log (JSONL) at `uri`."""
-    from guardsmith import storage
-
-    text = storage.read_bytes(uri).decode("utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def identity(cfg: BoundaryConfig):

@@ -535,9 +535,57 @@ def _legend(cfg: BoundaryEvalConfig) -> str:
     )
 
 
+CURVES_FILE = "reward_curves.png"
+
+
+def reward_logs(generators: Sequence[Generator]) -> dict[str, list[dict[str, Any]]]:
+    """Variant name -> the reward log published beside that generator (variants without one are left out)."""
+    from guardsmith import storage
+    from guardsmith.rewards import REWARDS_FILE, read_reward_log
+
+    logs = {}
+    for gen in generators:
+        if gen.role != "variant":
+            continue
+        uri = storage.folder_file(gen.uri, REWARDS_FILE)
+        if storage.exists(uri):
+            entries = [e for e in read_reward_log(uri) if e.get("step") is not None]
+            if entries:
+                logs[gen.name] = entries
+    return logs
+
+
+def plot_reward_curves(logs: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes | None:
+    """Training curves per variant: mean reward, mean t and the share filtered (t >= tau) per logged
+    step; None without any log."""
+    if not logs:
+        return None
+    from matplotlib.figure import Figure
+
+    from guardsmith.reporting import figure_png
+
+    fig = Figure(figsize=(12.0, 3.6))
+    panels = (("reward_mean", "mean reward"), ("safety_mean", "mean t (guard score)"), ("filter_rate", "filtered share"))
+    for k, (key, title) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        for name, entries in logs.items():
+            points = [(e["step"], e[key]) for e in entries if e.get(key) is not None]
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=name)
+        ax.set_xlabel("training step")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if k == 0:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
 def render_report(cfg: BoundaryEvalConfig, metrics: Sequence[Mapping[str, Any]], set_names: Sequence[str],
-                  set_sizes: Mapping[str, int], outputs: Mapping[str, str], png: bytes) -> tuple[str, str]:
-    """(Markdown, HTML) of the report; the Markdown links ``pareto.png``, the HTML embeds it."""
+                  set_sizes: Mapping[str, int], outputs: Mapping[str, str], png: bytes,
+                  curves: bytes | None = None) -> tuple[str, str]:
+    """(Markdown, HTML) of the report; the Markdown links ``pareto.png`` (and ``reward_curves.png``),
+    the HTML embeds them."""
     import html
 
     from guardsmith.inference import parse_spec
@@ -558,6 +606,9 @@ def render_report(cfg: BoundaryEvalConfig, metrics: Sequence[Mapping[str, Any]],
         header, body = metrics_table(metrics, s)
         md += [f"## {heading}", "", *markdown_table(header, body, left=2), ""]
         hp += [f"<h2>{html.escape(heading)}</h2>", html_table(header, body)]
+    if curves is not None:
+        md += ["## Training reward curves", "", f"![Training reward curves]({CURVES_FILE})", ""]
+        hp += ["<h2>Training reward curves</h2>", html_image("Training reward curves", curves)]
     md += [_legend(cfg), ""]
     hp.append(f"<p class=\"note\">{html.escape(_legend(cfg))}</p>")
     return "\n".join(md), html_page(cfg.title, hp)
@@ -594,11 +645,12 @@ def run(cfg: BoundaryEvalConfig) -> BoundaryEvalResult:
     records = judged_records(views, scores, cfg.harm_threshold)
     metrics = compute_metrics(records, systems, list(sets), cfg.tau, cfg.harm_threshold, cfg.boundary_margin)
     png = plot_pareto(metrics, list(sets))
+    curves = plot_reward_curves(reward_logs(generators))
 
     judged_uri, metrics_uri = storage.join(cfg.output, "judged_outputs"), storage.join(cfg.output, "metrics")
     report_uri = storage.join(cfg.output, "report")
     md, page = render_report(cfg, metrics, list(sets), {k: len(v) for k, v in sets.items()},
-                             {"judged outputs": judged_uri, "metrics": metrics_uri}, png)
+                             {"judged outputs": judged_uri, "metrics": metrics_uri}, png, curves)
     storage.write_table(judged_uri, pa.Table.from_pylist(records, schema=JUDGED_OUTPUTS_SCHEMA),
                         schema=JUDGED_OUTPUTS_SCHEMA)
     storage.write_table(metrics_uri, pa.Table.from_pylist(metrics, schema=BOUNDARY_METRICS_SCHEMA),
@@ -606,6 +658,8 @@ def run(cfg: BoundaryEvalConfig) -> BoundaryEvalResult:
     plot_uri = storage.join(report_uri, PLOT_FILE)
     md_uri, html_uri = storage.join(report_uri, "report.md"), storage.join(report_uri, "report.html")
     storage.write_bytes_atomic(plot_uri, png)
+    if curves is not None:
+        storage.write_bytes_atomic(storage.join(report_uri, CURVES_FILE), curves)
     storage.write_bytes_atomic(md_uri, md.encode())
     storage.write_bytes_atomic(html_uri, page.encode())
     return BoundaryEvalResult(judged=judged_uri, metrics=metrics_uri, report_md=md_uri, report_html=html_uri,

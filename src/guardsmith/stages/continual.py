@@ -33,6 +33,7 @@ from typing import Any, Literal
 from guardsmith import settings
 from guardsmith.config import option
 from guardsmith.errors import DataError, GuardsmithError
+from guardsmith.rewards import REWARDS_FILE
 from guardsmith.guard import examples as ex
 from guardsmith.training import Prepared, TrainConfig, TrainingData, TrainingSummary, TrainResult
 from guardsmith.vocabulary import TASK_POSITIVE, TASKS
@@ -45,8 +46,6 @@ HELP = (
 
 METHODS = ("sft", "dpo", "grpo")
 PAIR_COLUMNS = ("id", "prompt", "chosen", "rejected")
-REWARDS_FILE = "rewards.jsonl"
-
 
 @dataclass(kw_only=True)
 class ContinualConfig(TrainConfig, settings.sampling(omit=("seed",), samples_per_row=4, max_tokens=256,
