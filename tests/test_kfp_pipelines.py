@@ -256,8 +256,11 @@ def test_local_evaluation_run_on_a_tiny_model(tmp_path: Path) -> None:
     benchmarks = [{"benchmark": "sample_test", "source": "sample", "split": "test", "files": ""},
                   {"benchmark": "own_csv", "source": "table", "split": "all", "files": str(own), "mapping": mapping}]
     console: list[str] = []
+    # a baseline guard by its format beside the guardsmith guard (the same tiny weights, prompted as Llama Guard)
+    models = ["tiny-guard=tiny:causal-lm", "baseline=llama-guard:tiny:causal-lm"]
     result = local.run_local("evaluation", "tiny-cpu", store=store, out=tmp_path / "out", discard=store is None,
-                             overrides={"evaluate_limit": 8, "evaluate_samples_per_row": 1, "benchmarks": benchmarks},
+                             overrides={"evaluate_limit": 8, "evaluate_samples_per_row": 1, "benchmarks": benchmarks,
+                                        "models": models},
                              verbose=False, echo=console.append)
     assert result["report_uri"].startswith("s3://" if store is None else str(store))
     # quiet console: one line per task; the executor output is in one log file per task
@@ -267,7 +270,9 @@ def test_local_evaluation_run_on_a_tiny_model(tmp_path: Path) -> None:
     assert "evaluate.log" in logs and "Executing task 'evaluate'" in (Path(result["logs"]) / "evaluate.log").read_text()
     header, *rows = result["results"]
     assert "F1" in header and {r.split()[2] for r in rows} == {"sample_test", "own_csv"}
+    assert {r.split()[0] for r in rows} == {"tiny-guard", "baseline"}
     report = Path(result["report_md"]).read_text()
+    assert "baseline [llama-guard]" in report  # the baseline row names its format in the Table-1 layout
     assert "tiny-cpu evaluation" in report and "tiny-guard" in report
     assert Path(result["report_html"]).exists()
     (run,) = list((tmp_path / "out" / "kfp-root").iterdir())
