@@ -366,3 +366,128 @@ def test_a_long_dialogue_is_cut_from_its_oldest_turns_never_the_turn_to_judge():
     assert counts["truncated_examples"] == 1 and len(out["prompt"]) <= 200
     assert kept is not None and kept.turn == "Who will win the football final tonight?"
     assert kept.turns == (("user", "The one downtown."), ("assistant", "Great, I can help with that.")) and kept.omitted == 2
+
+
+# --------------------------------------------------------------------------- progress and tracking (issue 16)
+
+def _tfrecords(path: Path) -> list[bytes]:
+    """The records of a TFRecord file, read by hand: 8-byte length, 4-byte crc, data, 4-byte crc."""
+    import struct
+
+    raw, out, at = path.read_bytes(), [], 0
+    while at < len(raw):
+        (length,) = struct.unpack("<Q", raw[at:at + 8])
+        out.append(raw[at + 12:at + 12 + length])
+        at += 12 + length + 4
+    assert at == len(raw), f"{path}: a truncated record"
+    return out
+
+
+def _scalars(path: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of every scalar `tag` in one event file, parsed with tensorboardX's bundled protobuf."""
+    from tensorboardX.proto import event_pb2
+
+    found = []
+    for record in _tfrecords(path):
+        event = event_pb2.Event.FromString(record)
+        for value in event.summary.value:
+            if value.tag == tag:
+                number = value.simple_value if value.HasField("simple_value") else value.tensor.float_val[0]
+                found.append((event.step, number))
+    return found
+
+
+def _event_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("events.out.tfevents.*"))
+
+
+def test_tensorboard_logs_progress_lines_and_loss_curve(tmp_path, tiny_model, capsys):
+    """Issue 16: report_to tensorboard leaves event files beside the model whose train/loss has one value per
+    logging step, equal to the summary's loss_history; progress lines with step/total and ETA on stderr."""
+    import re
+
+    kfp_dsl = pytest.importorskip("kfp.dsl")
+    from guardsmith import kfp_support
+    from guardsmith.training import TrainingSummary
+
+    _write(tmp_path / "train", [_row(i) for i in range(8)])
+    res = sft.run(_train_cfg(tmp_path, tiny_model, mode="NR", max_steps=4, report_to=["tensorboard"]))
+    captured = capsys.readouterr()
+    logs = tmp_path / "out-tensorboard"
+    assert res.global_step == 4 and storage.is_committed(str(logs))
+    [events] = _event_files(logs)
+    losses = _scalars(events, "train/loss")
+    assert [step for step, _ in losses] == [1, 2, 3, 4]  # logging_steps 1
+    summary = TrainingSummary.read(res.output)
+    assert [s for s, _ in summary.loss_history] == [1, 2, 3, 4]
+    assert [v for _, v in summary.loss_history] == pytest.approx([v for _, v in losses], rel=1e-6)  # float32 in the file
+    assert all(0 < v < 20 for _, v in losses) and summary.train_tokens and summary.train_tokens > 4 * 4 * 10
+    assert summary.reward_history == [] and summary.facts["tensorboard_logs"] == str(logs)
+
+    lines = [line for line in captured.err.splitlines() if line.startswith("[guardsmith] sft: step ")]
+    assert len(lines) == 4, captured.err
+    pattern = r"\[guardsmith\] sft: step 2/4 \(50%\), \d+\.\d (steps/s|s/step), ETA \d+s, loss \d+\.\d{3}, lr 1e-3"
+    assert re.fullmatch(pattern, lines[1]), lines[1]
+    assert lines[3].startswith("[guardsmith] sft: step 4/4 (100%)") and "ETA" not in lines[3]
+    assert re.search(r"sft: trained 4 steps in \d+s \(step 4/4\), mean loss \d", captured.err)
+    assert "{'loss'" not in captured.out + captured.err  # transformers' raw dicts are gone
+
+    metrics = kfp_dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics"), metadata={})
+    kfp_support.log_training(res, metrics)
+    assert metrics.metadata["global_step"] == 4 and metrics.metadata["examples"] == 8
+    assert metrics.metadata["final_loss"] == pytest.approx(losses[-1][1], rel=1e-6)
+    assert metrics.metadata["train_tokens"] == summary.train_tokens
+
+
+def test_report_to_none_writes_no_logs_and_does_not_change_the_work(tmp_path, tiny_model, capsys):
+    _write(tmp_path / "train", [_row(i) for i in range(4)])
+    cfg = _train_cfg(tmp_path, tiny_model, mode="NR", max_steps=1, report_to=["none"])
+    sft.run(cfg)
+    recorded = storage.recorded_identity(str(tmp_path / "out"))
+    assert not (tmp_path / "out-tensorboard").exists()
+    assert "{'loss'" not in capsys.readouterr().out
+
+    again = sft.run(dataclasses.replace(cfg, report_to=["tensorboard"], logs_uri=str(tmp_path / "tb")))
+    assert again.global_step == 1 and "already there" in capsys.readouterr().err  # the same work: reused
+    assert storage.recorded_identity(str(tmp_path / "out")) == recorded
+    assert not (tmp_path / "tb").exists() and not (tmp_path / "out-tensorboard").exists()
+
+
+def test_a_resumed_run_adds_its_own_event_file(tmp_path, tiny_model):
+    _write(tmp_path / "train", [_row(i) for i in range(4)])
+    ckpt, logs = str(tmp_path / "ckpt"), tmp_path / "logs"
+    cfg = _train_cfg(tmp_path, tiny_model, mode="NR", checkpoint_uri=ckpt, save_steps=1, logs_uri=str(logs))
+    sft.run(cfg)
+    [first] = _event_files(logs)
+    assert [s for s, _ in _scalars(first, "train/loss")] == [1, 2]
+
+    # a crash after checkpoint-1 (the model never written): the re-run resumes at step 1 and keeps the old curve
+    storage.remove(storage.join(ckpt, "checkpoint-2"))
+    storage.remove(str(tmp_path / "out"))
+    sft.run(cfg)
+    files = _event_files(logs)
+    assert len(files) == 2 and first.name in [f.name for f in files]
+    new = next(f for f in files if f.name != first.name)
+    assert [s for s, _ in _scalars(new, "train/loss")] == [2]
+    from guardsmith.training import TrainingSummary
+
+    assert [s for s, _ in TrainingSummary.read(str(tmp_path / "out")).loss_history] == [1, 2]
+
+    # logs of other work at logs_uri are refused before training, unless --overwrite
+    with pytest.raises(GuardsmithError, match=r"logs_uri .*logs holds the logs of other work .*config\.mode"):
+        sft.run(dataclasses.replace(cfg, mode="R", output=str(tmp_path / "r"), checkpoint_uri=None))
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.s3
+def test_tensorboard_logs_on_s3_survive_a_resume(tmp_path, tiny_model, s3_prefix):
+    _write(tmp_path / "train", [_row(i) for i in range(4)])
+    output, ckpt = f"{s3_prefix}/tb/model", f"{s3_prefix}/tb/ckpt"
+    cfg = _train_cfg(tmp_path, tiny_model, mode="NR", output=output, checkpoint_uri=ckpt, save_steps=1)
+    sft.run(cfg)
+    storage.remove(storage.join(ckpt, "checkpoint-2"))
+    storage.remove(output)
+    sft.run(cfg)  # resumes at step 1, adds its event file to the two-step one
+    logs = Path(storage.download_dir(f"{output}-tensorboard", str(tmp_path / "logs")))
+    curves = sorted([s for s, _ in _scalars(f, "train/loss")] for f in _event_files(logs))
+    assert curves == [[1, 2], [2]]

@@ -244,9 +244,9 @@ def test_prompt_style_and_evaluate_read_the_summary(tmp_path):
     assert prompt_style_of(tmp_path) == "full" and model_metadata(tmp_path) == {}
     _summary(prompt_style="compact").write(tmp_path)
     assert prompt_style_of(tmp_path) == "compact"
-    assert model_metadata(tmp_path) == {"train_size": 12, "budget": 3}
+    assert model_metadata(tmp_path) == {"train_size": 12, "budget": 3, "trained_by": "sft"}
     _summary(budget=None, train_rows=500).write(tmp_path)
-    assert prompt_style_of(tmp_path) == "full" and model_metadata(tmp_path) == {"train_size": 500}
+    assert prompt_style_of(tmp_path) == "full" and model_metadata(tmp_path) == {"train_size": 500, "trained_by": "sft"}
 
 
 def test_sft_batching_settings(tmp_path):
@@ -286,3 +286,80 @@ def test_default_sft_batches_waste_little_padding(tmp_path):
               for name, settings in bench.BATCHINGS.items()}
     assert shares["default"]["padding"] < 0.10 < 0.25 < shares["random"]["padding"], shares
     assert shares["packed"]["padding"] == 0 and shares["packed"]["tokens"] == shares["random"]["tokens"] == sum(lengths)
+
+
+# --------------------------------------------------------------------------- progress and tracking (issue 16)
+
+def test_progress_line_rate_eta_and_values():
+    logs = {"loss": 2.19, "learning_rate": 1e-3, "grad_norm": 3.0, "epoch": 0.4}
+    # 160 steps left at 1.9 steps/s: 84.2 s
+    assert training.progress_line(40, 200, 1.9, logs) == \
+        "step 40/200 (20%), 1.9 steps/s, ETA 1m24s, loss 2.190, lr 1e-3"
+    # slower than a step a second: seconds per step; hours in the ETA; GRPO's reward mean
+    assert training.progress_line(10, 4000, 0.25, {"loss": 0.5, "reward": -0.25, "learning_rate": 2.5e-6}) == \
+        "step 10/4000 (0%), 4.0 s/step, ETA 4h26m, loss 0.500, reward -0.250, lr 2.5e-6"
+    assert training.progress_line(1, 8, None, {"loss": 1.0}) == "step 1/8 (12%), loss 1.000"  # before a rate is known
+    assert training.progress_line(8, 8, 2.0, {"loss": 1.0}) == "step 8/8 (100%), 2.0 steps/s, loss 1.000"
+    assert [training.duration(s) for s in (0, 59.4, 60, 3599, 3600, 7500)] == \
+        ["0s", "59s", "1m00s", "59m59s", "1h00m", "2h05m"]
+
+
+def test_histories_from_a_log_history():
+    log = [{"loss": 2.5, "learning_rate": 1e-3, "step": 10}, {"loss": 2.0, "reward": 0.5, "step": 20},
+           {"train_loss": 2.2, "train_runtime": 3.0, "step": 20}]
+    assert training.histories(log) == ([[10, 2.5], [20, 2.0]], [[20, 0.5]])
+
+
+def test_report_to_values_are_checked_and_passed_through(tmp_path, monkeypatch):
+    import importlib.util
+    from dataclasses import replace
+
+    from trl import SFTConfig
+
+    rt = training.runtime(_cfg())
+    for report_to, match in ((["comet"], "unknown tracker 'comet'"), (["none", "tensorboard"], "none cannot be combined"),
+                             (["wandb"], "pip install wandb")):
+        with pytest.raises(GuardsmithError, match=match) as err:
+            training.trainer_args(_cfg(report_to=report_to), rt, tmp_path, save=False)
+        assert "report_to" in str(err.value) and "\n" not in str(err.value)
+    assert training.trackers(_cfg(report_to=[])) == [] == training.trackers(_cfg(report_to=["none"]))
+    assert _cfg().report_to == ["tensorboard"] and training.logs_location(replace(_cfg(), output="s3://b/run/sft/")) == \
+        "s3://b/run/sft-tensorboard"
+    assert training.logs_location(_cfg(logs_uri="s3://b/tb")) == "s3://b/tb"
+
+    # TensorBoard is ours (tensorboard_logs); mlflow / wandb go to transformers' report_to as they are
+    args = SFTConfig(**training.trainer_args(_cfg(), rt, tmp_path, save=False))
+    assert args.report_to == [] and args.disable_tqdm
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name in ("mlflow", "wandb") else real(name, *a))
+    kwargs = training.trainer_args(_cfg(report_to=["tensorboard", "mlflow", "wandb"]), rt, tmp_path, save=False)
+    assert kwargs["report_to"] == ["mlflow", "wandb"]
+
+
+def test_report_to_and_logs_uri_leave_the_work_identity_alone(tmp_path):
+    from dataclasses import replace
+
+    (tmp_path / "base.bin").write_bytes(b"weights")
+
+    def ident(**kw):
+        return training.training_identity("sft", replace(_cfg(**kw), base_model=str(tmp_path / "base.bin")),
+                                          {"train": None})
+
+    assert ident(report_to=["none"]).digest == ident().digest == ident(report_to=["tensorboard"], logs_uri="s3://b/x").digest
+
+
+def test_an_old_summary_without_curves_still_loads(tmp_path):
+    import json
+
+    path = _summary().write(tmp_path)
+    raw = json.loads(path.read_text())
+    assert raw["loss_history"] == [] and raw["train_tokens"] is None
+    for key in ("loss_history", "reward_history", "train_tokens"):
+        del raw[key]
+    path.write_text(json.dumps(raw))
+    old = training.TrainingSummary.read(tmp_path)
+    assert old.loss_history == [] and old.reward_history == [] and old.train_tokens is None
+    _summary(loss_history=[[10, 2.5], [20, 2.0]], train_tokens=1234).write(tmp_path)
+    read = training.TrainingSummary.read(tmp_path)
+    assert read.loss_history == [[10, 2.5], [20, 2.0]] and read.train_tokens == 1234

@@ -75,6 +75,8 @@ def boundary(
     save_total_limit: int = 2,
     resume: bool = True,
     logging_steps: int = 10,
+    report_to: List[str] = ["tensorboard"],
+    logs_uri: Optional[str] = None,
     seed: int = 0,
     work_dir: Optional[str] = None,
     max_example_chars: int = 100000,
@@ -83,8 +85,8 @@ def boundary(
 ) -> NamedTuple("Outputs", [("output", str), ("rewards_log", str), ("examples", int), ("global_step", int)]):
     """Boundary Guidance: GRPO fine-tuning of a generator with one reward variant (boundary, guard_only, rm_only, filter_avoid, prompt_aware)."""
     params = dict(locals())
-    from guardsmith.kfp_support import log_boundary_training, outputs, run_stage
+    from guardsmith.kfp_support import log_training, outputs, run_stage
 
     result = run_stage("boundary", params)
-    log_boundary_training(result, rewards)
+    log_training(result, rewards)
     return outputs(result, "output", "rewards_log", "examples", "global_step")

@@ -1,6 +1,8 @@
 """KFP component `continual`: thin shell over guardsmith.stages.continual."""
 from typing import List, NamedTuple, Optional
 
+from kfp.dsl import Metrics, Output
+
 from guardsmith.kfp_support import component
 
 
@@ -8,6 +10,7 @@ from guardsmith.kfp_support import component
 def continual(
     base_model: str,
     output: str,
+    metrics: Output[Metrics],
     learning_rate: float = 1e-06,
     lr_scheduler: str = "cosine",
     warmup_ratio: float = 0.03,
@@ -35,6 +38,8 @@ def continual(
     save_total_limit: int = 2,
     resume: bool = True,
     logging_steps: int = 10,
+    report_to: List[str] = ["tensorboard"],
+    logs_uri: Optional[str] = None,
     seed: int = 0,
     work_dir: Optional[str] = None,
     max_example_chars: int = 100000,
@@ -64,7 +69,8 @@ def continual(
 ) -> NamedTuple("Outputs", [("output", str), ("examples", int), ("global_step", int)]):
     """Continual training of the guard on mined hard samples."""
     params = dict(locals())
-    from guardsmith.kfp_support import outputs, run_stage
+    from guardsmith.kfp_support import log_training, outputs, run_stage
 
     result = run_stage("continual", params)
+    log_training(result, metrics)
     return outputs(result, "output", "examples", "global_step")

@@ -1,6 +1,8 @@
 """KFP component `sft`: thin shell over guardsmith.stages.sft."""
 from typing import List, NamedTuple, Optional
 
+from kfp.dsl import Metrics, Output
+
 from guardsmith.kfp_support import component
 
 
@@ -9,6 +11,7 @@ def sft(
     base_model: str,
     output: str,
     train: str,
+    metrics: Output[Metrics],
     learning_rate: float = 1e-06,
     lr_scheduler: str = "cosine",
     warmup_ratio: float = 0.03,
@@ -36,6 +39,8 @@ def sft(
     save_total_limit: int = 2,
     resume: bool = True,
     logging_steps: int = 10,
+    report_to: List[str] = ["tensorboard"],
+    logs_uri: Optional[str] = None,
     seed: int = 0,
     work_dir: Optional[str] = None,
     max_example_chars: int = 100000,
@@ -51,7 +56,8 @@ def sft(
 ) -> NamedTuple("Outputs", [("output", str), ("examples", int), ("global_step", int)]):
     """Supervised fine-tuning of the guard on accepted traces."""
     params = dict(locals())
-    from guardsmith.kfp_support import outputs, run_stage
+    from guardsmith.kfp_support import log_training, outputs, run_stage
 
     result = run_stage("sft", params)
+    log_training(result, metrics)
     return outputs(result, "output", "examples", "global_step")

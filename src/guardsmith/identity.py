@@ -34,7 +34,7 @@ RUN_ONLY_FIELDS: frozenset[str] = frozenset({
     "api_key_env", "judge_api_key_env", "timeout_s", "judge_timeout_s", "max_retries", "judge_max_retries",
     "retry_after_max_s", "judge_retry_after_max_s", "judge_concurrency", "gpus", "distributed",
     "scorer_device", "scorer_batch_size", "score_concurrently", "backend_options", "title",
-    "max_failed_fraction",
+    "max_failed_fraction", "report_to", "logs_uri",
 })
 """Config fields that change how a stage runs, never what it writes; left out of the identity.
 (Output URIs are left out too: the identity is recorded *at* the output.)"""

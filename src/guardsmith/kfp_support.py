@@ -233,14 +233,28 @@ def log_evaluation(result: Any, metrics: Any, confusion: Any, markdown: Any | No
         copy_to_artifact(result.report_md, markdown)
 
 
-def log_boundary_training(result: Any, metrics: Any) -> None:
-    """Fill a Metrics artifact from a ``boundary`` result: steps, examples and the first and last
-    reward-log entries (``first/reward_mean``, ``last/safety_mean``, ``last/filter_rate``, ...)."""
+def log_training(result: Any, metrics: Any) -> None:
+    """Fill a Metrics artifact from an ``sft``, ``continual`` or ``boundary`` result: ``global_step``,
+    ``examples``, ``train_loss`` (mean over the run), and from the model's training summary
+    ``final_loss`` (last logged loss), ``train_tokens`` (when counted) and ``final_reward`` (GRPO);
+    for ``boundary`` also the first and last reward-log entries (``first/reward_mean``,
+    ``last/safety_mean``, ``last/filter_rate``, ...)."""
+    from guardsmith.training import TrainingSummary
+
     metrics.log_metric("global_step", float(result.global_step))
     metrics.log_metric("examples", float(result.examples))
     if result.train_loss is not None:
         metrics.log_metric("train_loss", float(result.train_loss))
-    for name, entry in (("first", result.first), ("last", result.last)):
+    summary = TrainingSummary.find(result.output)
+    if summary is not None:
+        if summary.loss_history:
+            metrics.log_metric("final_loss", float(summary.loss_history[-1][1]))
+        if summary.reward_history:
+            metrics.log_metric("final_reward", float(summary.reward_history[-1][1]))
+        if summary.train_tokens:
+            metrics.log_metric("train_tokens", float(summary.train_tokens))
+    for name in ("first", "last"):
+        entry = getattr(result, name, None)
         for key in ("reward_mean", "utility_mean", "safety_mean", "margin_mean", "filter_rate"):
             if entry and entry.get(key) is not None:
                 metrics.log_metric(f"{name}/{key}", float(entry[key]))

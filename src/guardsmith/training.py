@@ -22,8 +22,14 @@
   stage on several GPUs (`accelerate launch ... -m guardsmith.cli <stage> --config <yaml>`).
 - `TrainingData`, `Prepared`: what a stage built for training (records plus the facts about them);
   `train_sft`: the SFT run both `sft` and `continual` use.
+- `progress_callback`, `tensorboard_logs`, `trackers`: one progress line per logging step (step/total,
+  rate, ETA, loss, lr, GRPO reward) instead of transformers' raw dicts; `report_to` (tensorboard,
+  mlflow, wandb, none): TensorBoard event files written in the work folder and uploaded to
+  `logs_uri` (default `<output>-tensorboard`) with each checkpoint and at the end, mlflow/wandb
+  passed through to transformers.
 - `TrainingSummary`: the typed summary written beside every trained model
-  (`guardsmith_training.json`) and read back by the guard prompt style, evaluate and reports.
+  (`guardsmith_training.json`, with the loss and GRPO reward curves) and read back by the guard
+  prompt style, evaluate and reports.
 - `train_and_publish`: train, save, write the summary, the training log and the model card
   (`guardsmith.model_card`), then publish the folder with the run's identity.
 
@@ -48,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from guardsmith.config import build_config, dump_yaml, option, to_dict
 from guardsmith.errors import GuardsmithError, redact
+from guardsmith.progress import duration
 
 if TYPE_CHECKING:
     from guardsmith.identity import WorkIdentity
@@ -103,6 +110,13 @@ class TrainConfig:
     save_total_limit: int = option(2, "Checkpoints kept locally and at checkpoint_uri.")
     resume: bool = option(True, "Resume from the newest committed checkpoint of the same work at checkpoint_uri when there is one.")
     logging_steps: int = option(10, "Log loss (and rewards) every this many steps.")
+    report_to: list[str] = option(
+        help="Where the training logs go: any of tensorboard (event files uploaded to logs_uri), mlflow, wandb "
+             "(configured by their own environment variables, e.g. MLFLOW_TRACKING_URI, WANDB_PROJECT), or none.",
+        factory=lambda: ["tensorboard"])
+    logs_uri: str | None = option(
+        None, "Where the TensorBoard event files are uploaded when training ends (and with every checkpoint); "
+              "a resumed run adds its own event file. Unset: `<output>-tensorboard`, beside the model.")
     seed: int = option(0, "Seed of data sampling (subset, dual split, oversampling) and of training.")
     work_dir: str | None = option(None, "Local scratch folder for checkpoints; default: a temporary folder.")
     max_example_chars: int = option(100_000, "Longest training example in characters (prompt, response and reasoning "
@@ -160,6 +174,10 @@ def runtime(cfg: TrainConfig) -> Runtime:
     bf16 = cuda and torch.cuda.is_bf16_supported() and cfg.precision != "fp32"
     checkpointing = cuda if cfg.activation_checkpointing is None else bool(cfg.activation_checkpointing)
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if not sys.stderr.isatty():  # pod and CI logs: our progress lines, not datasets' redrawn bars
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
     return Runtime(cuda=cuda, visible_gpus=visible, world_size=world, bf16=bf16, activation_checkpointing=checkpointing)
 
 
@@ -222,6 +240,7 @@ def sft_args(cfg: TrainConfig) -> dict[str, Any]:
         "packing_strategy": "bfd",
         "train_sampling_strategy": "group_by_length" if cfg.group_by_length and not packed else "random",
         "completion_only_loss": True,
+        "include_num_input_tokens_seen": "non_padding",  # TrainingSummary.train_tokens
     }
 
 
@@ -251,8 +270,8 @@ def trainer_args(cfg: TrainConfig, rt: Runtime, output_dir: Path, *, save: bool)
         "save_strategy": "steps" if save else "no",
         "save_steps": cfg.save_steps,
         "save_total_limit": cfg.save_total_limit,
-        "report_to": "none",
-        "disable_tqdm": True,
+        "report_to": [r for r in trackers(cfg) if r != "tensorboard"] or "none",  # TensorBoard: `tensorboard_logs`
+        "disable_tqdm": True,  # transformers' PrinterCallback is replaced by `progress_callback`
         "dataloader_num_workers": 0,
         "use_liger_kernel": cfg.use_liger_kernel,
         **rt.precision_args(),
@@ -519,6 +538,152 @@ def checkpoint_callbacks(cfg: TrainConfig, identity: WorkIdentity) -> list[Any]:
     return [checkpoint_callback(cfg.checkpoint_uri, cfg.save_total_limit, identity)] if cfg.checkpoint_uri else []
 
 
+# --------------------------------------------------------------------------- progress and tracking
+
+TRACKERS = ("tensorboard", "mlflow", "wandb", "none")
+"""The values of `report_to`."""
+TRACKER_PACKAGES = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb"}
+"""The package each tracker needs (checked before training; tensorboardX is in the `train` extra)."""
+TENSORBOARD_DIR = "tensorboard"
+"""The local folder (in the run's work folder) the TensorBoard event files are written to."""
+
+
+def trackers(cfg: TrainConfig) -> list[str]:
+    """The trackers `cfg.report_to` asks for ([] for none), each checked: an unknown name, none mixed with
+    others, or a tracker whose package is not installed is a one-line error naming `report_to`."""
+    import importlib.util
+
+    chosen = list(dict.fromkeys(cfg.report_to or ["none"]))
+    unknown = [r for r in chosen if r not in TRACKERS]
+    if unknown:
+        raise GuardsmithError(f"report_to: unknown tracker {unknown[0]!r}; choose from {', '.join(TRACKERS)}")
+    if "none" in chosen and len(chosen) > 1:
+        raise GuardsmithError(f"report_to: none cannot be combined with {', '.join(r for r in chosen if r != 'none')}")
+    for name in chosen:
+        package = TRACKER_PACKAGES.get(name)
+        if package and importlib.util.find_spec(package) is None:
+            raise GuardsmithError(f"report_to {name}: the {package} package is not installed; pip install {package}, "
+                                  f"or drop {name} from report_to")
+    return [r for r in chosen if r != "none"]
+
+
+def logs_location(cfg: TrainConfig) -> str:
+    """Where the TensorBoard event files of a run go: `logs_uri`, or `<output>-tensorboard`."""
+    return cfg.logs_uri or f"{cfg.output.rstrip('/')}-tensorboard"
+
+
+def _sci(value: float) -> str:
+    """A learning rate in short scientific notation: `1e-3`, `2.5e-5`."""
+    if value == 0:
+        return "0"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def progress_line(step: int, total: int, rate: float | None, logs: dict[str, Any]) -> str:
+    """One training progress line: step/total, rate and ETA (from `rate`, steps per second in this run;
+    None before the first step ends), then loss, learning rate and the GRPO reward mean when logged."""
+    parts = [f"step {step}/{total}" + (f" ({round(100 * step / total)}%)" if total > 0 else "")]
+    if rate:
+        parts.append(f"{rate:.1f} steps/s" if rate >= 1 else f"{1 / rate:.1f} s/step")
+        if total > step:
+            parts.append(f"ETA {duration((total - step) / rate)}")
+    for key, name in (("loss", "loss"), ("reward", "reward")):
+        if isinstance(logs.get(key), (int, float)):
+            parts.append(f"{name} {logs[key]:.3f}")
+    if isinstance(logs.get("learning_rate"), (int, float)):
+        parts.append(f"lr {_sci(logs['learning_rate'])}")
+    return ", ".join(parts)
+
+
+def progress_callback(stage: str):
+    """A `TrainerCallback` printing one `progress_line` per logging step on stderr (main process), and a
+    last line with the run's steps, time and mean loss; it replaces transformers' raw dict printing."""
+    from transformers import TrainerCallback
+
+    class TrainingProgress(TrainerCallback):
+        """Rate over this run's steps so far (a resumed run counts from its checkpoint), ETA from it."""
+
+        def __init__(self) -> None:
+            self.start: float | None = None
+            self.first_step = 0
+
+        def on_step_begin(self, args, state, control, **kwargs):  # noqa: D102 (TrainerCallback hook)
+            if self.start is None:
+                self.start, self.first_step = time.monotonic(), state.global_step
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102 (TrainerCallback hook)
+            if not state.is_world_process_zero or not logs:
+                return control
+            elapsed = time.monotonic() - self.start if self.start is not None else 0.0
+            steps = state.global_step - self.first_step
+            if "train_loss" in logs:  # the trainer's end-of-run entry
+                loss = f", mean loss {logs['train_loss']:.3f}" if isinstance(logs["train_loss"], float) else ""
+                log_line(stage, f"trained {steps} steps in {duration(elapsed)} (step {state.global_step}/"
+                                f"{state.max_steps}){loss}")
+            elif any(k in logs for k in ("loss", "reward")):
+                rate = steps / elapsed if steps > 0 and elapsed > 0 else None
+                log_line(stage, progress_line(state.global_step, state.max_steps, rate, logs))
+            return control
+
+    return TrainingProgress()
+
+
+def histories(log_history: Sequence[dict[str, Any]]) -> tuple[list[list[float]], list[list[float]]]:
+    """[[step, loss], ...] and [[step, reward mean], ...] from a trainer's log history."""
+    def curve(key: str) -> list[list[float]]:
+        return [[int(e["step"]), float(e[key])] for e in log_history
+                if isinstance(e.get(key), (int, float)) and "step" in e]
+
+    return curve("loss"), curve("reward")
+
+
+def tensorboard_logs(trainer, cfg: TrainConfig, identity: WorkIdentity, *, resuming: bool) -> Path | None:
+    """When `report_to` has tensorboard: the local event-file folder of this run (main process), with a
+    TensorBoard callback writing there and, with `checkpoint_uri`, a callback uploading it to
+    `logs_location(cfg)` with every checkpoint. A resumed run starts from the folder committed there
+    by the same work and adds its own event file. Logs of other work there are refused before
+    training (one line) unless `overwrite`. None when TensorBoard is off or on other processes."""
+    if "tensorboard" not in trackers(cfg):
+        return None
+    from guardsmith import storage
+    from guardsmith.identity import why_not_reused
+
+    uri = logs_location(cfg)
+    committed = storage.is_committed(uri)
+    other = why_not_reused(storage.recorded_identity(uri), identity) if committed else None
+    if other is not None and not cfg.overwrite:  # checked by every process: all stop alike
+        raise GuardsmithError(f"logs_uri {redact(uri)} holds the logs of other work ({other}); use another "
+                              "logs_uri, or --overwrite to replace them")
+    if not trainer.accelerator.is_main_process:
+        return None
+    from tensorboardX import SummaryWriter
+    from transformers import TrainerCallback
+    from transformers.integrations import TensorBoardCallback
+
+    local = Path(trainer.args.output_dir) / TENSORBOARD_DIR
+    shutil.rmtree(local, ignore_errors=True)
+    if committed and other is None and resuming:
+        storage.download_dir(uri, str(local))
+    local.mkdir(parents=True, exist_ok=True)
+
+    class LogSync(TrainerCallback):
+        """Upload the event files after each checkpoint, so that a resumed run keeps the curve so far."""
+
+        def on_save(self, args, state, control, **kwargs):  # noqa: D102 (TrainerCallback hook)
+            if state.is_world_process_zero:
+                storage.upload_dir(str(local), uri, identity=identity)
+            return control
+
+    # a unique suffix: a resumed run within the same second never appends to the downloaded file
+    writer = SummaryWriter(str(local), filename_suffix=f".{os.getpid()}-{time.time_ns() % 10**9}")
+    trainer.add_callback(TensorBoardCallback(tb_writer=writer))
+    if cfg.checkpoint_uri:
+        trainer.add_callback(LogSync())
+    return local
+
+
 # --------------------------------------------------------------------------- multi-GPU launch
 
 def accelerate_config(n_gpus: int, *, bf16: bool = True, distributed: str = "ddp",
@@ -661,6 +826,13 @@ class TrainingSummary(TrainingData):
     train_seconds: float | None = None
     seconds_per_step: float | None = None
     """Wall time of this run's steps, per step."""
+    train_tokens: int | None = None
+    """Tokens fed to the model over all steps, resumed ones included (the trainer's num_input_tokens_seen:
+    SFT counts them without padding, TRL's GRPO counts prompts and completions); None when not counted (DPO)."""
+    loss_history: list[list[float]] = field(default_factory=list)
+    """The loss curve: [[step, loss], ...], one pair per logging step (the trainer's log history)."""
+    reward_history: list[list[float]] = field(default_factory=list)
+    """GRPO: the mean reward curve, [[step, reward], ...] per logging step; empty for other methods."""
     runtime: str | None = None
     """Devices, processes and precision (`Runtime.describe`)."""
     config: dict[str, Any] = field(default_factory=dict)
@@ -756,24 +928,38 @@ def train_and_publish(trainer, cfg: TrainConfig, rt: Runtime, *, stage: str, met
     `TrainingSummary`, full config included) and `training_log.jsonl` (the trainer's log
     history: loss, learning rate, rewards...), plus the files `extra_files()` returns
     (name -> text). `description` (with `{stage}` and `{base}`) defaults to a guard model's.
+    Progress goes to stderr (`progress_callback`); with `report_to: [tensorboard]` the event files are
+    uploaded to `logs_location(cfg)` with the same identity (`tensorboard_logs`).
     The folder is published with the run's work `identity` (recorded in its commit manifest), so a
     re-run of the same work finds it and does nothing (`finished_run`).
     """
     from guardsmith import __version__, model_card, storage
     from guardsmith.model_store import local_model
 
+    from transformers import PrinterCallback
+
     resume_from, resume_step = resume
+    trainer.remove_callback(PrinterCallback)  # raw log dicts: replaced by one progress line per logging step
+    trainer.add_callback(progress_callback(stage))
+    logs = tensorboard_logs(trainer, cfg, identity, resuming=bool(resume_from))
     start = time.monotonic()
     result = trainer.train(resume_from_checkpoint=resume_from)
     wall = time.monotonic() - start
     state = trainer.state
     steps_run = max(state.global_step - resume_step, 0)
+    loss_history, reward_history = histories(state.log_history)
+    if logs is not None:
+        storage.upload_dir(str(logs), logs_location(cfg), identity=identity)
+        log_line(stage, f"TensorBoard logs: {redact(logs_location(cfg))}")
+        data = TrainingData(**{**vars(data), "facts": {**data.facts, "tensorboard_logs": logs_location(cfg)}})
     summary = TrainingSummary(
         **vars(data), stage=stage, method=method, output=cfg.output, base_model=cfg.base_model,
         examples=examples, global_step=state.global_step,
         resumed_from_step=resume_step if resume_from else None,
         train_loss=result.training_loss, train_seconds=round(wall, 2),
         seconds_per_step=round(wall / steps_run, 4) if steps_run else None,
+        train_tokens=int(state.num_input_tokens_seen) if state.num_input_tokens_seen else None,
+        loss_history=loss_history, reward_history=reward_history,
         runtime=rt.describe(), config=to_dict(cfg), guardsmith_version=__version__,
     )
     with tempfile.TemporaryDirectory(prefix=f"guardsmith-{stage}-model-") as tmp:
