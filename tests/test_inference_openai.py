@@ -446,3 +446,101 @@ def test_our_error_raised_inside_a_task_group_comes_out_plain():
 
     with pytest.raises(BaseExceptionGroup):
         _run_sync(not_ours())
+
+
+# ---------------------------------------------------------------- issue 15: one session, rolling window, streaming
+
+def sleepy(messages, params):
+    """Replies with the request's text; a request saying ``slow`` takes 0.5 s."""
+    text = messages[-1]["content"]
+    if text == "slow":
+        time.sleep(0.5)
+    return [text] * params.n
+
+
+def counting_connections(srv) -> list[int]:
+    """Count the TCP connections the local server accepts."""
+    accepted = [0]
+    original = srv._httpd.process_request
+
+    def process_request(request, address):
+        accepted[0] += 1
+        return original(request, address)
+
+    srv._httpd.process_request = process_request
+    return accepted
+
+
+def test_one_session_serves_every_call_until_close(key):
+    import threading
+
+    with serve(api_key=key, delay_s=0.05) as srv:
+        accepted = counting_connections(srv)
+        be = client(srv.url, max_concurrency=2)
+        for _ in range(3):
+            assert [r[0].text for r in be.generate([[{"role": "user", "content": str(i)}] for i in range(4)])] == \
+                ["0", "1", "2", "3"]
+        assert accepted[0] == 2  # the pool of 2 connections is kept across calls, not reopened per call
+        thread = be._runtime().thread
+        assert thread.name == "guardsmith-openai" and thread in threading.enumerate()
+        be.close()
+        be.close()  # safe twice
+        assert not thread.is_alive()
+        assert be.generate([REQ])[0][0].text == "say hi"  # a call after close opens a new session
+        assert accepted[0] == 3
+        be.close()
+
+
+def test_latency_is_measured_from_send_not_from_queueing(key):
+    with serve(api_key=key, delay_s=0.2) as srv, client(srv.url, max_concurrency=1) as be:
+        t0 = time.monotonic()
+        out = be.generate([REQ] * 4)
+        elapsed = time.monotonic() - t0
+    assert elapsed >= 0.8  # one at a time: the last one waited 0.6 s for its slot
+    assert all(0.2 <= r[0].latency_s < 0.4 for r in out), [r[0].latency_s for r in out]
+
+
+def test_stream_yields_in_completion_order_with_a_rolling_window(key):
+    requests = [[{"role": "user", "content": t}] for t in ("slow", "a", "b", "c", "d")]
+    with serve(ScriptedResponder(sleepy), api_key=key, delay_s=0.05) as srv, client(srv.url, max_concurrency=2) as be:
+        got = [(i, g[0].text) for i, g in be.generate_stream(iter(requests), max_tokens=4)]
+        # while "slow" holds one slot, the other slot serves a, b, c, d one after another
+        assert got == [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (0, "slow")]
+        assert srv.stats.max_in_flight == 2
+        srv.stats.max_in_flight = 0
+        # ahead=1: request i waits until every request before i - 1 is done, so "slow" blocks b
+        got = [i for i, _ in be.generate_stream(requests, ahead=1)]
+        assert got[:2] == [1, 0] and sorted(got[2:]) == [2, 3, 4]
+        assert srv.stats.max_in_flight == 2
+
+
+def test_stream_errors_and_early_close(key):
+    plan = FaultPlan().poison("BAD")
+    requests = [[{"role": "user", "content": t}] for t in ("x", "BAD", "y")]
+    with serve(api_key=key, faults=plan) as srv, client(srv.url, max_concurrency=1) as be:
+        with pytest.raises(GuardsmithError, match="^request 1: .*answered HTTP 400"):
+            list(be.generate_stream(requests))
+        collected = dict(be.generate_stream(requests, on_error="collect"))
+        assert collected[1][0].error == "HTTP 400: prompt too long" and collected[2][0].text == "y"
+        with pytest.raises(GuardsmithError, match="^request 2 has no messages"):
+            list(be.generate_stream([REQ, REQ, []]))
+        stream = be.generate_stream([REQ] * 50)
+        assert next(stream)[1][0].text == "say hi"
+        stream.close()  # cancels the rest
+        before = srv.stats.requests
+        time.sleep(0.2)
+        assert srv.stats.requests == before < 50
+
+
+def test_agenerate_stream_from_async_code(key):
+    async def collect(url):
+        be = client(url, max_concurrency=3)
+        try:
+            return [(i, g[0].text) async for i, g in be.agenerate_stream(
+                [[{"role": "user", "content": str(i)}] for i in range(6)], max_tokens=4)]
+        finally:
+            be.close()
+
+    with serve(api_key=key) as srv:
+        got = asyncio.run(collect(srv.url))
+    assert sorted(got) == [(i, str(i)) for i in range(6)]

@@ -352,3 +352,19 @@ def test_backticks_become_code_in_every_html_part():
     assert "`" not in html.split("<body>")[-1]
     assert "<code>s3://b/m</code> &lt;x&gt;" in html and "<h2>Rows of <code>sft</code></h2>" in html
     assert "<th>model <code>uri</code></th>" in html
+
+
+def test_report_plots_the_training_loss_of_guards_trained_here(tmp_path):
+    from guardsmith.reporting.plots import training_curves
+    from guardsmith.training import TrainingSummary
+
+    model = tmp_path / "sft-model"
+    model.mkdir()
+    TrainingSummary(stage="sft", method="sft", output=str(model), base_model="base", examples=8, global_step=3,
+                    train_rows=8, loss_history=[[1, 2.5], [2, 1.75], [3, 1.25]]).write(model)
+    recs = [_m("sft", "WildGuardTest", "prompt_harm", 0.8, **_x("NR", "safety", [0.8], uri=str(model))),
+            _m("other", "WildGuardTest", "prompt_harm", 0.7, **_x("NR", "safety", [0.7], uri=str(tmp_path / "none")))]
+    assert training_curves(assemble(recs, "t")) == {"sft": [[1, 2.5], [2, 1.75], [3, 1.25]]}
+    res = build_report(_write_rich(str(tmp_path / "m"), recs), str(tmp_path / "rep"))
+    assert "training_loss.png" in {Path(p).name for p in res.plots}
+    assert "training_loss.png" in Path(res.markdown).read_text()

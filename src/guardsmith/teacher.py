@@ -25,19 +25,26 @@ the filter rejects (and regenerates). The run fails, without committing ``output
 **Bounded input.** ``prompt`` and ``response`` longer than ``max_input_chars`` are an error naming
 the row (``input_policy: error``) or are cut to that length and counted (``truncate``).
 
-**SIGTERM** (:func:`stop_on_sigterm`): the shard in flight is abandoned (nothing half-written,
-its staging removed), committed shards stay, and the run ends with a :class:`Stopped` error; a
-re-run resumes.
+**One client, one window.** A run opens one teacher client and sends the rows of all its
+uncommitted shards through one rolling window of requests (:func:`run_jobs`: with the OpenAI
+client, later shards' requests are in flight while an earlier shard is committed); shards are
+still committed in order, shard k once all its rows are back and every shard before it is
+committed, so the committed shards are always a prefix of the pending ones.
+
+**SIGTERM** (:func:`stop_on_sigterm`): the shards in flight are abandoned (their requests
+cancelled, nothing half-written, staging removed), committed shards stay, and the run ends with
+a :class:`Stopped` error; a re-run resumes.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import math
 import re
 import signal
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Literal
@@ -341,14 +348,22 @@ def distill_rows(rows: Sequence[Mapping[str, Any]], backend: Backend, settings: 
 
     ``seed`` defaults to ``settings.seed``; the filter passes ``settings.seed + round``.
     """
-    if not rows:
-        return [], []
-    requests = [render_teacher_messages(r, settings.taxonomy) for r in rows]
-    gens = backend.generate(requests, n=1, temperature=settings.temperature, top_p=settings.top_p,
-                            max_tokens=settings.max_tokens, seed=settings.seed if seed is None else seed,
-                            on_error="collect")
+    job = distill_job(rows, settings)
+    job.gens = backend.generate(job.requests, **sampling_of(settings, seed)) if job.requests else []
+    return distill_results(job, teacher, round, stage)
+
+
+def distill_job(rows: Sequence[Mapping[str, Any]], settings: TeacherSettings, index: int = 0) -> Job:
+    """The teacher requests for ``rows``: one distillation prompt per row."""
+    return Job(index, list(rows), list(range(len(rows))),
+               [render_teacher_messages(r, settings.taxonomy) for r in rows])
+
+
+def distill_results(job: Job, teacher: str, round: int = 0,
+                    stage: str = "distill") -> tuple[list[dict[str, Any]], list[Failure]]:
+    """Traces rows and failed rows of a distill job whose replies are in."""
     records, failures = [], []
-    for r, g in zip(rows, gens):
+    for r, g in zip(job.rows, job.gens):
         error = generation_error(g)
         if error is not None:
             failures.append(Failure(r["id"], stage, round, "request_failed", error))
@@ -428,16 +443,24 @@ def rewrite_rows(rows: Sequence[Mapping[str, Any]], backend: Backend, settings: 
 
     Rows without reasoning (unparsed traces) are passed through with only ``budget`` set.
     """
+    job = rewrite_job(rows, budget)
+    job.gens = backend.generate(job.requests, **sampling_of(settings, seed)) if job.requests else []
+    return rewrite_results(job, teacher, budget, enforce_budget, stage)
+
+
+def rewrite_job(rows: Sequence[Mapping[str, Any]], budget: int, index: int = 0) -> Job:
+    """The rewrite requests for ``rows``: one per row that has reasoning."""
     todo = [i for i, r in enumerate(rows) if (r.get("reasoning") or "").strip()]
+    return Job(index, list(rows), todo, [render_rewrite_messages(rows[i], rows[i]["reasoning"], budget) for i in todo])
+
+
+def rewrite_results(job: Job, teacher: str, budget: int, enforce_budget: bool = True,
+                    stage: str = "distill") -> tuple[list[dict[str, Any]], list[Failure]]:
+    """Traces rows and failed rows of a rewrite job whose replies are in."""
+    rows = job.rows
     out = [{**{k: r.get(k) for k in TRACE_COLUMNS}, "budget": budget} for r in rows]
-    if not todo:
-        return out, []
-    requests = [render_rewrite_messages(rows[i], rows[i]["reasoning"], budget) for i in todo]
-    gens = backend.generate(requests, n=1, temperature=settings.temperature, top_p=settings.top_p,
-                            max_tokens=settings.max_tokens, seed=settings.seed if seed is None else seed,
-                            on_error="collect")
     failures: dict[int, Failure] = {}
-    for i, g in zip(todo, gens):
+    for i, g in zip(job.todo, job.gens):
         error = generation_error(g)
         round_ = int(rows[i].get("round") or 0)
         if error is not None:
@@ -457,6 +480,83 @@ def rewrite_rows(rows: Sequence[Mapping[str, Any]], backend: Backend, settings: 
             "latency_s": float(gen.latency_s), "n_sentences": sentence_count(text), "n_words": word_count(text),
         })
     return [r for i, r in enumerate(out) if i not in failures], list(failures.values())
+
+
+# --------------------------------------------------------------------------- one rolling window
+
+@dataclass
+class Job:
+    """A batch of rows (a shard) and the requests it sends: ``requests[k]`` is about
+    ``rows[todo[k]]``; ``gens[k]`` holds its reply once :func:`run_jobs` hands the job back."""
+
+    index: int
+    rows: list[dict[str, Any]]
+    todo: list[int]
+    requests: list[list[dict[str, str]]]
+    gens: list[Any] = field(default_factory=list)
+    missing: int = 0
+    payload: Any = None
+    """Whatever the caller keeps with the job (the filter: the rule verdicts of its rows)."""
+
+
+def sampling_of(settings: TeacherSettings, seed: int | None = None, prefix: str = "") -> dict[str, Any]:
+    """``generate`` keywords from teacher settings (``seed`` overrides the settings' seed; ``prefix``
+    ``judge_`` reads a judge's copy); failed requests are collected, not raised."""
+    get = lambda name: getattr(settings, prefix + name)  # noqa: E731
+    return {"n": 1, "temperature": get("temperature"), "top_p": get("top_p"), "max_tokens": get("max_tokens"),
+            "seed": get("seed") if seed is None else seed, "on_error": "collect"}
+
+
+def lookahead(backend: Backend, shard_size: int) -> int:
+    """How far (in requests) :func:`run_jobs` lets replies run ahead of the oldest unfinished one:
+    enough that a slow request does not drain the window, small enough that finished shards
+    waiting for it stay few (memory)."""
+    return max(4 * shard_size, 16 * int(getattr(backend, "max_concurrency", 1)))
+
+
+def run_jobs(backend: Backend, jobs: Iterator[Job], sampling: Mapping[str, Any],
+             ahead: int | None = None) -> Iterator[Job]:
+    """Send the requests of all ``jobs`` through one rolling window of the backend and yield each
+    job, in order, once all its replies are in (``job.gens`` aligned with ``job.requests``).
+
+    With a streaming backend (``generate_stream``: the OpenAI client) the requests of later jobs are
+    in flight while the caller commits earlier ones, so the endpoint never waits for a shard
+    barrier; ``jobs`` is then read lazily from the client's thread, one request per free slot
+    (``ahead``: see :func:`lookahead`). Other backends run one ``generate`` per job. Close the
+    generator (``contextlib.closing``) to cancel what is in flight.
+    """
+    stream = getattr(backend, "generate_stream", None)
+    if stream is None:
+        for job in jobs:
+            job.gens = backend.generate(job.requests, **sampling) if job.requests else []
+            yield job
+        return
+    order: collections.deque[Job] = collections.deque()  # appended by the client's thread, popped here
+    owner: dict[int, tuple[Job, int]] = {}
+
+    def requests() -> Iterator[list[dict[str, str]]]:
+        number = 0
+        for job in jobs:
+            job.gens = [None] * len(job.requests)
+            job.missing = len(job.requests)
+            order.append(job)
+            for k, request in enumerate(job.requests):
+                owner[number] = (job, k)
+                number += 1
+                yield request
+
+    replies = stream(requests(), ahead=ahead, **sampling)
+    try:
+        for number, gens in replies:
+            job, k = owner.pop(number)
+            job.gens[k] = gens
+            job.missing -= 1
+            while order and order[0].missing == 0:
+                yield order.popleft()
+        while order:  # the stream is over: every job is registered and complete
+            yield order.popleft()
+    finally:
+        replies.close()
 
 
 # --------------------------------------------------------------------------- input
@@ -566,7 +666,9 @@ def _check_shards(cfg: TracesJob, identity: WorkIdentity) -> None:
     if not storage.exists(root):
         return
     names = storage.list_dir(root)
-    foreign = list(foreign_parts((storage.join(root, name) for name in names), identity).values())
+    # a writer killed mid-commit leaves its staging folder (<shard>.tmp-<id>), manifest half-written: not a shard
+    parts = (storage.join(root, name) for name in names if ".tmp-" not in str(name))
+    foreign = list(foreign_parts(parts, identity).values())
     if "_config.json" in {str(n).rstrip("/").rsplit("/", 1)[-1] for n in names}:  # shards of an older guardsmith
         foreign.append("no work identity (an older guardsmith)")
     if not foreign:
@@ -606,13 +708,20 @@ def _failed_ids(uri: str) -> list[str]:
     return storage.read_table(uri, "failed").column("id").to_pylist()
 
 
-def write_traces(cfg: TracesJob, stage: str = "distill", check: bool = True) -> TracesRun:
+def write_traces(cfg: TracesJob, stage: str = "distill", check: bool = True,
+                 backend: Callable[[], Backend] | None = None) -> TracesRun:
     """Distill (or budget-rewrite) ``cfg.input`` into the traces table ``cfg.output``; resumable.
 
     A committed output of the same work is left alone (``skipped``); of other work it is refused
     unless ``overwrite``. Failed rows are committed to ``<output>.failed``. With ``check`` the run
     fails (``output`` not committed, shards kept) when more than ``max_failed_fraction`` of the
     rows failed or no teacher reply parsed; the filter checks its own totals instead.
+
+    All uncommitted shards go through one teacher client and one rolling window of requests
+    (:func:`run_jobs`); shards are still committed one by one, in order, as soon as each is complete.
+    ``backend``: a function returning the caller's teacher (opened on its first call, closed by the
+    caller), so several runs share one client, and none is opened when every shard is committed;
+    default: a teacher opened (and closed) here.
     """
     check_job(cfg)
     root = shard_root(cfg.output)
@@ -624,7 +733,7 @@ def write_traces(cfg: TracesJob, stage: str = "distill", check: bool = True) -> 
         return TracesRun(skipped=True, failed_ids=_failed_ids(fail_uri),
                          failed=fail_uri if storage.is_committed(fail_uri) else None)
     try:
-        return _write_traces(cfg, stage, check, identity)
+        return _write_traces(cfg, stage, check, identity, backend)
     except GuardsmithError:
         # A second writer of the same work (an overlapping retry or schedule) may lose a shard race
         # or find the shards gone: when the other one committed the same work, this run is done too.
@@ -636,39 +745,57 @@ def write_traces(cfg: TracesJob, stage: str = "distill", check: bool = True) -> 
                          failed=fail_uri if storage.is_committed(fail_uri) else None)
 
 
-def _write_traces(cfg: TracesJob, stage: str, check: bool, identity: WorkIdentity) -> TracesRun:
+def _write_traces(cfg: TracesJob, stage: str, check: bool, identity: WorkIdentity,
+                  shared: Callable[[], Backend] | None = None) -> TracesRun:
     root = shard_root(cfg.output)
     scan = scan_input(cfg)
     n_shards = math.ceil(scan.rows / cfg.shard_size)
     _check_shards(cfg, identity)
-    backend: Backend | None = None
     teacher_name = cfg.teacher_name or teacher_label(cfg.teacher)
-    reused = requests = 0
+    pending = [i for i in range(n_shards) if not storage.is_committed(shard_uri(cfg.output, i))]
+    reused = n_shards - len(pending)
+    sent = [0]
     label = f"{'rewriting' if cfg.budget is not None else 'distilling'} shards"
+
+    def jobs() -> Iterator[Job]:
+        """The uncommitted shards as jobs, read lazily (from the client's thread when it streams)."""
+        wanted = set(pending)
+        for index, rows in enumerate(_shards(_selected(cfg), cfg.shard_size)):
+            if index in wanted:
+                job = distill_job(rows, cfg, index) if cfg.budget is None else rewrite_job(rows, cfg.budget, index)
+                sent[0] += len(job.requests)
+                yield job
+
     with stop_on_sigterm(stage):
+        backend: Backend | None = None
         try:
-            for index, rows in enumerate(track(_shards(_selected(cfg), cfg.shard_size), label, total=n_shards)):
-                uri = shard_uri(cfg.output, index)
-                if storage.is_committed(uri):
-                    reused += 1
-                    continue
-                if backend is None:
-                    backend = open_teacher(cfg.teacher, cfg)
-                if cfg.budget is None:
-                    records, failures = distill_rows(rows, backend, cfg, teacher_name, cfg.round, stage=stage)
-                    requests += len(rows)
-                else:
-                    records, failures = rewrite_rows(rows, backend, cfg, teacher_name, cfg.budget,
-                                                     cfg.enforce_budget, stage=stage)
-                    requests += sum(1 for r in rows if (r.get("reasoning") or "").strip())
-                traces = tables.from_records(records, "traces", file=uri) if records else tables.empty_table("traces")
-                with commit_section():
-                    storage.write_table(shard_failed_uri(cfg.output, index), failed_table(failures), "failed",
-                                        identity=identity)
-                    storage.write_table(uri, traces, "traces", identity=identity)
+            if pending:
+                backend = shared() if shared is not None else open_teacher(cfg.teacher, cfg)
+                ticker = track(range(n_shards), label, total=n_shards)
+                next(ticker)
+                for _ in range(reused):
+                    next(ticker, None)
+                with contextlib.closing(run_jobs(backend, jobs(), sampling_of(cfg),
+                                                 lookahead(backend, cfg.shard_size))) as done:
+                    for job in done:  # in shard order, each as soon as its rows and all earlier shards are in
+                        uri = shard_uri(cfg.output, job.index)
+                        if cfg.budget is None:
+                            records, failures = distill_results(job, teacher_name, cfg.round, stage=stage)
+                        else:
+                            records, failures = rewrite_results(job, teacher_name, cfg.budget, cfg.enforce_budget,
+                                                                stage=stage)
+                        traces = (tables.from_records(records, "traces", file=uri) if records
+                                  else tables.empty_table("traces"))
+                        with commit_section():
+                            storage.write_table(shard_failed_uri(cfg.output, job.index), failed_table(failures),
+                                                "failed", identity=identity)
+                            storage.write_table(uri, traces, "traces", identity=identity)
+                        next(ticker, None)
+                ticker.close()
         finally:
-            if backend is not None:
+            if shared is None and backend is not None:
                 backend.close()
+        requests = sent[0]
         failed_ids: list[str] = []
         first_detail = None
         for index in range(n_shards):

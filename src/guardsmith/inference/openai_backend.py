@@ -9,19 +9,33 @@ reply; a server's Retry-After is honoured up to `retry_after_max_s`. A request t
 rejects (4xx other than 408/409/425/429 and the auth/route errors 401/403/404) or whose reply
 cannot be parsed is a failure of that request: one line naming the request's index, or an
 error `Generation` with ``on_error="collect"``.
+
+HTTP runs on aiohttp: one `aiohttp.ClientSession` per backend object, on an event loop in a
+daemon thread of the backend's own, reused by every call until `close()`. Requests go through a
+rolling window (a new one starts as soon as one finishes, at most `max_concurrency` in flight);
+`generate_stream` / `agenerate_stream` hand results out as they complete, so a caller can keep
+the window full across its own batches (the teacher's shards). docs/inference.md has the design
+and docs/performance.md the measurements (httpx's pool bookkeeping capped the old client at
+about 70 requests/s with 256 in flight).
 """
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import email.utils
+import heapq
+import json
 import logging
 import math
 import os
+import queue
 import random
 import re
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -208,6 +222,10 @@ class OpenAIBackend(Backend):
     `backoff_max_s` (full-jitter exponential backoff), `retry_after_max_s` (cap on a server's
     Retry-After), `extra_body` (merged into every request body), `progress_min_requests`
     (show progress for batches at least this long).
+
+    One `aiohttp.ClientSession` (a connection pool of `max_concurrency` connections) per backend
+    object, on an event loop in a daemon thread of its own, serves every call (sync and async) until
+    `close()`; `max_concurrency` bounds the requests in flight across all calls at once.
     """
 
     kind = "openai"
@@ -254,6 +272,9 @@ class OpenAIBackend(Backend):
             log.warning("%s: the URL's user:password is ignored because $%s holds an API key",
                         self.base_url, api_key_env)
             self.__basic = None
+        self.__loop: _ClientLoop | None = None
+        self.__closer: weakref.finalize | None = None
+        self.__lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (f"OpenAIBackend(url={self.base_url!r}, model={self.model!r}, "
@@ -265,14 +286,67 @@ class OpenAIBackend(Backend):
                         **sampling: Any) -> list[list[Generation]]:
         """Coroutine behind `generate` (same keywords): results keep input order."""
         check_requests(requests)
-        if on_error not in ("raise", "collect"):
-            raise GuardsmithError(f"on_error must be 'raise' or 'collect', got {on_error!r}")
-        return await self._agenerate(requests, SamplingParams(**sampling), on_error)
+        _check_on_error(on_error)
+        return await asyncio.wrap_future(self._runtime().submit(
+            self._agenerate(requests, SamplingParams(**sampling), on_error)))
+
+    async def agenerate_stream(self, requests: Iterable[list[Message]], on_error: OnError = "raise",
+                               ahead: int | None = None, **sampling: Any) -> AsyncIterator[tuple[int, list[Generation]]]:
+        """``(index, generations)`` for each request as soon as its reply is in (completion order, not
+        input order), with at most `max_concurrency` requests in flight: a rolling window.
+
+        `requests` may be any iterable (a generator is read lazily, one request per free slot);
+        ``ahead`` (optional) keeps request i from starting until every request before i - ahead has
+        finished, which bounds how far results can run ahead of the oldest unfinished one. Keywords
+        and errors as `generate`; leaving the loop early cancels the requests in flight.
+        """
+        _check_on_error(on_error)
+        params = SamplingParams(**sampling)
+        caller = asyncio.get_running_loop()
+        inbox: asyncio.Queue = asyncio.Queue()
+        done = self._runtime().submit(self._produce(requests, params, on_error, ahead,
+                                                 lambda item: caller.call_soon_threadsafe(inbox.put_nowait, item)))
+        try:
+            while True:
+                item = await inbox.get()
+                if item is _END:
+                    return
+                if isinstance(item, _Raised):
+                    raise item.error
+                yield item
+        finally:
+            done.cancel()
+
+    def generate_stream(self, requests: Iterable[list[Message]], n: int = 1, temperature: float = 0.0,
+                        top_p: float = 1.0, max_tokens: int = 256, seed: int | None = None,
+                        on_error: OnError = "raise", ahead: int | None = None) -> Iterator[tuple[int, list[Generation]]]:
+        """`agenerate_stream` for sync code: a generator of ``(index, generations)`` in completion order.
+
+        The requests are read (lazily, from the client's own thread) and sent while the caller works
+        on earlier results; closing the generator (or an exception in the caller's thread, e.g. a
+        SIGTERM stop) cancels what is in flight.
+        """
+        _check_on_error(on_error)
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+        inbox: queue.Queue = queue.Queue()
+        done = self._runtime().submit(self._produce(requests, params, on_error, ahead, inbox.put))
+        try:
+            while True:
+                item = inbox.get()
+                if item is _END:
+                    return
+                if isinstance(item, _Raised):
+                    raise item.error
+                yield item
+        finally:
+            if not done.done():
+                done.cancel()
+                concurrent.futures.wait([done], timeout=5.0)
 
     def _generate(self, requests: list[list[Message]], params: SamplingParams,
                   on_error: OnError = "raise") -> list[list[Generation]]:
         """Send all requests concurrently (at most `max_concurrency` in flight), from sync code."""
-        return _run_sync(self._agenerate(requests, params, on_error))
+        return self._call(self._agenerate(requests, params, on_error))
 
     def _answer_probability(
         self, requests: list[list[Message]], prefix: str, words: tuple[str, ...]
@@ -286,52 +360,121 @@ class OpenAIBackend(Backend):
         first-token approximation, so prefer the transformers or vLLM backend where exact
         scores matter. Raises GuardsmithError if the server returns no logprobs.
         """
-        return _run_sync(self._each(
-            requests, "scoring", lambda client, sem, i, req: self._probability_one(client, sem, i, req, prefix, words)))
+        return self._call(self._ordered(
+            requests, "scoring", lambda i, req: self._probability_one(i, req, prefix, words)))
 
     def close(self) -> None:
-        """Nothing persistent to release: each call opens and closes its own HTTP client."""
+        """Close the HTTP session (its connections) and stop the client's thread; safe to call twice.
+        A later call opens a new session."""
+        with self.__lock:
+            closer, self.__closer, self.__loop = self.__closer, None, None
+        if closer is not None:
+            closer()
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _client(self):
-        import httpx
+    def _runtime(self) -> _ClientLoop:
+        """The client's event loop thread and session, started on first use."""
+        with self.__lock:
+            if self.__loop is None:
+                headers = {"Content-Type": "application/json"}
+                if self.__key:
+                    headers["Authorization"] = f"Bearer {self.__key}"
+                self.__loop = _ClientLoop(self.max_concurrency, headers, self.__basic)
+                self.__closer = weakref.finalize(self, self.__loop.close)
+            return self.__loop
 
-        headers = {"Content-Type": "application/json"}
-        if self.__key:
-            headers["Authorization"] = f"Bearer {self.__key}"
-        auth = httpx.BasicAuth(*self.__basic) if self.__basic else None
-        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
-        return httpx.AsyncClient(headers=headers, auth=auth, timeout=httpx.Timeout(self.timeout_s), limits=limits)
+    def _call(self, coro) -> Any:
+        """Run ``coro`` on the client's loop and wait for it from sync code. An exception in the
+        waiting thread (SIGTERM's stop, Ctrl-C) cancels it; errors come out as themselves."""
+        done = self._runtime().submit(coro)
+        try:
+            return done.result()
+        except BaseException:
+            if not done.done():
+                done.cancel()
+                concurrent.futures.wait([done], timeout=5.0)
+            raise
 
     async def _agenerate(self, requests: list[list[Message]], params: SamplingParams,
                          on_error: OnError = "raise") -> list[list[Generation]]:
-        return await self._each(requests, "generating",
-                                lambda client, sem, i, req: self._generate_one(client, sem, i, req, params, on_error))
+        return await self._ordered(requests, "generating",
+                                   lambda i, req: self._generate_one(i, req, params, on_error))
 
-    async def _each(self, requests: list[list[Message]], description: str, one: Callable) -> list:
-        """``one(client, semaphore, index, request)`` for every request on one HTTP client; the
-        semaphore keeps at most `max_concurrency` POSTs in flight; results keep input order."""
-        async with self._client() as client:
-            sem = asyncio.Semaphore(self.max_concurrency)
-            return await self._gather([one(client, sem, i, req) for i, req in enumerate(requests)], description)
+    async def _ordered(self, requests: list[list[Message]], description: str, one: Callable) -> list:
+        """``one(index, request)`` for every request through the rolling window; results keep
+        input order; progress on long batches."""
+        results: list[Any] = [None] * len(requests)
+        ticker = None
+        if requests and len(requests) >= self.progress_min_requests:
+            from guardsmith.progress import track
 
-    async def _gather(self, coros: list, description: str) -> list:
-        """Run coroutines concurrently, keep order, report progress on long batches."""
-        tasks = [asyncio.ensure_future(c) for c in coros]
+            ticker = track(range(len(requests)), f"{description} via {self.base_url}")
+            next(ticker)
+
+        def keep(index: int, value: Any) -> None:
+            results[index] = value
+            if ticker is not None:
+                next(ticker, None)
+
+        await self._window(enumerate(requests), one, keep)
+        if ticker is not None:
+            ticker.close()
+        return results
+
+    async def _produce(self, requests: Iterable[list[Message]], params: SamplingParams, on_error: OnError,
+                       ahead: int | None, put: Callable[[Any], Any]) -> None:
+        """Feed `put` with ``(index, generations)`` as replies arrive, then `_END`; an error is put
+        as `_Raised` (after which nothing more comes)."""
         try:
-            if tasks and len(tasks) >= self.progress_min_requests:
-                from guardsmith.progress import track
+            await self._window(_checked(requests), lambda i, req: self._generate_one(i, req, params, on_error),
+                               lambda i, gens: put((i, gens)), ahead)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer's thread
+            put(_Raised(exc))
+            return
+        put(_END)
 
-                ticker = track(range(len(tasks)), f"{description} via {self.base_url}")
-                next(ticker)
-                for fut in asyncio.as_completed(tasks):
-                    await fut
-                    next(ticker, None)
-            return list(await asyncio.gather(*tasks))
+    async def _window(self, items: Iterator[tuple[int, Any]], one: Callable, emit: Callable[[int, Any], Any],
+                      ahead: int | None = None) -> None:
+        """Run ``one(index, item)`` for every item with at most `max_concurrency` running (a rolling
+        window: a new one starts as soon as one finishes) and ``emit(index, result)`` each result as
+        it comes; the first error cancels the rest and is raised."""
+        items = iter(items)
+        finished: asyncio.Queue[int] = asyncio.Queue()
+        running: dict[int, asyncio.Task] = {}
+        oldest: list[int] = []  # heap of running indexes (lazily pruned)
+        held: tuple[int, Any] | None = None
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(running) < self.max_concurrency:
+                    if held is None:
+                        try:
+                            held = next(items)
+                        except StopIteration:
+                            exhausted = True
+                            break
+                    index, item = held
+                    while oldest and oldest[0] not in running:
+                        heapq.heappop(oldest)
+                    if ahead is not None and oldest and index - oldest[0] > ahead:
+                        break
+                    task = asyncio.ensure_future(one(index, item))
+                    task.add_done_callback(lambda _t, i=index: finished.put_nowait(i))
+                    running[index] = task
+                    heapq.heappush(oldest, index)
+                    held = None
+                if not running:
+                    return
+                index = await finished.get()
+                emit(index, running.pop(index).result())
         finally:
-            for t in tasks:
-                t.cancel()
+            for task in running.values():
+                task.cancel()
+            if running:
+                await asyncio.wait(list(running.values()))
 
     def _redact(self, text: Any) -> str:
         """``text`` as one line with the API key, the basic-auth password and URL credentials hidden."""
@@ -341,44 +484,52 @@ class OpenAIBackend(Backend):
                 out = out.replace(secret, "***")
         return _one_line(out)
 
-    async def _post(self, client, index: int, body: dict[str, Any]) -> Any:
+    async def _attempt(self, payload: bytes) -> tuple[int, str, str | None, bytes]:
+        """One POST, the whole reply read: ``(status, reason, Retry-After, body)``."""
+        runtime = self._runtime()
+        async with runtime.session().post(self.url, data=payload, **runtime.proxy(self.url)) as resp:
+            return resp.status, resp.reason or "", resp.headers.get("Retry-After"), await resp.read()
+
+    async def _post(self, index: int, body: dict[str, Any]) -> Any:
         """POST with retries on 429/5xx/timeouts/dropped connections; returns the parsed JSON.
 
         Each attempt (connect, send, read the whole reply) has one deadline of `timeout_s`.
         A rejection of this request raises `BadReply`; key/URL errors and exhausted retries raise
         GuardsmithError naming request `index`.
         """
-        import httpx
+        import aiohttp
 
+        payload = json.dumps(body).encode()
         attempts = self.max_retries + 1
         last = ""
         for attempt in range(attempts):
             wait: float | None = None
             try:
-                resp = await asyncio.wait_for(client.post(self.url, json=body), self.timeout_s)
-            except (TimeoutError, httpx.TimeoutException) as exc:
+                async with asyncio.timeout(self.timeout_s):
+                    status, reason, retry_after, raw = await self._attempt(payload)
+            except TimeoutError as exc:
                 last = f"timed out: no complete reply within {self.timeout_s:g} s ({type(exc).__name__})"
-            except httpx.TransportError as exc:
+            except aiohttp.ClientError as exc:
                 last = f"connection error ({type(exc).__name__}: {self._redact(exc) or 'no detail'})"
             else:
-                if resp.status_code < 300:
+                if status < 300:
                     try:
-                        return resp.json()
+                        return json.loads(raw)
                     except ValueError:
-                        raise BadReply("malformed reply", f"HTTP {resp.status_code} with a body that is not JSON: "
-                                                          f"{self._redact(resp.text[:120])!r}") from None
-                message = self._redact(_error_message(resp))
-                if resp.status_code in CONFIG_STATUSES:
+                        shown = raw[:120].decode("utf-8", "replace")
+                        raise BadReply("malformed reply", f"HTTP {status} with a body that is not JSON: "
+                                                          f"{self._redact(shown)!r}") from None
+                message = self._redact(_error_message(raw, reason))
+                if status in CONFIG_STATUSES:
                     hint = ""
-                    if resp.status_code in (401, 403):
+                    if status in (401, 403):
                         hint = (f" (check the API key in ${self.api_key_env}"
                                 f"{'' if self.__key else ', which is not set'})")
-                    raise GuardsmithError(f"request {index}: {self.url} answered HTTP {resp.status_code}: "
-                                          f"{message}{hint}")
-                if resp.status_code not in RETRY_STATUSES:
-                    raise BadReply(f"HTTP {resp.status_code}", message)
-                last = f"HTTP {resp.status_code}: {message}"
-                after = parse_retry_after(resp.headers.get("retry-after"))
+                    raise GuardsmithError(f"request {index}: {self.url} answered HTTP {status}: {message}{hint}")
+                if status not in RETRY_STATUSES:
+                    raise BadReply(f"HTTP {status}", message)
+                last = f"HTTP {status}: {message}"
+                after = parse_retry_after(retry_after)
                 if after is not None:
                     wait = min(after, self.retry_after_max_s)
             if attempt + 1 >= attempts:
@@ -404,17 +555,24 @@ class OpenAIBackend(Backend):
         body.update(self.extra_body)
         return body
 
-    async def _generate_one(self, client, sem: asyncio.Semaphore, index: int, messages: list[Message],
-                            params: SamplingParams, on_error: OnError) -> list[Generation]:
+    async def _generate_one(self, index: int, messages: list[Message], params: SamplingParams,
+                            on_error: OnError) -> list[Generation]:
+        """One request's `n` generations (topped up when the server returns fewer choices); the
+        latency is the time spent sending and waiting for replies, not waiting for a free slot."""
         out: list[Generation] = []
-        start = time.perf_counter()
+        sent = 0.0
         round_ = 0
+        sem = self._runtime().semaphore()
         try:
             while len(out) < params.n:
                 want = params.n - len(out)
                 seed = None if params.seed is None else params.seed + round_
                 async with sem:
-                    data = await self._post(client, index, self._body(messages, params, want, seed))
+                    start = time.perf_counter()
+                    try:
+                        data = await self._post(index, self._body(messages, params, want, seed))
+                    finally:
+                        sent += time.perf_counter() - start
                 choices, prompt_tokens, completion_total = parse_reply(data)
                 share, extra = divmod(completion_total, len(choices))
                 for i, (text, reason) in enumerate(choices[:want]):
@@ -426,27 +584,142 @@ class OpenAIBackend(Backend):
             if on_error == "raise":
                 raise GuardsmithError(f"request {index}: {exc.describe(self.url)}") from None
             log.debug("request %d failed: %s", index, exc)
-            return failed(params.n, str(exc), time.perf_counter() - start)
-        latency = time.perf_counter() - start
+            return failed(params.n, str(exc), sent)
         for g in out:
-            g.latency_s = latency
+            g.latency_s = sent
         return out
 
-    async def _probability_one(self, client, sem: asyncio.Semaphore, index: int, messages: list[Message],
-                               prefix: str, words: tuple[str, ...]) -> dict[str, float]:
+    async def _probability_one(self, index: int, messages: list[Message], prefix: str,
+                               words: tuple[str, ...]) -> dict[str, float]:
         body = self._body([*messages, {"role": "assistant", "content": prefix}],
                           SamplingParams(max_tokens=1), 1, None)
         body.update({"logprobs": True, "top_logprobs": TOP_LOGPROBS,
                      "continue_final_message": True, "add_generation_prompt": False, **self.extra_body})
         try:
-            async with sem:
-                top = parse_top_logprobs(await self._post(client, index, body))
+            async with self._runtime().semaphore():
+                top = parse_top_logprobs(await self._post(index, body))
         except BadReply as exc:
             raise GuardsmithError(f"request {index}: {exc.describe(self.url)}") from None
         if top is None:
             raise GuardsmithError(f"{self.url} returned no logprobs; the server does not support "
                                   "answer probabilities (use the transformers or vllm backend)")
         return words_from_top_logprobs(top, words)
+
+
+_END = object()
+"""End of a stream of results."""
+
+
+@dataclass
+class _Raised:
+    """An error that ended a stream, handed to the consumer's thread."""
+
+    error: BaseException
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ("raise", "collect"):
+        raise GuardsmithError(f"on_error must be 'raise' or 'collect', got {on_error!r}")
+
+
+def _checked(requests: Iterable[list[Message]]) -> Iterator[tuple[int, list[Message]]]:
+    """``(index, request)`` of each request, checked as it is read (an error names its index)."""
+    for index, request in enumerate(requests):
+        try:
+            check_requests([request])
+        except GuardsmithError as exc:
+            raise GuardsmithError(str(exc).replace("request 0", f"request {index}", 1)) from None
+        yield index, request
+
+
+KEEPALIVE_S = 4.0
+"""Idle pooled connections are closed after this long: below the 5 s keep-alive of uvicorn (vLLM,
+SGLang), so a connection the server is about to drop is not reused for a (non-retryable) POST."""
+
+
+class _ClientLoop:
+    """An asyncio loop in a daemon thread holding one `aiohttp.ClientSession` (pool of `limit`
+    connections) and the semaphore that bounds requests in flight; `close()` ends both."""
+
+    def __init__(self, limit: int, headers: dict[str, str], basic: tuple[str, str] | None) -> None:
+        self.limit = limit
+        self._headers = headers
+        self._basic = basic
+        self._session: Any = None
+        self._proxy: dict[str, Any] | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="guardsmith-openai", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coro) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def session(self):
+        """The session (created on first use, inside the loop)."""
+        if self._session is None:
+            import aiohttp
+
+            connector = aiohttp.TCPConnector(limit=self.limit, limit_per_host=0, keepalive_timeout=KEEPALIVE_S,
+                                             ttl_dns_cache=300)
+            headers = dict(self._headers)
+            if self._basic:
+                headers["Authorization"] = aiohttp.encode_basic_auth(*self._basic)
+            # trust_env=False: aiohttp would then look up netrc and the proxy variables in a worker
+            # thread on every request (two thread hops each); the proxy is resolved once instead
+            self._session = aiohttp.ClientSession(connector=connector, headers=headers,
+                                                  timeout=aiohttp.ClientTimeout(total=None), trust_env=False,
+                                                  cookie_jar=aiohttp.DummyCookieJar())
+        return self._session
+
+    def proxy(self, url: str) -> dict[str, Any]:
+        """``proxy``/``proxy_auth`` keywords for requests to ``url`` from the standard environment
+        variables (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``), looked up once per session."""
+        if self._proxy is None:
+            from aiohttp.helpers import get_env_proxy_for_url
+            from yarl import URL
+
+            try:
+                proxy, auth = get_env_proxy_for_url(URL(url))
+                self._proxy = {"proxy": proxy, "proxy_auth": auth}
+            except LookupError:
+                self._proxy = {}
+        return self._proxy
+
+    def semaphore(self) -> asyncio.Semaphore:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.limit)
+        return self._semaphore
+
+    async def _shutdown(self) -> None:
+        me = asyncio.current_task()
+        rest = [t for t in asyncio.all_tasks() if t is not me]
+        for task in rest:
+            task.cancel()
+        if rest:
+            await asyncio.wait(rest, timeout=5.0)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def close(self) -> None:
+        if self.loop.is_closed() or not self.thread.is_alive():
+            return
+        if threading.current_thread() is self.thread:  # garbage-collected inside its own loop
+            self.loop.create_task(self._shutdown()).add_done_callback(lambda _t: self.loop.stop())
+            return
+        try:
+            self.submit(self._shutdown()).result(timeout=10.0)
+        except BaseException:  # noqa: BLE001 - closing is best effort; the thread is a daemon
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10.0)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 def words_from_top_logprobs(top: dict[str, float], words: tuple[str, ...]) -> dict[str, float]:
@@ -464,15 +737,15 @@ def words_from_top_logprobs(top: dict[str, float], words: tuple[str, ...]) -> di
     return normalise_logprobs({w: math.log(m) if m > 0 else -math.inf for w, m in mass.items()})
 
 
-def _error_message(resp) -> str:
+def _error_message(body: bytes, reason: str = "") -> str:
     """The server's error message from an OpenAI-style error body, else the start of the text."""
     try:
-        data = resp.json()
+        data = json.loads(body)
         err = data.get("error", data) if isinstance(data, dict) else data
         msg = err.get("message") if isinstance(err, dict) else err
         return str(msg or data)[:300]
     except ValueError:
-        return (resp.text or resp.reason_phrase or "")[:300]
+        return (body[:300].decode("utf-8", "replace") or reason or "")[:300]
 
 
 def _split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:

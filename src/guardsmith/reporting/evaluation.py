@@ -25,7 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from guardsmith.errors import GuardsmithError
-from guardsmith.reporting.plots import ATTRIBUTES, plot_attribute, plot_benchmarks
+from guardsmith.reporting.plots import (ATTRIBUTES, plot_attribute, plot_benchmarks, plot_training_curves,
+                                        training_curves)
 from guardsmith.reporting.render import Document, Image, Section, render_html, render_markdown
 from guardsmith.reporting.scores import formats_section, scores_sections
 from guardsmith.reporting.table1 import (
@@ -33,9 +34,9 @@ from guardsmith.reporting.table1 import (
 )
 
 PLOTS = {"benchmark": "f1_per_benchmark.png", "train_size": "f1_vs_train_size.png",
-         "budget": "f1_vs_budget.png"}
+         "budget": "f1_vs_budget.png", "training": "training_loss.png"}
 PLOT_TITLES = {"benchmark": "F1 per benchmark", "train_size": "F1 vs training-set size",
-               "budget": "F1 vs sentence budget"}
+               "budget": "F1 vs sentence budget", "training": "Training loss of the evaluated guards"}
 
 LEGEND = (
     "Harmful F1 (mean ± population std over the k runs; a sample whose output gives no usable label "
@@ -73,7 +74,8 @@ class ReportResult:
 
 
 def plots(data: ReportData) -> dict[str, bytes]:
-    """PNG bytes per plot kind: F1 per benchmark, and F1 vs each attribute two or more rows have."""
+    """PNG bytes per plot kind: F1 per benchmark, F1 vs each attribute two or more rows have, and the
+    training loss of the evaluated guards trained here (from their training summaries)."""
     images: dict[str, bytes] = {}
     if data.rows and data.columns:
         images["benchmark"] = plot_benchmarks(data)
@@ -81,6 +83,9 @@ def plots(data: ReportData) -> dict[str, bytes]:
             png = plot_attribute(data, attribute)
             if png is not None:
                 images[attribute] = png
+        png = plot_training_curves(training_curves(data))
+        if png is not None:
+            images["training"] = png
     return images
 
 

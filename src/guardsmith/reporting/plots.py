@@ -100,3 +100,40 @@ def plot_attribute(data: ReportData, attribute: str) -> bytes | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return figure_png(fig)
+
+
+def training_curves(data: ReportData) -> dict[str, list[list[float]]]:
+    """Model name -> its training loss curve ([[step, loss], ...]) from the training summary beside
+    each row's model (``model_uri``); models without one (not trained here, or unreachable) are
+    left out."""
+    from guardsmith.training import TrainingSummary
+
+    curves: dict[str, list[list[float]]] = {}
+    for row in data.rows:
+        if not row.model_uri or row.base_name in curves:
+            continue
+        try:
+            summary = TrainingSummary.find(row.model_uri)
+        except Exception:  # noqa: BLE001 - a report never fails on a model it cannot read
+            summary = None
+        if summary is not None and summary.loss_history:
+            curves[row.base_name] = summary.loss_history
+    return curves
+
+
+def plot_training_curves(curves: dict[str, list[list[float]]]) -> bytes | None:
+    """Training loss per step, one line per model; None without any curve."""
+    if not curves:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 3.8))
+    ax = fig.add_subplot()
+    for name, points in curves.items():
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=name)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training loss")
+    ax.set_title("Training loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return figure_png(fig)

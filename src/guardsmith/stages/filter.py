@@ -36,6 +36,7 @@ of ``tests/data/labelled_traces.jsonl`` (``benchmarks/filter_rules_quality.py``)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -310,31 +311,100 @@ def _rows(sources: Sequence[Source], cfg: FilterConfig) -> Iterator[list[dict[st
 
 
 class _Judge:
-    """Opens the judge backend on first use."""
+    """Opens the judge backend on first use: one client for the whole run (every round)."""
 
     def __init__(self, cfg: FilterConfig) -> None:
         self.cfg = cfg
         self.backend: Backend | None = None
 
+    def open(self) -> Backend:
+        if self.backend is None:
+            assert self.cfg.judge is not None
+            self.backend = teacher.open_teacher(self.cfg.judge, self.cfg, "judge_")
+        return self.backend
+
+    def sampling(self, seed: int) -> dict[str, Any]:
+        """``generate`` keywords of a judge request (failed requests are collected)."""
+        return {"n": 1, "temperature": self.cfg.judge_temperature, "max_tokens": self.cfg.judge_max_tokens,
+                "seed": seed, "on_error": "collect"}
+
     def score(self, rows: Sequence[Mapping[str, Any]], seed: int) -> list[tuple[float | None, str, str | None]]:
         """``(score, reason, error)`` per row; ``error`` is set when the request failed."""
         if not rows:
             return []
-        if self.backend is None:
-            assert self.cfg.judge is not None
-            self.backend = teacher.open_teacher(self.cfg.judge, self.cfg, "judge_")
-        requests = [render_judge_messages(r, reasoning_text(r), r.get("answer") or "") for r in rows]
-        gens = self.backend.generate(requests, n=1, temperature=self.cfg.judge_temperature,
-                                     max_tokens=self.cfg.judge_max_tokens, seed=seed, on_error="collect")
-        out = []
-        for g in gens:
-            error = teacher.generation_error(g)
-            out.append((None, "", error) if error is not None else (*parse_judge_output(g[0].text), None))
-        return out
+        gens = self.open().generate(judge_requests(rows), **self.sampling(seed))
+        return judge_scores(gens)
 
     def close(self) -> None:
         if self.backend is not None:
             self.backend.close()
+            self.backend = None
+
+
+class _Teacher:
+    """Opens the teacher backend on first use: one client for every regeneration of the run."""
+
+    def __init__(self, cfg: FilterConfig) -> None:
+        self.cfg = cfg
+        self.backend: Backend | None = None
+
+    def open(self) -> Backend:
+        if self.backend is None:
+            assert self.cfg.teacher is not None
+            self.backend = teacher.open_teacher(self.cfg.teacher, self.cfg)
+        return self.backend
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+
+def judge_requests(rows: Sequence[Mapping[str, Any]]) -> list[list[dict[str, str]]]:
+    """The judge prompt of each trace row."""
+    return [render_judge_messages(r, reasoning_text(r), r.get("answer") or "") for r in rows]
+
+
+def judge_scores(gens: Sequence[Sequence[Any]]) -> list[tuple[float | None, str, str | None]]:
+    """``(score, reason, error)`` of each judge reply; ``error`` is set when the request failed."""
+    out = []
+    for g in gens:
+        error = teacher.generation_error(g)
+        out.append((None, "", error) if error is not None else (*parse_judge_output(g[0].text), None))
+    return out
+
+
+def rule_verdicts(rows: Sequence[Mapping[str, Any]], cfg: FilterConfig) -> list[dict[str, Any]]:
+    """The verdict record of each row after the rules alone."""
+    out = []
+    for row in rows:
+        hits = apply_rules(row, cfg)
+        out.append({**{k: row.get(k) for k in teacher.TRACE_COLUMNS}, "accepted": not hits,
+                    "reject_reason": hits[0].split(":", 1)[0] if hits else None,
+                    "judge_score": None, "judge_reason": None, "reject_details": hits})
+    return out
+
+
+def apply_judge(out: list[dict[str, Any]], todo: Sequence[int], scores: Sequence[tuple[float | None, str, str | None]],
+                cfg: FilterConfig, round: int = 0) -> list[Failure]:
+    """Put the judge's ``scores`` of the rows ``todo`` into their verdicts ``out``; return the rows the
+    judge could not process (request failed, or a reply without a score)."""
+    failures: list[Failure] = []
+    for i, (score, reason, error) in zip(todo, scores):
+        rec = out[i]
+        if error is not None:
+            failures.append(Failure(rec["id"], "filter", round, "request_failed", error))
+            rec["judge_reason"] = f"the judge request failed: {redact(error)[:200]}"
+        else:
+            rec["judge_reason"] = reason or ("no reason given" if score else "the judge reply has no score")
+            if score is None:
+                failures.append(Failure(rec["id"], "filter", round, "unparsed_reply", rec["judge_reason"]))
+        rec["judge_score"] = score
+        if score is None or score < cfg.judge_min_score:
+            shown = "no score" if score is None else f"score {score:g} < {cfg.judge_min_score:g}"
+            rec.update(accepted=False, reject_reason=JUDGE,
+                       reject_details=[f"{JUDGE}: {shown}: {rec['judge_reason']}"])
+    return failures
 
 
 def judge_rows(rows: Sequence[Mapping[str, Any]], cfg: FilterConfig, judge: _Judge | None,
@@ -342,43 +412,42 @@ def judge_rows(rows: Sequence[Mapping[str, Any]], cfg: FilterConfig, judge: _Jud
     """Verdicts for a batch of trace rows: rules on all, then the judge on those that pass; and the
     rows the judge could not process (request failed, or a reply without a score: such a row is
     also rejected by the judge, so regeneration tries it again)."""
-    out = []
-    failures: list[Failure] = []
-    for row in rows:
-        hits = apply_rules(row, cfg)
-        out.append({**{k: row.get(k) for k in teacher.TRACE_COLUMNS}, "accepted": not hits,
-                    "reject_reason": hits[0].split(":", 1)[0] if hits else None,
-                    "judge_score": None, "judge_reason": None, "reject_details": hits})
-    if judge is not None:
-        todo = [i for i, rec in enumerate(out) if rec["accepted"]]
-        for i, (score, reason, error) in zip(todo, judge.score([rows[i] for i in todo], seed)):
-            rec = out[i]
-            if error is not None:
-                failures.append(Failure(rec["id"], "filter", round, "request_failed", error))
-                rec["judge_reason"] = f"the judge request failed: {redact(error)[:200]}"
-            else:
-                rec["judge_reason"] = reason or ("no reason given" if score else "the judge reply has no score")
-                if score is None:
-                    failures.append(Failure(rec["id"], "filter", round, "unparsed_reply", rec["judge_reason"]))
-            rec["judge_score"] = score
-            if score is None or score < cfg.judge_min_score:
-                shown = "no score" if score is None else f"score {score:g} < {cfg.judge_min_score:g}"
-                rec.update(accepted=False, reject_reason=JUDGE,
-                           reject_details=[f"{JUDGE}: {shown}: {rec['judge_reason']}"])
-    return out, failures
+    out = rule_verdicts(rows, cfg)
+    if judge is None:
+        return out, []
+    todo = [i for i, rec in enumerate(out) if rec["accepted"]]
+    return out, apply_judge(out, todo, judge.score([rows[i] for i in todo], seed), cfg, round)
 
 
 def _judge_round(sources: Sequence[Source], paths: Paths, cfg: FilterConfig, judge: _Judge | None, r: int,
                  identity: WorkIdentity) -> None:
-    """Judge round ``r``; its failed rows are committed (``round-R/failed``) just before its verdicts."""
+    """Judge round ``r``; its failed rows are committed (``round-R/failed``) just before its verdicts.
+
+    All shards of the round share one rolling window of judge requests
+    (:func:`guardsmith.teacher.run_jobs`): a shard's verdicts are written, in order, once its
+    replies are in, while later shards' requests are in flight."""
     writer = storage.TableWriter(paths.round(r, "judged"), JUDGED_SCHEMA, "judged_traces", identity=identity)
     failures: list[Failure] = []
+
+    def jobs() -> Iterator[teacher.Job]:
+        for index, rows in enumerate(_rows(sources, cfg)):
+            verdicts = rule_verdicts(rows, cfg)
+            todo = [i for i, rec in enumerate(verdicts) if rec["accepted"]] if judge is not None else []
+            yield teacher.Job(index, rows, todo, judge_requests([rows[i] for i in todo]), payload=verdicts)
+
     try:
         writer.open()
-        for rows in track(_rows(sources, cfg), f"filter round {r}"):
-            verdicts, failed = judge_rows(rows, cfg, judge, cfg.seed + r, r)
-            failures += failed
-            writer.write(pa.Table.from_pylist(verdicts, schema=JUDGED_SCHEMA))
+        if judge is None:
+            done: Iterator[teacher.Job] = jobs()
+        else:
+            backend = judge.open()
+            done = teacher.run_jobs(backend, jobs(), judge.sampling(cfg.seed + r),
+                                    teacher.lookahead(backend, cfg.shard_size))
+        with contextlib.closing(done):
+            for job in track(done, f"filter round {r}"):
+                if job.todo:
+                    failures += apply_judge(job.payload, job.todo, judge_scores(job.gens), cfg, r)
+                writer.write(pa.Table.from_pylist(job.payload, schema=JUDGED_SCHEMA))
         with teacher.commit_section():
             storage.write_table(paths.round(r, "failed"), teacher.failed_table(failures), "failed",
                                 identity=identity)
@@ -448,27 +517,34 @@ def _settings(cfg: FilterConfig) -> dict[str, Any]:
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TeacherSettings)}
 
 
-def regenerate(cfg: FilterConfig, r: int, ids: set[str], budgets: Mapping[str, int]) -> list[Source]:
-    """Distill ``ids`` again as round ``r`` (seed ``cfg.seed + r``); rewrite budgeted ones to their budget."""
+def regenerate(cfg: FilterConfig, r: int, ids: set[str], budgets: Mapping[str, int],
+               client: _Teacher | None = None) -> list[Source]:
+    """Distill ``ids`` again as round ``r`` (seed ``cfg.seed + r``); rewrite budgeted ones to their budget.
+    ``client``: the run's teacher client, shared by every regeneration (default: one per call)."""
     assert cfg.teacher is not None
     paths = Paths(cfg.output)
     traces = paths.round(r, "traces")
     base = teacher.TracesJob(**{**_settings(cfg), "seed": cfg.seed + r}, input=cfg.input, output=traces,
                              teacher=cfg.teacher, ids=sorted(ids), round=r)
-    teacher.write_traces(base, stage="filter", check=False)
-    groups: dict[int | None, set[str]] = {}
-    for rid in ids:
-        groups.setdefault(budgets.get(rid), set()).add(rid)
-    sources: list[Source] = []
-    plain = groups.pop(None, set())
-    if plain:
-        sources.append((traces, frozenset(plain)))
-    for b, group in sorted(groups.items()):
-        out = paths.round(r, f"budget-{b}")
-        teacher.write_traces(dataclasses.replace(base, input=traces, output=out, budget=b, ids=sorted(group)),
-                             stage="filter", check=False)
-        sources.append((out, None))
-    return sources
+    shared = client or _Teacher(cfg)
+    try:
+        teacher.write_traces(base, stage="filter", check=False, backend=shared.open)
+        groups: dict[int | None, set[str]] = {}
+        for rid in ids:
+            groups.setdefault(budgets.get(rid), set()).add(rid)
+        sources: list[Source] = []
+        plain = groups.pop(None, set())
+        if plain:
+            sources.append((traces, frozenset(plain)))
+        for b, group in sorted(groups.items()):
+            out = paths.round(r, f"budget-{b}")
+            teacher.write_traces(dataclasses.replace(base, input=traces, output=out, budget=b, ids=sorted(group)),
+                                 stage="filter", check=False, backend=shared.open)
+            sources.append((out, None))
+        return sources
+    finally:
+        if client is None:
+            shared.close()
 
 
 # --------------------------------------------------------------------------- the stage
@@ -609,6 +685,7 @@ def run(cfg: FilterConfig) -> FilterResult:
     rows, budgets, truncated = _scan(cfg)
     _check_rounds(paths, identity, cfg.overwrite)
     judge = _Judge(cfg) if cfg.judge else None
+    regen = _Teacher(cfg)
     stats: list[RoundStats] = []
     sources: list[Source] = [(cfg.input, None)]
     with teacher.stop_on_sigterm("filter"):
@@ -620,8 +697,9 @@ def run(cfg: FilterConfig) -> FilterResult:
                 stats.append(round_stats(judged, r))
                 if not stats[-1].rejected_ids or r == cfg.rounds or not cfg.teacher:
                     break
-                sources = regenerate(cfg, r + 1, stats[-1].rejected_ids, budgets)
+                sources = regenerate(cfg, r + 1, stats[-1].rejected_ids, budgets, regen)
         finally:
+            regen.close()
             if judge is not None:
                 judge.close()
         failures = [u for r in range(len(stats)) for u in _round_failures(paths, r)]
