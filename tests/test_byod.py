@@ -243,7 +243,8 @@ def test_cli_run_passes_config_then_sets(tmp_path: Path, monkeypatch: pytest.Mon
     config = tmp_path / "cfg.yaml"
     config.write_text("subset_n: 9\nsubset_seed: 3\n", encoding="utf-8")
     calls: list[tuple] = []
-    monkeypatch.setattr(local, "run_local", lambda *a, **kw: calls.append(a) or {"report_md": "r.md"})
+    done = {"report_md": "r.md", "report_html": "r.html", "work_root": "w", "seconds": 1.0}
+    monkeypatch.setattr(local, "run_local", lambda *a, **kw: calls.append(a) or dict(done))
     assert main(["pipeline", "run", "guard_training", "--local", "--preset", "./my-preset.yaml",
                  "--config", str(config), "--set", "subset_seed=4"]) == 0
     (args,) = calls
