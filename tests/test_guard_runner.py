@@ -141,3 +141,26 @@ def test_tiny_model_yields_n_parsed_samples_per_row(tiny_model):
         for s in r.samples:
             assert isinstance(s.answer, GuardAnswer) and isinstance(s.text, str)
             assert s.latency_s > 0 and 1 <= s.completion_tokens <= 8 and s.prompt_tokens > 0
+
+
+def test_an_endpoint_guard_keeps_requests_in_flight_across_chunks():
+    """Chunks of 3 rows against an endpoint: one rolling window (more than a chunk in flight at
+    once), rows answered in input order, each answer the one written for that row."""
+    from guardsmith.inference import open_backend
+    from guardsmith.inference.server import ScriptedResponder, serve
+
+    def answer(messages, params):
+        number = int(re.search(r"question number (\d+)", messages[-1]["content"]).group(1))
+        return f"Prompt harm: {'harmful' if number % 2 else 'unharmful'}\nResponse harm: None\nResponse refusal: None"
+
+    rows = [_row(i) for i in range(12)]
+    with serve(ScriptedResponder(answer), delay_s=0.2) as server:
+        backend = open_backend(f"openai:{server.url}?model=guardsmith-local", choice=BackendChoice(concurrency=8))
+        try:
+            got = list(run_guard(backend, rows, mode="NR", chunk_rows=3,
+                                 sampling=Sampling(samples_per_row=1, temperature=0.0, max_tokens=32)))
+        finally:
+            backend.close()
+        assert server.stats.max_in_flight > 3  # a later chunk was sent before the earlier one was back
+    assert [g.row["id"] for g in got] == [r["id"] for r in rows]
+    assert [g.samples[0].answer.prompt_harm for g in got] == ["harmful" if i % 2 else "unharmful" for i in range(12)]

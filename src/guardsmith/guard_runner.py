@@ -195,20 +195,20 @@ def run_guard(
     with the model (`open_guard` sets ``backend.guard_prompt_style``), else ``full``.
 
     Chunk ``c`` is generated with seed ``seed + c * chunk_rows`` so chunks never share a
-    backend batch seed and a run is reproducible for a fixed ``chunk_rows``.
+    backend batch seed and a run is reproducible for a fixed ``chunk_rows``; an endpoint gets one
+    rolling window of requests across chunks instead, each request with the run's seed.
     """
     style = style or getattr(backend, "guard_prompt_style", "full")
     fmt = fmt or FORMATS["guardsmith"]
     sampling = (sampling or Sampling(samples_per_row=4)).check()
-    n, seed = sampling.samples_per_row, sampling.seed
+    n = sampling.samples_per_row
     if chunk_rows < 1:
         raise GuardsmithError(f"chunk_rows must be at least 1, got {chunk_rows}")
-    for c, chunk in enumerate(_chunks(rows, chunk_rows)):
-        requests = [format_messages(fmt, r, own_template=own_template, mode=mode, dual=dual, taxonomy=taxonomy,
-                                    style=style) for r in chunk]
-        chunk_seed = None if seed is None else seed + c * chunk_rows
-        outputs = backend.generate(requests, n=n, temperature=sampling.temperature, top_p=sampling.top_p,
-                                   max_tokens=sampling.max_tokens, seed=chunk_seed)
+    def render(chunk: list[Mapping[str, Any]]) -> list[Message]:
+        return [format_messages(fmt, r, own_template=own_template, mode=mode, dual=dual, taxonomy=taxonomy,
+                                style=style) for r in chunk]
+
+    for chunk, requests, outputs in _generated(backend, _chunks(rows, chunk_rows), render, sampling, chunk_rows):
         if len(outputs) != len(chunk):
             raise GuardsmithError(f"the {backend.kind} backend returned {len(outputs)} results "
                                   f"for {len(chunk)} requests")
@@ -225,6 +225,33 @@ def run_guard(
                 for i, g in enumerate(gens)
             ]
             yield GuardRow(row=row, messages=messages, samples=samples)
+
+
+def _generated(backend: Backend, chunks: Iterator[list[Mapping[str, Any]]], render: Any, sampling: Sampling,
+               chunk_rows: int) -> Iterator[tuple[list[Mapping[str, Any]], list[Any], list[Any]]]:
+    """(chunk, requests, generations) per chunk, in order. An endpoint backend (``generate_stream``)
+    keeps one rolling window of requests across chunks (``teacher.run_jobs``: the next chunk's
+    requests are in flight while the caller works on this one) with the run's seed on every
+    request; other backends generate chunk by chunk, chunk ``c`` with seed ``seed + c * chunk_rows``."""
+    n = sampling.samples_per_row
+    if getattr(backend, "generate_stream", None) is not None:
+        import contextlib
+
+        from guardsmith.teacher import Job, run_jobs
+
+        jobs = (Job(index=c, rows=list(chunk), todo=list(range(len(chunk))), requests=render(chunk))
+                for c, chunk in enumerate(chunks))
+        params = {"n": n, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                  "max_tokens": sampling.max_tokens, "seed": sampling.seed}
+        with contextlib.closing(run_jobs(backend, jobs, params)) as done:
+            for job in done:
+                yield job.rows, job.requests, job.gens
+        return
+    for c, chunk in enumerate(chunks):
+        requests = render(chunk)
+        chunk_seed = None if sampling.seed is None else sampling.seed + c * chunk_rows
+        yield chunk, requests, backend.generate(requests, n=n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                                max_tokens=sampling.max_tokens, seed=chunk_seed)
 
 
 def can_score(backend: Any) -> bool:
