@@ -149,3 +149,13 @@ def test_models_push_dry_run_lists_the_card_and_weights(tmp_path, capsys):
     assert out.startswith("would send") and "README.md" in out and "config.json" in out
     assert main(["models", "push", str(model), "--to", "not a repo id", "--dry-run"]) == 1
     assert "owner/name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["data", "import", "--help"], ["pipeline", "run", "--help"],
+                                  ["subset", "--help"], ["boundary-eval", "--help"], ["serve", "guard", "--help"]])
+def test_one_help_style_for_every_command(argv, capsys):
+    """Typer's groups and the generated stage commands print the same plain help (no rich panels)."""
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Usage: ") and "\nOptions:\n" in out
+    assert not any(ch in out for ch in "╭╮╰╯│─")

@@ -19,14 +19,15 @@ from guardsmith.stages import STAGES
 app = typer.Typer(
     help="guardsmith: train reasoning guard models and Boundary-Guidance generators.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # one help style: the generated stage commands use click's plain help too
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Import public data sets and inspect tables.", no_args_is_help=True)
-tiny_app = typer.Typer(help="Tiny random-weight local models for tests and the demo.", no_args_is_help=True)
+data_app = typer.Typer(help="Import public data sets and inspect tables.", no_args_is_help=True, rich_markup_mode=None)
+tiny_app = typer.Typer(help="Tiny random-weight local models for tests and the demo.", no_args_is_help=True, rich_markup_mode=None)
 serve_app = typer.Typer(help="Serve models: a trained guard (moderation API), the filtered-generation gateway, and "
-                             "plain local models (OpenAI-compatible HTTP; docs/serving.md).", no_args_is_help=True)
-models_app = typer.Typer(help="Move model and checkpoint folders to and from object storage; promote and roll back a served model.", no_args_is_help=True)
+                             "plain local models (OpenAI-compatible HTTP; docs/serving.md).", no_args_is_help=True, rich_markup_mode=None)
+models_app = typer.Typer(help="Move model and checkpoint folders to and from object storage; promote and roll back a served model.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 app.add_typer(tiny_app, name="tiny")
 app.add_typer(serve_app, name="serve")

@@ -13,7 +13,8 @@ from guardsmith.errors import GuardsmithError
 from guardsmith.ops import gates, images, kfp, presets
 
 deploy_app = typer.Typer(help="Deployment helpers: quality gates, image pinning, KFP upload and submit.",
-                         no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+                         no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
+                         add_completion=False)
 
 
 def echo_dict(values: Mapping[str, Any]) -> None:

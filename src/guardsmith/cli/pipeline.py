@@ -23,7 +23,7 @@ from guardsmith.errors import GuardsmithError
 from guardsmith.ops import kfp, local, pipelines
 
 pipeline_app = typer.Typer(help="Compile, run locally, submit and schedule the Kubeflow pipelines.",
-                           no_args_is_help=True)
+                           no_args_is_help=True, rich_markup_mode=None)
 NAME_ARGUMENT = typer.Argument(..., help=f"Pipeline: {', '.join(pipelines.PIPELINES)}.")
 
 
