@@ -411,45 +411,6 @@ def test_reasoning_fields_are_joined_in_front_of_the_answer():
         parse_reply(body({"reasoning_content": ["no"], "content": "A"}))
 
 
-def test_our_error_raised_inside_a_task_group_comes_out_plain():
-    """A SIGTERM stop (or any of our errors) raised inside the HTTP stack's task groups reaches the
-    caller as itself, so the CLI prints one line instead of an exception-group traceback."""
-    from guardsmith.inference.openai_backend import _run_sync
-
-    class Stop(GuardsmithError):
-        pass
-
-    async def work():
-        async def fails():
-            raise Stop("stopped by SIGTERM")
-
-        async def waits():
-            await asyncio.sleep(5)
-
-        async with asyncio.TaskGroup() as group:
-            group.create_task(waits())
-            group.create_task(fails())
-
-    with pytest.raises(Stop, match="stopped by SIGTERM"):
-        _run_sync(work())
-
-    async def from_a_running_loop():
-        return _run_sync(work())
-
-    with pytest.raises(Stop, match="stopped by SIGTERM"):
-        asyncio.run(from_a_running_loop())
-
-    async def not_ours():
-        async with asyncio.TaskGroup() as group:
-            group.create_task(asyncio.sleep(0))
-            raise ValueError("x")
-
-    with pytest.raises(BaseExceptionGroup):
-        _run_sync(not_ours())
-
-
-# ---------------------------------------------------------------- issue 15: one session, rolling window, streaming
-
 def sleepy(messages, params):
     """Replies with the request's text; a request saying ``slow`` takes 0.5 s."""
     text = messages[-1]["content"]
