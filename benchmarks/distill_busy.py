@@ -11,7 +11,7 @@ For each concurrency, over the same ``--rows`` interactions in shards of ``--sha
 - ``guardsmith``: ``guardsmith.teacher.write_traces`` (what ``guardsmith distill`` runs: one
   client, one rolling window across shards, shards committed in order);
 - ``per-shard``: the calling pattern before issue 15 (a new client and a barrier per shard:
-  ``distill_rows`` shard by shard), for comparison;
+  one ``generate`` call per shard), for comparison;
 - ``reference``: a bare aiohttp loop over all requests with one semaphore (one rolling window,
   no shards, no parsing, no writing).
 
@@ -64,7 +64,9 @@ def run_per_shard(src: str, out: str, url: str, c: int, shard_size: int, rows: l
     for start in range(0, len(rows), shard_size):
         with OpenAIBackend(url, "m", api_key_env="GUARDSMITH_BENCH_NO_KEY", max_concurrency=c, max_retries=0,
                            progress_min_requests=10**9) as backend:
-            records, failures = teacher.distill_rows(rows[start:start + shard_size], backend, cfg, "m")
+            shard = teacher.distill_job(rows[start:start + shard_size], cfg)
+            shard.gens = backend.generate(shard.requests, **teacher.sampling_of(cfg, None))
+            records, failures = teacher.distill_results(shard, "m")
         assert not failures
         tables.from_records(records, "traces")
 

@@ -5,7 +5,7 @@ A child process (so the servers do not share the client's interpreter) runs
 - ``guard``: ``guardsmith serve guard`` with a tiny random-weight guard on CPU, batching on
   (``--max-batch 16 --max-wait-ms 5``);
 - ``guard-unbatched``: the same guard with ``max_batch 1`` (every request its own model call);
-- ``generator``: ``guardsmith.inference.server`` answering a fixed reply (the generator stand-in);
+- ``generator``: ``guardsmith.standins.chat_server`` answering a fixed reply (the generator stand-in);
 - ``gateway``: ``guardsmith serve gateway`` in front of that generator, the tiny guard in process
   (batched), tau 0.5;
 
@@ -35,7 +35,7 @@ CHAT = [{"role": "user", "content": "How do I bake bread at home?"}]
 
 
 def _child(conn, folder: str) -> None:
-    from guardsmith.inference.server import ScriptedResponder, serve
+    from guardsmith.standins.chat_server import ScriptedResponder, serve
     from guardsmith.serving import GatewayConfig, GuardEngine, RunningService, gateway_app, guard_app
     from guardsmith.serving.gateway import LocalGuard
     from guardsmith.serving.metrics import ServiceMetrics

@@ -185,6 +185,9 @@ def test_registry_matches_stage_modules_and_components() -> None:
         assert callable(module.run) and module.HELP and module.CONFIG.__dataclass_fields__
         component = (ROOTS["guardsmith.components"] / stage.name / "component.py").read_text(encoding="utf-8")
         assert f"def {stage.component_function}(" in component
+    from guardsmith.kfp_support import PROFILES
+
+    assert set(STAGES) <= set(PROFILES), "a stage without pod settings (kfp_support.PROFILES)"
 
 
 OLD_NAMES = {"n": "samples_per_row", "k": "samples_per_row", "num_generations": "samples_per_row",

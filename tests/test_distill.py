@@ -444,7 +444,7 @@ def test_teacher_reasoning_in_a_separate_field_is_kept(tmp_path, source, field):
     import json as _json
     import urllib.request
 
-    from guardsmith.inference.server import serve
+    from guardsmith.standins.chat_server import serve
     from guardsmith.standins.offline import OfflineTeacher
 
     src, rows = source

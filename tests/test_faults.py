@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from guardsmith import storage, tables
-from guardsmith.inference.server import FaultPlan, serve
+from guardsmith.standins.chat_server import FaultPlan, serve
 from guardsmith.standins.offline import OfflineTeacher, offline_spec, serve_offline
 from guardsmith.standins.sample import load_sample
 

@@ -147,7 +147,7 @@ def test_an_endpoint_guard_keeps_requests_in_flight_across_chunks():
     """Chunks of 3 rows against an endpoint: one rolling window (more than a chunk in flight at
     once), rows answered in input order, each answer the one written for that row."""
     from guardsmith.inference import open_backend
-    from guardsmith.inference.server import ScriptedResponder, serve
+    from guardsmith.standins.chat_server import ScriptedResponder, serve
 
     def answer(messages, params):
         number = int(re.search(r"question number (\d+)", messages[-1]["content"]).group(1))

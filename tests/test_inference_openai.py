@@ -13,7 +13,7 @@ import pytest
 from guardsmith.errors import GuardsmithError
 from guardsmith.inference import OpenAIBackend, make_backend, parse_spec
 from guardsmith.inference.openai_backend import backoff_delay, parse_retry_after, words_from_top_logprobs
-from guardsmith.inference.server import FaultPlan, ScriptedResponder, serve
+from guardsmith.standins.chat_server import FaultPlan, ScriptedResponder, serve
 
 pytestmark = pytest.mark.timeout(60)
 SECRET = "sk-test-SECRET-4f9a1c"

@@ -12,7 +12,7 @@ importlib.import_module("transformers")
 
 from guardsmith.errors import GuardsmithError  # noqa: E402
 from guardsmith.inference import OpenAIBackend, TransformersBackend, make_backend  # noqa: E402
-from guardsmith.inference.server import BackendResponder, serve  # noqa: E402
+from guardsmith.standins.chat_server import BackendResponder, serve  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 REQS = [

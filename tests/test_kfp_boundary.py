@@ -21,6 +21,7 @@ importlib.import_module("kfp")
 yaml = importlib.import_module("yaml")
 
 from guardsmith import kfp_support, storage  # noqa: E402
+from guardsmith.ops import images  # noqa: E402
 from guardsmith.cli.pipeline import pipeline_app  # noqa: E402
 from guardsmith.ops import local, pipelines, presets  # noqa: E402
 from guardsmith.stages import STAGES as REGISTRY  # noqa: E402
@@ -87,7 +88,7 @@ def test_component_parameters_mirror_stage_config(comp: str) -> None:
 def test_component_yaml_installs_nothing_uses_its_image_and_readme_lists_inputs(comp: str) -> None:
     text = (pipelines.components_dir() / comp / "component.yaml").read_text()
     assert "pip install" not in text
-    assert f"image: {kfp_support.IMAGE_REPOSITORY}/guardsmith-{KINDS[comp]}:" in text
+    assert f"image: {images.IMAGE_REPOSITORY}/guardsmith-{KINDS[comp]}:" in text
     readme = (pipelines.components_dir() / comp / "README.md").read_text()
     missing = [n for n in component_params(comp) if f"`{n}`" not in readme]
     assert not missing, f"components/{comp}/README.md does not list {missing}"

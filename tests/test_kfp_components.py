@@ -12,6 +12,7 @@ import pytest
 importlib.import_module("kfp")
 
 from guardsmith import __version__, kfp_support, storage, tables  # noqa: E402
+from guardsmith.ops import images  # noqa: E402
 from guardsmith.errors import GuardsmithError  # noqa: E402
 from guardsmith.ops.pipelines import components_dir, load_component  # noqa: E402
 from guardsmith.stages import STAGES as REGISTRY, stage_module  # noqa: E402
@@ -57,7 +58,7 @@ def test_component_parameters_mirror_stage_config(stage: str) -> None:
 def test_committed_component_yaml_installs_nothing_and_uses_its_image(stage: str) -> None:
     text = (components_dir() / stage / "component.yaml").read_text()
     assert "pip install" not in text
-    assert f"image: {kfp_support.IMAGE_REPOSITORY}/guardsmith-{KINDS[stage]}:" in text
+    assert f"image: {images.IMAGE_REPOSITORY}/guardsmith-{KINDS[stage]}:" in text
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -1,9 +1,10 @@
 """guardsmith.ops: one preset loader and one local-only check behind every submit path.
 
-`guardsmith pipeline submit|schedule` (the installed pipelines), `guardsmith deploy submit --dir`
-(the Helm CronJob, over the ConfigMap of compiled packages) and the hook's upload + submit
-functions (guardsmith.ops.kfp) all refuse a preset holding any local-only value, alone or inside a
-longer value, before anything is uploaded or submitted."""
+`guardsmith pipeline submit|schedule` (the installed pipelines and the CI workflow),
+`guardsmith deploy submit --dir` (the Helm CronJob, over the ConfigMap of compiled packages) and
+the library's submit and schedule functions (guardsmith.ops.kfp) all refuse a preset holding any
+local-only value, alone or inside a longer value, before anything is uploaded or submitted; the
+commands refuse it before they even connect to KFP. (The chart's hook Job only uploads packages.)"""
 from __future__ import annotations
 
 import importlib
@@ -121,9 +122,28 @@ def test_deploy_submit_from_a_folder_refuses_local_only_values(
     assert client.changes == []
 
 
+@pytest.mark.parametrize("argv", [
+    ["pipeline", "submit", "evaluation", "--preset", "tiny-cpu", "--set", "work_root=s3://b/x"],
+    ["pipeline", "schedule", "evaluation", "--preset", "tiny-cpu", "--cron", "0 0 3 * * *"],
+    ["deploy", "submit", "evaluation", "--preset", "nightly", "--dir", "{root}"],
+])
+def test_local_only_values_are_refused_before_connecting(argv: list[str], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The refusal does not wait for a reachable KFP: no client is ever made."""
+    def no_client(host: str, namespace: str | None = None) -> Any:
+        raise AssertionError("connected to KFP before checking the preset")
+
+    monkeypatch.setattr(kfp, "kfp_client", no_client)
+    root = chart_dir(tmp_path, {"work_root": "s3://b/x", "models": ["tiny:classifier"]})
+    argv = [str(root) if a == "{root}" else a for a in argv] + ["--host", "http://127.0.0.1:9"]
+    assert main(argv) == 1
+    assert "only in local runs" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("value", LOCAL_VALUES)
-def test_hook_functions_refuse_local_only_values(value: str, tmp_path: Path) -> None:
-    """guardsmith.ops.kfp.submit / schedule over a folder (what the chart's jobs call) upload nothing."""
+def test_library_submit_and_schedule_refuse_local_only_values(value: str, tmp_path: Path) -> None:
+    """guardsmith.ops.kfp.submit / schedule over a folder (what the CronJob's command calls) upload nothing."""
     root = chart_dir(tmp_path, {"work_root": "s3://b/x", "models": ["prod=s3://b/m"]})
     fake = RecordingClient()
     with pytest.raises(GuardsmithError, match="only in local runs"):

@@ -184,7 +184,7 @@ class GuardEndpoint:
 
 
 def test_openai_guard_scorer():
-    from guardsmith.inference.server import serve
+    from guardsmith.standins.chat_server import serve
 
     responder = GuardEndpoint()
     with serve(responder) as srv:

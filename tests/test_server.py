@@ -8,7 +8,7 @@ import pytest
 
 from guardsmith.errors import GuardsmithError
 from guardsmith.inference.base import Generation, SamplingParams
-from guardsmith.inference.server import (
+from guardsmith.standins.chat_server import (
     BackendResponder,
     ChatServer,
     FaultPlan,
@@ -134,7 +134,7 @@ def test_stop_frees_port_and_is_idempotent():
 def test_malformed_bodies_as_named():
     import json as _json
 
-    from guardsmith.inference.server import MALFORMED
+    from guardsmith.standins.chat_server import MALFORMED
 
     plan = FaultPlan()
     for name in MALFORMED:

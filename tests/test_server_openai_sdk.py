@@ -7,7 +7,7 @@ import pytest
 openai = pytest.importorskip("openai")
 
 from guardsmith.guard import render_teacher_messages  # noqa: E402
-from guardsmith.inference.server import FaultPlan, serve  # noqa: E402
+from guardsmith.standins.chat_server import FaultPlan, serve  # noqa: E402
 from guardsmith.standins.offline import OfflineTeacher, serve_offline  # noqa: E402
 from guardsmith.standins.sample import load_sample  # noqa: E402
 

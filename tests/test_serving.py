@@ -1,6 +1,6 @@
 """The guard service and the gateway (`guardsmith serve guard|gateway`), driven by the official
 `openai` SDK against real servers on 127.0.0.1 (uvicorn in a thread), a real generator endpoint
-(`guardsmith.inference.server` with scripted replies) and a tiny random-weight guard model."""
+(`guardsmith.standins.chat_server` with scripted replies) and a tiny random-weight guard model."""
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +15,7 @@ pytest.importorskip("fastapi")
 
 from guardsmith import storage  # noqa: E402
 from guardsmith.errors import GuardsmithError  # noqa: E402
-from guardsmith.inference.server import ScriptedResponder, serve  # noqa: E402
+from guardsmith.standins.chat_server import ScriptedResponder, serve  # noqa: E402
 from guardsmith.serving import GatewayConfig, GuardEngine, RunningService, gateway_app, guard_app  # noqa: E402
 from guardsmith.serving.gateway import load_gateway_config  # noqa: E402
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guardsmith.errors import GuardsmithError
-from guardsmith.ops.images import IMAGE_KINDS, IMAGE_REPOSITORY, component_image  # noqa: F401 (re-exported)
+from guardsmith.ops.images import component_image
 from guardsmith.stages import stage_module
 from guardsmith.vocabulary import HARM_LABELS, HARM_TASKS
 

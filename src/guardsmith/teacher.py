@@ -340,19 +340,6 @@ def trace_record(row: Mapping[str, Any], gen: Generation, teacher: str, round: i
     }
 
 
-def distill_rows(rows: Sequence[Mapping[str, Any]], backend: Backend, settings: TeacherSettings,
-                 teacher: str, round: int = 0, seed: int | None = None,
-                 stage: str = "distill") -> tuple[list[dict[str, Any]], list[Failure]]:
-    """Ask the teacher about each row (one request per row, all sent together); return traces rows
-    and the rows that failed (the endpoint rejected the request or its reply could not be read).
-
-    ``seed`` defaults to ``settings.seed``; the filter passes ``settings.seed + round``.
-    """
-    job = distill_job(rows, settings)
-    job.gens = backend.generate(job.requests, **sampling_of(settings, seed)) if job.requests else []
-    return distill_results(job, teacher, round, stage)
-
-
 def distill_job(rows: Sequence[Mapping[str, Any]], settings: TeacherSettings, index: int = 0) -> Job:
     """The teacher requests for ``rows``: one distillation prompt per row."""
     return Job(index, list(rows), list(range(len(rows))),

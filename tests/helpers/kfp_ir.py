@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 
 from guardsmith import kfp_support
+from guardsmith.ops import images
 
 FAKE_SECRETS = {
     "AWS_ACCESS_KEY_ID": "AKIAFAKEKEY0000TEST",
@@ -19,7 +20,7 @@ FAKE_SECRETS = {
 """Secret values put in the environment at compile time: none may appear in any compiled YAML."""
 
 CLEAN_ENV: dict[str, str | None] = {
-    **{f"GUARDSMITH_IMAGE_{k.upper()}": None for k in kfp_support.IMAGE_KINDS},
+    **{f"GUARDSMITH_IMAGE_{k.upper()}": None for k in images.IMAGE_KINDS},
     **{f"GUARDSMITH_SECRET_{k.upper()}": None for k in ("s3", "teacher", "judge", "hf")},
     kfp_support.KUEUE_ENV: None,
 }

@@ -142,7 +142,7 @@ def serve_model(
 ) -> None:
     """Serve a local model over the OpenAI chat-completions protocol until interrupted."""
     from guardsmith.inference import make_backend
-    from guardsmith.inference.server import BackendResponder, serve
+    from guardsmith.standins.chat_server import BackendResponder, serve
 
     backend = make_backend(f"transformers:{model}")
     with serve(BackendResponder(backend), port=port, model=name) as server:

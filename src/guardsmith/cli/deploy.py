@@ -59,6 +59,8 @@ def submit_run(name: str, preset: str, *, host: str, root: Path | None, namespac
     runs = sweep_overrides(name, preset, overrides(config, sets), sweep, root)
     if len(runs) > 1 and (wait or parsed):
         raise GuardsmithError("--sweep submits several runs: use it without --wait and --gate")
+    for params in runs:  # refuse local-only values before reaching out to KFP (kfp.submit checks again)
+        presets.submit_parameters(name, preset, params, root=root)
     client = kfp.kfp_client(host, namespace or None)
     for params in runs[:-1]:
         result = kfp.submit(client, name, preset, root=root, overrides=params, namespace=namespace or None,

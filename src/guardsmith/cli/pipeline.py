@@ -20,7 +20,7 @@ from guardsmith.cli.deploy import (BASELINE_MODEL_OPTION, BASELINE_OPTION, CACHE
                                    GATE_MODEL_OPTION, GATE_OPTION, PRESET_HELP, SET_OPTION, SWEEP_OPTION, WAIT_OPTION,
                                    echo_dict, overrides, submit_run, sweep_overrides)
 from guardsmith.errors import GuardsmithError
-from guardsmith.ops import kfp, local, pipelines
+from guardsmith.ops import kfp, local, pipelines, presets
 
 pipeline_app = typer.Typer(help="Compile, run locally, submit and schedule the Kubeflow pipelines.",
                            no_args_is_help=True, rich_markup_mode=None)
@@ -111,6 +111,8 @@ def schedule_cmd(
     cache: bool = typer.Option(False, "--cache/--no-cache", help="Reuse cached task results across scheduled runs."),
 ) -> None:
     """Create a recurring run of a pipeline with a preset's parameters."""
-    echo_dict(kfp.schedule(kfp.kfp_client(host, namespace or None), name, preset, cron, overrides=overrides(config, set_),
+    params = overrides(config, set_)
+    presets.submit_parameters(name, preset, params)  # local-only values refused before reaching out to KFP
+    echo_dict(kfp.schedule(kfp.kfp_client(host, namespace or None), name, preset, cron, overrides=params,
                            namespace=namespace or None, experiment=experiment, max_concurrency=max_concurrency,
                            cache=cache))

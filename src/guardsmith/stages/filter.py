@@ -407,18 +407,6 @@ def apply_judge(out: list[dict[str, Any]], todo: Sequence[int], scores: Sequence
     return failures
 
 
-def judge_rows(rows: Sequence[Mapping[str, Any]], cfg: FilterConfig, judge: _Judge | None,
-               seed: int, round: int = 0) -> tuple[list[dict[str, Any]], list[Failure]]:
-    """Verdicts for a batch of trace rows: rules on all, then the judge on those that pass; and the
-    rows the judge could not process (request failed, or a reply without a score: such a row is
-    also rejected by the judge, so regeneration tries it again)."""
-    out = rule_verdicts(rows, cfg)
-    if judge is None:
-        return out, []
-    todo = [i for i, rec in enumerate(out) if rec["accepted"]]
-    return out, apply_judge(out, todo, judge.score([rows[i] for i in todo], seed), cfg, round)
-
-
 def _judge_round(sources: Sequence[Source], paths: Paths, cfg: FilterConfig, judge: _Judge | None, r: int,
                  identity: WorkIdentity) -> None:
     """Judge round ``r``; its failed rows are committed (``round-R/failed``) just before its verdicts.

@@ -68,7 +68,7 @@ from guardsmith.guard.prompts import (
 )
 from guardsmith.guard.trace_checks import leakage_hits, overthinking_count, repeated_ngram_ratio
 from guardsmith.inference.base import Message, SamplingParams
-from guardsmith.inference.server import ChatServer, serve
+from guardsmith.standins.chat_server import ChatServer, serve
 
 DEFECTS: tuple[str, ...] = ("leakage", "repetition", "overthinking", "wrong_answer", "unparseable", "ungrounded")
 """Defects the offline teacher can inject, in the order rates are drawn."""
@@ -598,7 +598,7 @@ _SHOWN_SCORERS = {"helpfulness": helpfulness_score, "harmfulness": harmfulness_s
 # --------------------------------------------------------------------------- the responder
 
 class OfflineTeacher:
-    """Responder for :mod:`guardsmith.inference.server`: template teacher, rewriter and rule judges.
+    """Responder for :mod:`guardsmith.standins.chat_server`: template teacher, rewriter and rule judges.
 
     ``defects`` maps defect names (:data:`DEFECTS`) to rates (default :data:`DEFAULT_DEFECTS`);
     ``seed`` is mixed into every draw. ``counts`` tallies requests by kind (thread-safe).

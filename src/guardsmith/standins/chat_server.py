@@ -1,8 +1,10 @@
 """A small OpenAI-compatible chat-completions server with a pluggable responder.
 
-Used by the tests (real sockets, fault injection), by ``guardsmith serve`` and, later, to serve
-the offline template teacher and the rule judge. Standard library only: a
-``ThreadingHTTPServer`` in a background thread.
+A stand-in for the real OpenAI-protocol servers (vLLM, hosted teachers) where they cannot run:
+used by the tests (real sockets, fault injection), by ``guardsmith serve`` (a local model folder
+over HTTP) and ``guardsmith serve offline-teacher`` (the offline template teacher and rule
+judges, :mod:`guardsmith.standins.offline`). Standard library only: a ``ThreadingHTTPServer`` in
+a background thread.
 
 Endpoints: ``POST /v1/chat/completions`` (messages, n, temperature, top_p, max_tokens, seed,
 logprobs, top_logprobs) and ``GET /v1/models``.
@@ -33,7 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 from guardsmith.errors import GuardsmithError
 from guardsmith.inference.base import Backend, Generation, Message, SamplingParams
 
-log = logging.getLogger("guardsmith.inference.server")
+log = logging.getLogger("guardsmith.standins.chat_server")
 
 
 @runtime_checkable
