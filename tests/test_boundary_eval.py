@@ -355,3 +355,65 @@ def test_reward_curves_come_from_the_logs_beside_each_variant(tmp_path):
     assert list(logs) == ["boundary", "filter_avoid"]  # the base and a variant without a log are left out
     assert [e["reward_mean"] for e in logs["boundary"]] == [0.1, 0.3]
     assert plot_reward_curves(logs).startswith(b"\x89PNG") and plot_reward_curves({}) is None
+
+
+# --------------------------------------------------------------------------- report rendering
+
+def _metric(system: str, prompt_set: str, helpfulness: float | None, pareto: bool) -> dict:
+    return {"system": system, "generator": system.split("+")[0], "role": "base", "filter_on": "+filter" in system,
+            "prompt_set": prompt_set, "outputs": 4, "helpfulness_mean": helpfulness, "harmfulness_mean": 1.5,
+            "harmful_rate": 0.25, "filter_rate": 0.5, "fp": 1, "fp_support": 2, "fp_rate": 0.5, "fn": 0,
+            "fn_support": 0, "fn_rate": None, "t_mean": 0.4, "near_boundary_rate": 0.25, "judge_error_rate": 0.0,
+            "latency_s_mean": 0.0123, "tau": 0.5, "harm_threshold": 3.0, "pareto": pareto}
+
+
+def test_report_is_one_document_rendered_from_the_shared_templates(tmp_path):
+    """The BG report goes through reporting.Document: same sections in both forms, user text escaped in
+    HTML, backticks as <code>, plots linked (Markdown) and embedded (HTML), the definitions last."""
+    from html.parser import HTMLParser
+
+    from guardsmith.reporting import render_html, render_markdown
+
+    evil = "<script>alert(1)</script>|x"
+    cfg = _cfg(tmp_path, scorer="rule:keywords", judge="openai:http://127.0.0.1:9/v1?model=judge-m",
+               title="BG <i>& co</i>")
+    metrics = [_metric(s, ps, h, p) for ps in ("jb&x", "all")
+               for s, h, p in (("base", 3.25, False), (f"{evil}+filter", None, True))]
+    outputs = {"judged outputs": "/o/judged_outputs", "metrics": "/o/metrics"}
+    doc = be.report_document(cfg, metrics, ["jb&x"], {"jb&x": 2}, outputs, b"PNG", b"CURVES")
+    assert [s.heading for s in doc.sections] == ["Helpfulness vs harmfulness", "Results: all prompt sets",
+                                                 "Results: jb&x", "Training reward curves"]
+    assert [i.file for s in doc.sections for i in s.images] == [be.PLOT_FILE, be.CURVES_FILE]
+    md, page = be.render_report(cfg, metrics, ["jb&x"], {"jb&x": 2}, outputs, b"PNG", b"CURVES")
+    assert (md, page) == (render_markdown(doc), render_html(doc))
+
+    assert md.startswith("# BG <i>& co</i>\n") and "![Helpfulness vs harmfulness](pareto.png)" in md
+    assert "![Training reward curves](reward_curves.png)" in md and "## Results: jb&x" in md
+    assert "| <script>alert(1)</script>\\|x+filter | on | - | 1.50 |" in md
+    assert "| base | off | 3.25 | 1.50 | 0.250 | 0.500 | 0.500 (1/2) | - |" in md
+    assert md.rstrip().endswith("better in one of the two.")
+
+    assert "<script>" not in page and "<title>BG &lt;i&gt;&amp; co&lt;/i&gt;</title>" in page
+    assert "<h2>Results: jb&amp;x</h2>" in page and "Prompt sets: jb&amp;x (2 prompts)." in page
+    assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;|x+filter</td>" in page
+    assert "Safety scorer: <code>rule:keywords</code>" in page and "judge: <code>judge-m</code>" in page
+    assert "metrics <code>/o/metrics</code>" in page and "`" not in page.split("<body>")[-1]
+    assert page.count("data:image/png;base64,") == 2 and page.count("<table>") == 2
+    assert page.index("Training reward curves") < page.index("t &gt;= tau = 0.5") < page.index("</body>")
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.cells: list[str] = []
+
+        def handle_data(self, data):
+            if self.get_starttag_text() == "<td>":
+                self.cells.append(data)
+
+    parser = Cells()
+    parser.feed(page)
+    parser.close()
+    assert f"{evil}+filter" in parser.cells  # the name reads back unescaped
+
+    without = be.render_report(cfg, metrics, ["jb&x"], {"jb&x": 2}, outputs, b"PNG")[0]
+    assert "reward_curves.png" not in without and without.rstrip().endswith("better in one of the two.")

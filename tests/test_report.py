@@ -13,7 +13,7 @@ import pytest
 
 from guardsmith import storage, tables
 from guardsmith.errors import GuardsmithError
-from guardsmith.reporting import build_report, html_page, html_table, markdown_table, parse_count
+from guardsmith.reporting import build_report, markdown_table, parse_count
 from guardsmith.reporting.plots import attribute_points
 from guardsmith.reporting.table1 import assemble, suite_of
 from guardsmith.stages.evaluate import METRIC_EXTRAS
@@ -313,13 +313,9 @@ def test_html_parses_and_escapes_model_names(tmp_path):
     assert f"| {evil} | **0.800** | **0.800** |" in Path(res.markdown).read_text()
 
 
-def test_shared_table_helpers():
+def test_markdown_table_escapes_pipes_and_bolds_best_cells():
     assert markdown_table(["a", "b|c"], [["x", "1"]], [[False, True]]) == [
         "| a | b\\|c |", "|---|---:|", "| x | **1** |"]
-    table = html_table(["h"], [["<i>"]], [[True]])
-    assert '<td class="best">&lt;i&gt;</td>' in table and "<th>h</th>" in table
-    page = html_page("T & U", [table])
-    assert "<h1>T &amp; U</h1>" in page and table in page and page.startswith("<!DOCTYPE html>")
 
 
 def test_size_curves_never_join_an_sft_and_a_continual_guard(tmp_path):

@@ -3,7 +3,7 @@
 - :mod:`~guardsmith.reporting.render`: the one rendering API: :class:`Document` / :class:`Section` /
   :class:`Table` / :class:`Image`, rendered to Markdown and HTML from the Jinja2 templates in
   ``templates/`` (HTML autoescaped, images embedded as ``data:`` URIs), plus the pieces
-  :func:`markdown_table`, :func:`html_table`, :func:`html_image`, :func:`html_page`, :func:`figure_png`;
+  :func:`markdown_table`, :func:`figure_png`;
 - :mod:`~guardsmith.reporting.table1`: metrics records -> the paper's Table-1 layout (safety prompt /
   response / avg, one column per custom-policy suite and their avg; the cell-to-column mapping is in
   its docstring), per-benchmark and details tables, latency relative to NR, and :func:`parse_count`;
@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from guardsmith.reporting.evaluation import ReportResult, build_report, document, render_report
 from guardsmith.reporting.render import (
-    Document, Image, Section, Table, figure_png, html_image, html_page, html_table, markdown_table,
+    Document, Image, Section, Table, figure_png, markdown_table,
     render_html, render_markdown,
 )
 from guardsmith.reporting.table1 import ReportData, assemble, latency_lines, load_metrics, parse_count, suite_of
 
 __all__ = [
     "Document", "Image", "ReportData", "ReportResult", "Section", "Table", "assemble", "build_report",
-    "document", "figure_png", "html_image", "html_page", "html_table", "latency_lines", "load_metrics",
+    "document", "figure_png", "latency_lines", "load_metrics",
     "markdown_table", "parse_count", "render_html", "render_markdown", "render_report", "suite_of",
 ]

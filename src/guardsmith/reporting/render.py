@@ -6,8 +6,9 @@ document into Markdown (images linked by file name) and a self-contained HTML pa
 embedded as ``data:`` URIs), both from the Jinja2 templates in ``templates/``. HTML templates
 autoescape every value; text in backticks becomes ``<code>`` in HTML notes, headings and table cells.
 
-The pieces are public for report writers that assemble their own page: :func:`markdown_table`,
-:func:`html_table`, :func:`html_image`, :func:`html_page` and :func:`figure_png`.
+Every report (the evaluation report, the Boundary Guidance report) is built as a :class:`Document`
+and rendered by these two functions. The smaller pieces are public too: :func:`markdown_table` (also
+used by plain-Markdown reports) and :func:`figure_png`.
 """
 from __future__ import annotations
 
@@ -98,24 +99,6 @@ def _environment() -> Any:
 
 def _macro(name: str) -> Any:
     return getattr(_environment().get_template("macros.html.j2").module, name)
-
-
-def html_table(header: Sequence[str], body: Sequence[Sequence[str]],
-               best: Sequence[Sequence[bool]] | None = None) -> str:
-    """An HTML table (escaped cells; best cells get class ``best``)."""
-    return str(_macro("table")(Table(header, body, best)))
-
-
-def html_image(alt: str, png: bytes) -> str:
-    """An ``<img>`` tag with ``png`` embedded as a base64 ``data:`` URI."""
-    return str(_macro("image")(alt, png))
-
-
-def html_page(title: str, parts: Sequence[str]) -> str:
-    """A self-contained HTML page in the report style: the title as heading, then ``parts`` (trusted HTML)."""
-    from markupsafe import Markup
-
-    return _environment().get_template("page.html.j2").render(title=title, parts=[Markup(p) for p in parts])
 
 
 def render_markdown(doc: Document) -> str:

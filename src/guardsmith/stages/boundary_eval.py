@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -52,6 +52,9 @@ from guardsmith.errors import GuardsmithError
 from guardsmith.filtered_system import DEFAULT_REFUSAL, FilteredSystem, SystemOutput, check_tau
 from guardsmith.inference import Backend, open_backend
 from guardsmith.vocabulary import HARM_LABELS
+
+if TYPE_CHECKING:
+    from guardsmith.reporting import Document
 
 HELP = (
     "Evaluate filtered generation systems (Boundary Guidance, B.4): the base generator with and "
@@ -581,15 +584,14 @@ def plot_reward_curves(logs: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes
     return figure_png(fig)
 
 
-def render_report(cfg: BoundaryEvalConfig, metrics: Sequence[Mapping[str, Any]], set_names: Sequence[str],
-                  set_sizes: Mapping[str, int], outputs: Mapping[str, str], png: bytes,
-                  curves: bytes | None = None) -> tuple[str, str]:
-    """(Markdown, HTML) of the report; the Markdown links ``pareto.png`` (and ``reward_curves.png``),
-    the HTML embeds them."""
-    import html
-
+def report_document(cfg: BoundaryEvalConfig, metrics: Sequence[Mapping[str, Any]], set_names: Sequence[str],
+                    set_sizes: Mapping[str, int], outputs: Mapping[str, str], png: bytes,
+                    curves: bytes | None = None) -> Document:
+    """The report as a :class:`guardsmith.reporting.Document`: the settings as notes, the Pareto plot,
+    one results table for all prompt sets and one per set, the reward curves (when given), then the
+    definitions (a note of the last section, so that they close the report)."""
     from guardsmith.inference import parse_spec
-    from guardsmith.reporting import html_image, html_page, html_table, markdown_table
+    from guardsmith.reporting import Document, Image, Section, Table
 
     kind, given = parse_spec(cfg.judge)
     judge_name = given.get("model") or given.get("model_path") or cfg.judge
@@ -597,21 +599,26 @@ def render_report(cfg: BoundaryEvalConfig, metrics: Sequence[Mapping[str, Any]],
              f"{cfg.samples_per_row} answer(s) per prompt, temperature {cfg.temperature:g}, top-p {cfg.top_p:g}.",
              "Prompt sets: " + ", ".join(f"{s} ({set_sizes[s]} prompts)" for s in set_names) + ".",
              "Tables: " + ", ".join(f"{k} `{v}`" for k, v in outputs.items()) + "."]
-    sections = [(f"Results: {'all prompt sets' if s == ALL_SETS else s}", s) for s in [ALL_SETS, *set_names]]
-    md = [f"# {cfg.title}", "", *[f + "  " for f in facts], "", "## Helpfulness vs harmfulness", "",
-          f"![Helpfulness vs harmfulness]({PLOT_FILE})", ""]
-    hp = [f"<p class=\"note\">{html.escape(f)}</p>" for f in facts]
-    hp += ["<h2>Helpfulness vs harmfulness</h2>", html_image("Helpfulness vs harmfulness", png)]
-    for heading, s in sections:
+    sections = [Section("Helpfulness vs harmfulness", images=[Image("Helpfulness vs harmfulness", PLOT_FILE, png)])]
+    for s in [ALL_SETS, *set_names]:
         header, body = metrics_table(metrics, s)
-        md += [f"## {heading}", "", *markdown_table(header, body, left=2), ""]
-        hp += [f"<h2>{html.escape(heading)}</h2>", html_table(header, body)]
+        sections.append(Section(f"Results: {'all prompt sets' if s == ALL_SETS else s}", Table(header, body, left=2)))
     if curves is not None:
-        md += ["## Training reward curves", "", f"![Training reward curves]({CURVES_FILE})", ""]
-        hp += ["<h2>Training reward curves</h2>", html_image("Training reward curves", curves)]
-    md += [_legend(cfg), ""]
-    hp.append(f"<p class=\"note\">{html.escape(_legend(cfg))}</p>")
-    return "\n".join(md), html_page(cfg.title, hp)
+        sections.append(Section("Training reward curves",
+                                images=[Image("Training reward curves", CURVES_FILE, curves)]))
+    sections[-1].notes.append(_legend(cfg))
+    return Document(cfg.title, sections, facts)
+
+
+def render_report(cfg: BoundaryEvalConfig, metrics: Sequence[Mapping[str, Any]], set_names: Sequence[str],
+                  set_sizes: Mapping[str, int], outputs: Mapping[str, str], png: bytes,
+                  curves: bytes | None = None) -> tuple[str, str]:
+    """(Markdown, HTML) of :func:`report_document`, rendered like the evaluation report; the Markdown
+    links ``pareto.png`` (and ``reward_curves.png``), the HTML embeds them."""
+    from guardsmith.reporting import render_html, render_markdown
+
+    doc = report_document(cfg, metrics, set_names, set_sizes, outputs, png, curves)
+    return render_markdown(doc), render_html(doc)
 
 
 # --------------------------------------------------------------------------- entry point
