@@ -97,10 +97,6 @@ def _environment() -> Any:
     return env
 
 
-def _macro(name: str) -> Any:
-    return getattr(_environment().get_template("macros.html.j2").module, name)
-
-
 def render_markdown(doc: Document) -> str:
     """The Markdown form of ``doc``; images are linked by their file names."""
     return _environment().get_template("document.md.j2").render(doc=doc).rstrip("\n") + "\n"
