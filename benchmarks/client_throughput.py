@@ -1,11 +1,14 @@
 """Throughput of the OpenAI-protocol client against a fast local endpoint, side by side in one run.
 
-An ``aiohttp.web`` chat-completions server in a child process (so its CPU does not share the
-client's interpreter) answers every request after a fixed delay (default 100 ms) with a small
+An ``aiohttp.web`` chat-completions server on uvloop in a child process (so its CPU does not
+share the client's interpreter) answers every request after a fixed delay (default 100 ms) with a small
 fixed reply. For each concurrency the same number of requests goes through
 
-- ``guardsmith``: ``OpenAIBackend.generate`` (the client distill, filter and the guard runner use);
+- ``guardsmith``: ``OpenAIBackend.generate`` (the client distill, filter and the guard runner use;
+  its event loop is uvloop's);
+- ``gs-asyncio``: the same on asyncio's own event loop (what the client ran on before uvloop);
 - ``aiohttp``: a bare loop, one ``ClientSession`` and a semaphore (the reference of the issue);
+- ``aiohttp-uv``: the same bare loop on uvloop;
 - ``openai-sdk``: the official ``AsyncOpenAI`` client with a semaphore;
 
 and ``ideal`` is concurrency / delay. Printed: requests/s, client CPU per request, and the
@@ -79,8 +82,10 @@ def _serve(port: int, delay_s: float, sigma: float, seed: int, reply: bytes) -> 
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/stats", stats)
     app.router.add_post("/reset", do_reset)
+    import uvloop
+
     web.run_app(app, host="127.0.0.1", port=port, backlog=4096, print=None, access_log=None,
-                handle_signals=True, keepalive_timeout=75)
+                handle_signals=True, keepalive_timeout=75, loop=uvloop.new_event_loop())
 
 
 def _free_port() -> int:
@@ -135,7 +140,18 @@ def run_guardsmith(url: str, n: int, concurrency: int) -> None:
     assert len(out) == n and out[-1][0].text == "hello there"
 
 
-def run_aiohttp(url: str, n: int, concurrency: int) -> None:
+def run_guardsmith_asyncio(url: str, n: int, concurrency: int) -> None:
+    import guardsmith.inference.openai_backend as client
+
+    chosen = client.new_event_loop
+    client.new_event_loop = asyncio.new_event_loop
+    try:
+        run_guardsmith(url, n, concurrency)
+    finally:
+        client.new_event_loop = chosen
+
+
+def run_aiohttp(url: str, n: int, concurrency: int, uv: bool = False) -> None:
     import aiohttp
 
     async def main() -> None:
@@ -149,7 +165,12 @@ def run_aiohttp(url: str, n: int, concurrency: int) -> None:
             out = await asyncio.gather(*(one() for _ in range(n)))
         assert out[-1] == "hello there"
 
-    asyncio.run(main())
+    if uv:
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
 
 
 def run_openai_sdk(url: str, n: int, concurrency: int) -> None:
@@ -172,7 +193,8 @@ def run_openai_sdk(url: str, n: int, concurrency: int) -> None:
 
 
 CLIENTS: dict[str, Callable[[str, int, int], None]] = {
-    "guardsmith": run_guardsmith, "aiohttp": run_aiohttp, "openai-sdk": run_openai_sdk}
+    "guardsmith": run_guardsmith, "gs-asyncio": run_guardsmith_asyncio, "aiohttp": run_aiohttp,
+    "aiohttp-uv": lambda url, n, c: run_aiohttp(url, n, c, uv=True), "openai-sdk": run_openai_sdk}
 
 
 def measure(fn: Callable[[str, int, int], None], url: str, n: int, concurrency: int) -> tuple[float, float]:
