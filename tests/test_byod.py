@@ -7,6 +7,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,16 +64,27 @@ def test_csv_with_own_columns_labels_and_policy(files: Path, capsys) -> None:
     assert "imported table/all: 3 rows" in capsys.readouterr().out
 
 
-def test_own_taxonomy_name_and_built_in(files: Path) -> None:
+def test_own_taxonomy_name_and_built_in(files: Path, capsys) -> None:
     out = files / "named"
     assert _import("--from", str(files / "mine.csv"), "--out", str(out), "--map", MAP, "--labels", LABELS,
                    "--policy-file", str(files / "policy.txt"), "--taxonomy", "gnome-policy") == 0
     assert {r["taxonomy"] for r in _rows(out)} == {"gnome-policy"}
+    # under a built-in taxonomy the file's own category names are refused (no mixed vocabularies;
+    # this asserted the mislabel before) ...
     out2 = files / "builtin"
+    capsys.readouterr()
     assert _import("--from", str(files / "mine.csv"), "--out", str(out2), "--map", MAP, "--labels", LABELS,
-                   "--taxonomy", "AEGIS2") == 0
+                   "--taxonomy", "AEGIS2") == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "mine.csv" in err and "'tags'" in err and "row 1" in err
+    assert "'vandalism'" in err and "--taxonomy <your-own-name>" in err and "--categories" in err
+    assert not storage.exists(str(out2))
+    # ... and mapped onto its names (any case in, its spelling out)
+    assert _import("--from", str(files / "mine.csv"), "--out", str(out2), "--map", MAP, "--labels", LABELS,
+                   "--taxonomy", "AEGIS2", "--categories", "vandalism=violence,gnomes=Criminal Planning/Confessions") == 0
     rows = _rows(out2)
     assert {r["taxonomy"] for r in rows} == {"aegis2"} and {r["policy"] for r in rows} == {None}
+    assert [r["categories"] for r in rows] == [[], ["Violence", "Criminal Planning/Confessions"], []]
     # an own name without policy text is refused before anything is written
     out3 = files / "nopolicy"
     assert _import("--from", str(files / "mine.csv"), "--out", str(out3), "--map", MAP, "--labels", LABELS,
@@ -145,8 +162,9 @@ def test_mapping_file_equals_flags(files: Path) -> None:
 
 
 def test_guardsmith_table_as_input(files: Path) -> None:
-    first = files / "first"
-    assert _import("--from", str(files / "mine.csv"), "--out", str(first), "--map", MAP, "--labels", LABELS) == 0
+    first = files / "first"  # own category names: own taxonomy (the policy's)
+    assert _import("--from", str(files / "mine.csv"), "--out", str(first), "--map", MAP, "--labels", LABELS,
+                   "--policy-file", str(files / "policy.txt")) == 0
     again = files / "again"
     assert _import("--from", str(first), "--out", str(again), "--map",
                    "id=id,response=response,prompt_harm=prompt_harm,categories=categories", "--split", "test") == 0
@@ -154,6 +172,78 @@ def test_guardsmith_table_as_input(files: Path) -> None:
     assert [(r["id"], r["prompt_harm"], r["categories"]) for r in rows] == [
         ("table:all:0", "unharmful", []), ("table:all:1", "harmful", ["vandalism", "gnomes"]),
         ("table:all:2", "unharmful", [])]
+
+
+def test_guardsmith_table_round_trip_without_flags(files: Path, capsys) -> None:
+    """Columns already named like our fields map to themselves: labels, response, policy, taxonomy kept."""
+    first = files / "first"
+    assert _import("--from", str(files / "mine.csv"), "--out", str(first), "--map", MAP, "--labels", LABELS,
+                   "--policy-file", str(files / "policy.txt")) == 0
+    again = files / "again"
+    capsys.readouterr()
+    assert _import("--from", str(first), "--out", str(again)) == 0
+    assert "warnings" not in capsys.readouterr().out
+    rows = _rows(again)
+    assert rows == _rows(first)
+    assert [(r["response"], r["prompt_harm"], r["response_harm"]) for r in rows] == [
+        ("Use acrylics.", "unharmful", "unharmful"), ("Here is how.", "harmful", "harmful"), (None, "unharmful", None)]
+    assert {r["policy"] for r in rows} == {POLICY}
+    # a file in our field names too (CSV); the map still wins where it names a field
+    (files / "ours.csv").write_text("prompt,prompt_harm,verdict\nhi,harmful,unharmful\n", encoding="utf-8")
+    assert _import("--from", str(files / "ours.csv"), "--out", str(files / "ours")) == 0
+    assert [r["prompt_harm"] for r in _rows(files / "ours")] == ["harmful"]
+    assert _import("--from", str(files / "ours.csv"), "--out", str(files / "theirs"), "--map", "prompt_harm=verdict") == 0
+    assert [r["prompt_harm"] for r in _rows(files / "theirs")] == ["unharmful"]
+
+
+def test_public_source_table_round_trip(tmp_path: Path) -> None:
+    """A source's own vocabulary (jbb) needs no policy text: taxonomy and categories kept."""
+    fixture = Path(__file__).resolve().parent / "fixtures" / "sources" / "harmful-behaviors.csv"
+    assert main(["data", "import", "jbb", "--split", "harmful", "--from", str(fixture), "--out", str(tmp_path / "jbb")]) == 0
+    assert _import("--from", str(tmp_path / "jbb"), "--out", str(tmp_path / "again")) == 0
+    first, again = _rows(tmp_path / "jbb"), _rows(tmp_path / "again")
+    assert {r["taxonomy"] for r in again} == {"jbb"} and {r["source"] for r in again} == {"table"}
+    assert [(r["id"], r["prompt_harm"], r["categories"]) for r in again] == [
+        (r["id"], r["prompt_harm"], r["categories"]) for r in first]
+
+
+def test_no_label_column_is_a_warning(files: Path, capsys) -> None:
+    assert _import("--from", str(files / "mine.csv"), "--out", str(files / "nolabels"), "--map", "prompt=text") == 0
+    out = capsys.readouterr().out
+    assert "warnings:" in out and "3  no label column mapped" in out
+
+
+def test_categories_checked_against_built_in_taxonomy(tmp_path: Path, capsys) -> None:
+    """The default taxonomy (wildguard) too: its names in any case, a mapping file's categories key."""
+    path = tmp_path / "cats.csv"
+    path.write_text("prompt,label,cats\nhack the bank,bad,cyberattacks;hacking\n", encoding="utf-8")
+    out = tmp_path / "o"
+    assert _import("--from", str(path), "--out", str(out), "--map", "prompt_harm=label,categories=cats",
+                   "--labels", "bad=harmful") == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'cats'" in err and "row 0" in err and "'hacking'" in err
+    assert "'wildguard'" in err
+    (tmp_path / "mapping.yaml").write_text(
+        "map: {prompt_harm: label, categories: cats}\nlabels: {bad: harmful}\n"
+        "categories: {hacking: Fraud & Assisting Illegal Activities}\n", encoding="utf-8")
+    assert _import("--from", str(path), "--out", str(out), "--mapping", str(tmp_path / "mapping.yaml")) == 0
+    (row,) = _rows(out)
+    assert row["taxonomy"] == "wildguard"
+    assert row["categories"] == ["Cyberattacks", "Fraud & Assisting Illegal Activities"]
+    # a mapping onto a name the taxonomy lacks is refused up front when the taxonomy is given
+    assert _import("--from", str(path), "--out", str(tmp_path / "p"), "--mapping", str(tmp_path / "mapping.yaml"),
+                   "--taxonomy", "aegis2") == 1
+    assert "--categories" in capsys.readouterr().err
+
+
+def test_import_help_lists_split_names(capsys) -> None:
+    from guardsmith.sources import SOURCES
+
+    assert main(["data", "import", "--help"]) == 0
+    out = capsys.readouterr().out
+    for adapter in SOURCES.values():
+        assert adapter.help_line() in out
+    assert "judge_comparison (hub: judge_comparison/test)" in out and "harmful (hub: behaviors/harmful)" in out
 
 
 def test_encoding_flag(tmp_path: Path) -> None:
@@ -249,3 +339,61 @@ def test_cli_run_passes_config_then_sets(tmp_path: Path, monkeypatch: pytest.Mon
                  "--config", str(config), "--set", "subset_seed=4"]) == 0
     (args,) = calls
     assert args[1] == "./my-preset.yaml" and args[3] == {"subset_n": 9, "subset_seed": 4}
+
+
+# --------------------------------------------------------------------------------------------
+# the README's "Bring your own data" example, as written, on the files in examples/byod/
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_byod_block() -> str:
+    """The bash block of the README's "Bring your own data" section."""
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Bring your own data\n", 1)[1]
+    (block,) = re.findall(r"```bash\n(.*?)```", section.split("\n## ", 1)[0], re.S)
+    return block
+
+
+def readme_byod_commands() -> list[list[str]]:
+    """The block's commands (continuation lines joined, comments left out) as argv lists."""
+    lines = re.sub(r"\\\n\s*", " ", readme_byod_block()).splitlines()
+    return [shlex.split(line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+@pytest.fixture()
+def example_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder holding a copy of examples/byod/ (the README runs from the repository root)."""
+    shutil.copytree(ROOT / "examples" / "byod", tmp_path / "examples" / "byod")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_readme_byod_imports_as_written(example_dir: Path, capsys) -> None:
+    """The block's `guardsmith data` commands (the pipeline run is the slow test below)."""
+    commands = [argv for argv in readme_byod_commands() if argv[:2] == ["guardsmith", "data"]]
+    assert len(commands) == 3
+    for argv in commands:
+        assert main(argv[1:]) == 0, capsys.readouterr().err
+    assert "imported table/all: 48 rows" in capsys.readouterr().out
+    by_flags, by_file = _rows(example_dir / "demo-out/byod/train"), _rows(example_dir / "demo-out/byod/train-by-file")
+    assert by_flags == by_file and len(by_flags) == 48
+    assert sum(r["prompt_harm"] == "harmful" for r in by_flags) == 20
+    assert sum(r["response_harm"] == "harmful" for r in by_flags) == 8
+    policy = (ROOT / "examples/byod/policy.txt").read_text(encoding="utf-8").strip()
+    assert {r["policy"] for r in by_flags} == {policy}
+    (pipeline,) = [argv for argv in readme_byod_commands() if argv[:3] == ["guardsmith", "pipeline", "run"]]
+    assert "benchmarks=[{benchmark: garden_eval, source: table" in " ".join(pipeline)
+
+
+@pytest.mark.slow
+def test_readme_byod_block_runs_as_written(example_dir: Path) -> None:
+    """The whole block in bash, `guardsmith` from this interpreter's environment: import, train on
+    tickets.csv through the local guard_training pipeline, evaluate on eval.csv."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", readme_byod_block()], cwd=example_dir, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-4000:])
+    (evaluated,) = (example_dir / "demo-out/byod/run").glob("**/benchmarks/garden_eval")
+    rows = storage.read_table(str(evaluated), "interactions").to_pylist()
+    assert len(rows) == 16 and sum(r["prompt_harm"] == "harmful" for r in rows) == 8
+    assert "garden_eval" in done.stdout

@@ -1,4 +1,5 @@
-"""The words guardsmith's tables, prompts, parsers and metrics share: label words and task names.
+"""The words guardsmith's tables, prompts, parsers and metrics share: label words, task names and
+the category names of the built-in taxonomies.
 
 Every module that needs a label word or a task name imports it from here; nothing else defines
 them. Data-set adapters map each source's own words onto these.
@@ -35,3 +36,63 @@ UNLABELLED = "unlabelled"
 """Filter word for rows without a label (not a label word)."""
 MODES: tuple[str, ...] = ("R", "NR")
 """Guard output modes: with reasoning (R) and without (NR)."""
+
+# The built-in taxonomies' category names (their policy texts are rendered by guardsmith.guard.taxonomy).
+AEGIS2_CATEGORIES: dict[str, str] = {
+    "S1": "Violence",
+    "S2": "Sexual",
+    "S3": "Criminal Planning/Confessions",
+    "S4": "Guns and Illegal Weapons",
+    "S5": "Controlled/Regulated Substances",
+    "S6": "Suicide and Self Harm",
+    "S7": "Sexual (minor)",
+    "S8": "Hate/Identity Hate",
+    "S9": "PII/Privacy",
+    "S10": "Harassment",
+    "S11": "Threat",
+    "S12": "Profanity",
+    "S13": "Needs Caution",
+    "S14": "Manipulation",
+    "S15": "Fraud/Deception",
+    "S16": "Malware",
+    "S17": "High Risk Gov Decision Making",
+    "S18": "Political/Misinformation/Conspiracy",
+    "S19": "Copyright/Trademark/Plagiarism",
+    "S20": "Unauthorized Advice",
+    "S21": "Illegal Activity",
+    "S22": "Immoral/Unethical",
+}
+
+WILDGUARD_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "Privacy": (
+        "Sensitive Information (Organization)",
+        "Private Information (Individual)",
+        "Copyright Violations",
+    ),
+    "Misinformation": (
+        "False or Misleading Information",
+        "Material Harm by Misinformation",
+    ),
+    "Harmful language": (
+        "Social Stereotypes & Discrimination",
+        "Violence and Physical Harm",
+        "Toxic Language & Hate Speech",
+        "Sexual Content",
+    ),
+    "Malicious uses": (
+        "Cyberattacks",
+        "Fraud & Assisting Illegal Activities",
+        "Encouraging Unethical/Unsafe Actions",
+        "Mental Health & Over-Reliance Crisis",
+    ),
+}
+
+BUILT_IN_TAXONOMIES: dict[str, tuple[str, ...]] = {
+    "aegis2": tuple(AEGIS2_CATEGORIES.values()),
+    "wildguard": tuple(sub for subs in WILDGUARD_CATEGORIES.values() for sub in subs),
+}
+"""Each built-in taxonomy's category names."""
+
+SOURCE_VOCABULARIES: dict[str, str] = {"jbb": "wildguard", "simplesafetytests": "wildguard", "toxicchat": "wildguard"}
+"""Category vocabularies of data sets that are not policies (their rows keep the source's category
+names, see docs/data-sources.md) -> the built-in taxonomy a guard is prompted with for such rows."""

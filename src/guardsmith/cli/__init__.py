@@ -45,29 +45,39 @@ def data_sources() -> None:
     typer.echo(sources_help())
 
 
-@data_app.command("import")
+def _split_names() -> str:
+    """The ``data import`` epilog: each source's own split names and the hub's (``\\b`` keeps click
+    from rewrapping the lines)."""
+    from guardsmith.sources import sources_help
+
+    return "\b\nSplit names (--split), each source's own and (hub: ...) the Hugging Face hub's config/split:\n" \
+        + "\n".join(f"  {line}" for line in sources_help().splitlines())
+
+
+@data_app.command("import", epilog=_split_names())
 def data_import(
     source: str = typer.Argument(..., help="Data set: wildguardmix, aegis2, topic_following, dynabench, cosapien, xstest, jbb, openai_moderation, toxicchat, simplesafetytests; or 'table' for your own CSV/JSON/JSONL/Parquet (gz) file mapped with --map/--labels or --mapping."),
-    split: Optional[str] = typer.Option(None, "--split", help="The split: the source's own name (e.g. train, test) or the hub's config/split (e.g. judge_comparison/test); `guardsmith data sources` lists both for every source. Optional for 'table' (default: all)."),
+    split: Optional[str] = typer.Option(None, "--split", help="The split: the source's own name (e.g. train, test) or the hub's config/split (e.g. judge_comparison/test); the list below gives both for every source. Optional for 'table' (default: all)."),
     from_uri: str = typer.Option(..., "--from", help="The source file as shipped (path, file:// or s3:// URI), or 'hf' to load from the Hugging Face hub; for 'table' your file(s) or a guardsmith table."),
     out: str = typer.Option(..., "--out", help="Output table URI (path, file:// or s3://)."),
     encoding: Optional[str] = typer.Option(None, "--encoding", help="Text encoding of CSV/JSON input (default utf-8), e.g. cp1252, mac_roman."),
-    mapping: Optional[str] = typer.Option(None, "--mapping", help="table: YAML mapping file (keys map, labels, policy_file, taxonomy, encoding); the flags below override it."),
-    map_: Optional[str] = typer.Option(None, "--map", help="table: field=COLUMN pairs, e.g. 'prompt=text,response=answer,prompt_harm=verdict' (fields: prompt, response, prompt_harm, response_harm, response_refusal, id, categories, policy)."),
+    mapping: Optional[str] = typer.Option(None, "--mapping", help="table: YAML mapping file (keys map, labels, categories, policy_file, taxonomy, encoding); the flags below override it."),
+    map_: Optional[str] = typer.Option(None, "--map", help="table: field=COLUMN pairs, e.g. 'prompt=text,response=answer,prompt_harm=verdict' (fields: prompt, response, prompt_harm, response_harm, response_refusal, id, categories, policy, taxonomy); a field left out reads the column of its own name if the file has one."),
     labels: Optional[str] = typer.Option(None, "--labels", help="table: your label word=ours pairs, e.g. 'safe=unharmful,unsafe=harmful,1=harmful,0=unharmful' (ours: harmful, unharmful, refusal, compliance)."),
+    categories: Optional[str] = typer.Option(None, "--categories", help="table: your category name=the built-in taxonomy's pairs, e.g. 'vandalism=Violence' (under a built-in taxonomy every category must be one of its names)."),
     policy_file: Optional[str] = typer.Option(None, "--policy-file", help="table: a text file with one custom policy for every row."),
-    taxonomy: Optional[str] = typer.Option(None, "--taxonomy", help="table: aegis2, wildguard, or your own name for the policy (default: custom:<hash> with a policy, else wildguard)."),
+    taxonomy: Optional[str] = typer.Option(None, "--taxonomy", help="table: aegis2, wildguard, or your own name for the policy and its categories (default: a taxonomy column, else custom:<hash> with a policy, else wildguard)."),
 ) -> None:
     """Normalise a public data set, or your own table, into an interactions table and print label counts and drops."""
     from guardsmith.sources import import_source
 
-    table_options = {"--mapping": mapping, "--map": map_, "--labels": labels, "--policy-file": policy_file,
-                     "--taxonomy": taxonomy}
+    table_options = {"--mapping": mapping, "--map": map_, "--labels": labels, "--categories": categories,
+                     "--policy-file": policy_file, "--taxonomy": taxonomy}
     if source == "table":
         from guardsmith.sources.table import configured
 
-        adapter = configured(mapping, map=map_, labels=labels, policy_file=policy_file, taxonomy=taxonomy,
-                             encoding=encoding)
+        adapter = configured(mapping, map=map_, labels=labels, categories=categories, policy_file=policy_file,
+                             taxonomy=taxonomy, encoding=encoding)
         encoding = encoding or adapter.mapping.encoding
         chosen: object = adapter
         split = split or "all"

@@ -14,56 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from guardsmith.errors import GuardsmithError
-
-AEGIS2_CATEGORIES: dict[str, str] = {
-    "S1": "Violence",
-    "S2": "Sexual",
-    "S3": "Criminal Planning/Confessions",
-    "S4": "Guns and Illegal Weapons",
-    "S5": "Controlled/Regulated Substances",
-    "S6": "Suicide and Self Harm",
-    "S7": "Sexual (minor)",
-    "S8": "Hate/Identity Hate",
-    "S9": "PII/Privacy",
-    "S10": "Harassment",
-    "S11": "Threat",
-    "S12": "Profanity",
-    "S13": "Needs Caution",
-    "S14": "Manipulation",
-    "S15": "Fraud/Deception",
-    "S16": "Malware",
-    "S17": "High Risk Gov Decision Making",
-    "S18": "Political/Misinformation/Conspiracy",
-    "S19": "Copyright/Trademark/Plagiarism",
-    "S20": "Unauthorized Advice",
-    "S21": "Illegal Activity",
-    "S22": "Immoral/Unethical",
-}
-
-WILDGUARD_CATEGORIES: dict[str, tuple[str, ...]] = {
-    "Privacy": (
-        "Sensitive Information (Organization)",
-        "Private Information (Individual)",
-        "Copyright Violations",
-    ),
-    "Misinformation": (
-        "False or Misleading Information",
-        "Material Harm by Misinformation",
-    ),
-    "Harmful language": (
-        "Social Stereotypes & Discrimination",
-        "Violence and Physical Harm",
-        "Toxic Language & Hate Speech",
-        "Sexual Content",
-    ),
-    "Malicious uses": (
-        "Cyberattacks",
-        "Fraud & Assisting Illegal Activities",
-        "Encouraging Unethical/Unsafe Actions",
-        "Mental Health & Over-Reliance Crisis",
-    ),
-}
-
+from guardsmith.vocabulary import AEGIS2_CATEGORIES, BUILT_IN_TAXONOMIES, SOURCE_VOCABULARIES, WILDGUARD_CATEGORIES
 
 @dataclass(frozen=True)
 class Taxonomy:
@@ -81,7 +32,7 @@ class Taxonomy:
 
 def _aegis2() -> Taxonomy:
     lines = [f"{code}: {name}" for code, name in AEGIS2_CATEGORIES.items()]
-    return Taxonomy("aegis2", "\n".join(lines), False, tuple(AEGIS2_CATEGORIES.values()))
+    return Taxonomy("aegis2", "\n".join(lines), False, BUILT_IN_TAXONOMIES["aegis2"])
 
 
 def _wildguard() -> Taxonomy:
@@ -89,8 +40,7 @@ def _wildguard() -> Taxonomy:
     for group, subs in WILDGUARD_CATEGORIES.items():
         lines.append(f"{group}:")
         lines.extend(f"  - {sub}" for sub in subs)
-    names = tuple(sub for subs in WILDGUARD_CATEGORIES.values() for sub in subs)
-    return Taxonomy("wildguard", "\n".join(lines), False, names)
+    return Taxonomy("wildguard", "\n".join(lines), False, BUILT_IN_TAXONOMIES["wildguard"])
 
 
 TAXONOMIES: dict[str, Taxonomy] = {"aegis2": _aegis2(), "wildguard": _wildguard()}
@@ -115,11 +65,6 @@ def custom_policy(text: str, name: str = "custom") -> Taxonomy:
     if not isinstance(text, str) or not text.strip():
         raise GuardsmithError(f"custom policy {name!r} has empty text")
     return Taxonomy(name, text.strip(), True, ())
-
-
-SOURCE_VOCABULARIES: dict[str, str] = {"jbb": "wildguard", "simplesafetytests": "wildguard"}
-"""Category vocabularies of data sets that are not policies (their rows keep the source's category
-names, see docs/data-sources.md) -> the built-in taxonomy a guard is prompted with for such rows."""
 
 
 def resolve_policy(row: Mapping[str, Any], taxonomy: str | Taxonomy | None = None) -> Taxonomy:

@@ -62,7 +62,8 @@ BATCH_ROWS = 4096
 
 @dataclass
 class ImportReport:
-    """What an import did: rows written, label counts per task, dropped rows and adjusted fields."""
+    """What an import did: rows written, label counts per task, dropped rows, adjusted fields,
+    notes and warnings."""
 
     source: str
     split: str
@@ -74,6 +75,7 @@ class ImportReport:
     adjusted: dict[str, int] = field(default_factory=dict)  # reason -> rows changed but kept
     taxonomies: dict[str, int] = field(default_factory=dict)  # taxonomy -> rows
     notes: dict[str, int] = field(default_factory=dict)  # reason -> rows (facts, not changes)
+    warnings: dict[str, int] = field(default_factory=dict)  # reason -> rows (worth a look)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +89,7 @@ class ImportReport:
             "adjusted": dict(self.adjusted),
             "taxonomies": dict(self.taxonomies),
             "notes": dict(self.notes),
+            "warnings": dict(self.warnings),
         }
 
     def __str__(self) -> str:
@@ -108,6 +111,9 @@ class ImportReport:
         if self.notes:
             lines.append("  notes:")
             lines += [f"    {n:>7}  {reason}" for reason, n in sorted(self.notes.items())]
+        if self.warnings:
+            lines.append("  warnings:")
+            lines += [f"    {n:>7}  {reason}" for reason, n in sorted(self.warnings.items())]
         return "\n".join(lines)
 
 
@@ -220,5 +226,6 @@ def import_source(
         adjusted=dict(tally.adjusted),
         taxonomies=dict(taxonomies),
         notes=dict(tally.notes),
+        warnings=dict(tally.warnings),
     )
 

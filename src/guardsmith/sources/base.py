@@ -44,6 +44,8 @@ class Tally:
     adjusted: Counter = field(default_factory=Counter)
     #: facts about kept rows worth reporting that are not changes (e.g. "unharmful: all flags known 0")
     notes: Counter = field(default_factory=Counter)
+    #: rows read in a way the user should look at (e.g. "no label column mapped")
+    warnings: Counter = field(default_factory=Counter)
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] += 1
@@ -53,6 +55,9 @@ class Tally:
 
     def note(self, reason: str) -> None:
         self.notes[reason] += 1
+
+    def warn(self, reason: str) -> None:
+        self.warnings[reason] += 1
 
 
 @dataclass
@@ -416,15 +421,31 @@ def _bad_text(uri: str, encoding: str, where: str, row: int | None, value: bytes
     )
 
 
+def _raw_lines(stream: IO[bytes], size: int = 1 << 16) -> Iterator[bytes]:
+    """Binary lines with universal line ends: ``\\r\\n``, ``\\n`` or a lone ``\\r`` (``bytes.splitlines``),
+    each kept on its line; read in chunks, so a file with only ``\\r`` line ends is streamed too."""
+    read = getattr(stream, "read1", stream.read)
+    pending = b""
+    while chunk := read(size):
+        lines = (pending + chunk).splitlines(keepends=True)
+        # the last piece may continue in the next chunk: no line end yet, or a \r whose \n follows
+        pending = lines.pop() if not lines[-1].endswith(b"\n") else b""
+        yield from lines
+    if pending:
+        yield pending
+
+
 def _decoded_lines(stream: IO[bytes], uri: str, counter: list[int], encoding: str = DEFAULT_ENCODING) -> Iterator[str]:
     """Decode binary lines strictly in ``encoding``; a bad byte is a DataError with byte offset
-    and line that names the ``--encoding`` flag. A leading BOM is dropped.
+    and line that names the ``--encoding`` flag. A leading BOM is dropped. Line ends are
+    universal (``\\r\\n``, ``\\n``, a lone ``\\r`` as Excel's "CSV (Macintosh)" writes) and come out
+    as ``\\n``, also inside quoted CSV fields.
 
     ``counter[0]`` must hold the index of the record being read (for the error's row).
     """
     offset = 0
     try:
-        for lineno, raw in enumerate(stream, start=1):
+        for lineno, raw in enumerate(_raw_lines(stream), start=1):
             try:
                 line = raw.decode(encoding)
             except UnicodeDecodeError as exc:
@@ -435,6 +456,10 @@ def _decoded_lines(stream: IO[bytes], uri: str, counter: list[int], encoding: st
             if lineno == 1 and line.startswith("\ufeff"):
                 line = line[1:]
             offset += len(raw)
+            if line.endswith("\r\n"):
+                line = line[:-2] + "\n"
+            elif line.endswith("\r"):
+                line = line[:-1] + "\n"
             yield line
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise _compressed_error(uri, exc) from None
@@ -505,8 +530,8 @@ def iter_json(stream: IO[bytes], uri: str, encoding: str = DEFAULT_ENCODING) -> 
 def iter_csv(stream: IO[bytes], uri: str, encoding: str = DEFAULT_ENCODING) -> Iterator[tuple[int, dict[str, Any]]]:
     """CSV with a header row; every value is text (empty fields are the empty string).
 
-    LF or CRLF line ends, quoted fields with newlines, a BOM; extra columns are kept (adapters
-    read the ones they need)."""
+    LF, CRLF or CR line ends (a quoted line end comes out as ``\\n``), quoted fields with newlines,
+    a BOM; extra columns are kept (adapters read the ones they need)."""
     csv.field_size_limit(2**31 - 1)
     counter = [0]
     reader = csv.reader(_decoded_lines(stream, uri, counter, encoding))

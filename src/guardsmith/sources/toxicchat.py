@@ -2,8 +2,10 @@
 
 Only rows with ``human_annotation`` true are kept (the rest are dropped and counted).
 ``toxicity`` 1/0 -> ``prompt_harm`` harmful/unharmful on ``user_input``; toxic rows whose
-``jailbreaking`` is 1 get the category ``jailbreaking``. ``model_output`` is not used (the
-labels are about the user input), so records are prompt-only. Ids: ``conv_id``.
+``jailbreaking`` is 1 get the category ``jailbreaking``: an attack marker, not a WildGuard harm
+category, so the rows' taxonomy is the source's own ``toxicchat`` (prompted with the built-in
+``wildguard`` policy, :data:`guardsmith.vocabulary.SOURCE_VOCABULARIES`). ``model_output`` is
+not used (the labels are about the user input), so records are prompt-only. Ids: ``conv_id``.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ class ToxicChat(SourceAdapter):
     """ToxicChat (lmsys/toxic-chat, toxicchat0124): prompt toxicity, human-annotated rows only."""
 
     name = "toxicchat"
+    taxonomy = "toxicchat"
     file_format = "csv"
     hf_dataset = "lmsys/toxic-chat"
     hf_splits = {"train": ("toxicchat0124", "train"), "test": ("toxicchat0124", "test")}
