@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pyarrow as pa  # noqa: E402
 import pytest  # noqa: E402
 
-from guardsmith import storage, tables  # noqa: E402
+from guardsmith import storage, tables, training  # noqa: E402
 from guardsmith.errors import DataError, GuardsmithError  # noqa: E402
 from guardsmith.guard import render_guard_messages  # noqa: E402
 from guardsmith.guard.examples import GUARD_COLUMNS  # noqa: E402
@@ -173,3 +173,54 @@ def test_grpo_runs_and_writes_reward_log(tmp_path, tiny_model):
     logs = [json.loads(x) for x in (out / "training_log.jsonl").read_text().splitlines()]
     assert any("rewards/label_reward/mean" in e and "guard/parse_failure_rate" in e for e in logs)
     assert _summary(tmp_path)["method"] == "grpo"
+
+
+# --------------------------------------------------------------------------- issue 10: re-runs of method sft
+
+def test_continual_sft_rerun_skips_refuses_other_work_and_overwrites(tmp_path, tiny_model):
+    _write(tmp_path / "train", [_row(i) for i in range(4)], TRACES)
+    _write(tmp_path / "difficult", [_row(10)], MINED)
+    ckpt = str(tmp_path / "ckpt")
+    same = dict(method="sft", mode="NR", train=str(tmp_path / "train"), difficult=str(tmp_path / "difficult"),
+                oversample=2, checkpoint_uri=ckpt, save_steps=1)
+    first = continual.run(_cfg(tmp_path, tiny_model, **same))
+    assert first.global_step == 2
+    manifest = (tmp_path / "out" / "_SUCCESS").read_bytes()
+    # the same work is a no-op; so are fields method sft never reads (sampling, rewards, dpo/grpo beta)
+    for unused in ({}, {"temperature": 0.1, "max_tokens": 7, "dpo_beta": 0.5, "grpo_beta": 0.2,
+                        "reward_fp_penalty": 3.0}):
+        assert continual.run(_cfg(tmp_path, tiny_model, **same, **unused)).global_step == 2
+        assert (tmp_path / "out" / "_SUCCESS").read_bytes() == manifest
+    # other work into the finished output: one line naming the field and --overwrite, nothing trained
+    with pytest.raises(GuardsmithError, match=r"other work: config\.oversample") as err:
+        continual.run(_cfg(tmp_path, tiny_model, **{**same, "oversample": 3}))
+    assert "--overwrite" in str(err.value) and "\n" not in str(err.value)
+    assert (tmp_path / "out" / "_SUCCESS").read_bytes() == manifest
+    # a checkpoint_uri holding another run's checkpoints is refused, even into a fresh output
+    with pytest.raises(GuardsmithError, match=r"checkpoint .*checkpoint-\d was saved by other work: config\.oversample"
+                       ) as err:
+        continual.run(_cfg(tmp_path, tiny_model, **{**same, "oversample": 3}, output=str(tmp_path / "out2")))
+    assert "\n" not in str(err.value) and not (tmp_path / "out2").exists()
+    # --overwrite retrains (other work's checkpoints discarded) and records the new value
+    redo = continual.run(_cfg(tmp_path, tiny_model, **{**same, "oversample": 3}, overwrite=True))
+    assert redo.global_step == 2 and redo.examples == 7
+    assert (tmp_path / "out" / "_SUCCESS").read_bytes() != manifest
+    assert _summary(tmp_path)["config"]["oversample"] == 3
+    saved = [storage.recorded_identity(uri)["config"]["oversample"]
+             for _, uri in training.committed_checkpoints(ckpt)]
+    assert saved and set(saved) == {3}
+
+
+def test_identity_leaves_out_the_fields_a_method_never_reads():
+    base = dict(base_model="m", output="o", train="t", difficult="d", pairs="p")
+
+    def digest(**kw):
+        return continual.identity(continual.ContinualConfig(**{**base, **kw})).digest
+
+    assert digest(method="sft", temperature=0.2, dpo_beta=0.9, reward_parse_failure=-5.0) == digest(method="sft")
+    assert digest(method="sft", oversample=3) != digest(method="sft")
+    assert digest(method="dpo", temperature=0.2, oversample=9, mode="NR") == digest(method="dpo")
+    assert digest(method="dpo", dpo_beta=0.3) != digest(method="dpo")
+    assert digest(method="grpo", dpo_beta=0.3) == digest(method="grpo")
+    assert digest(method="grpo", temperature=0.2) != digest(method="grpo")
+    assert digest(method="grpo", reward_fp_penalty=2.0) != digest(method="grpo")

@@ -281,7 +281,7 @@ def test_rerun_with_other_work_is_refused_and_overwrite_recomputes(tmp_path, tra
     before = server.stats.requests
     other_src = write_interactions(tmp_path / "other", rows[:10])
     cases = [
-        (dict(src=other_src), "input input"),
+        (dict(src=other_src), r"input table \(--input\)"),
         (dict(seed=9), "config.seed"),
         (dict(teacher=f"openai:{server.url}?model=another-teacher"), "config.teacher_model"),
     ]
@@ -343,6 +343,11 @@ def test_too_many_failed_rows_fail_the_stage_and_resume(tmp_path, source):
         before = srv.stats.requests
         ok = run(cfg(src, out, srv, shard_size=16, max_failed_fraction=0.1))  # how to run, not what: resumes
         assert ok.shards_reused == 3 and srv.stats.requests == before and ok.failed_rows == 3
+        # a finished output is held to the gate of the re-run: the stricter one fails as a fresh run would
+        with pytest.raises(GuardsmithError) as err:
+            run(cfg(src, out, srv, shard_size=16))
+        assert str(err.value) == msg and srv.stats.requests == before
+        assert run(cfg(src, out, srv, shard_size=16, max_failed_fraction=0.1)).skipped
     assert storage.read_table(out).num_rows == 37
 
 
@@ -519,3 +524,22 @@ def test_a_staging_folder_left_by_a_kill_mid_commit_is_not_a_shard(tmp_path, sou
     result = run(cfg(src, out, server))
     assert result.rows == len(rows) and sorted(storage.read_table(out).column("id").to_pylist()) == sorted(
         r["id"] for r in rows)
+
+
+def test_a_local_teacher_model_is_identified_by_its_content(tmp_path, source):
+    from guardsmith.teacher import job_identity
+
+    model = tmp_path / "models" / "qwen-teacher"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text('{"layers": 2}')
+    (model / "model.safetensors").write_bytes(b"weights-1")
+    for kind in ("vllm", "transformers"):
+        job = DistillConfig(input=source[0], output=str(tmp_path / "t"), teacher=f"{kind}:{model}")
+        first = job_identity(job)
+        assert first.inputs["teacher"] and first.config["teacher_model"] == "qwen-teacher"
+        assert job_identity(DistillConfig(input=source[0], output="o2", teacher=f"{kind}:file://{model}")) == first
+        (model / "model.safetensors").write_bytes(f"weights-{kind}".encode())  # republished at the same path
+        again = job_identity(job)
+        assert again.digest != first.digest and again.differences(first) == ["input teacher"]
+    openai = job_identity(DistillConfig(input=source[0], output="o", teacher="openai:http://h:1/v1?model=m"))
+    assert "teacher" not in openai.inputs  # an endpoint is identified by its model name only

@@ -179,19 +179,69 @@ def test_two_writers_on_one_output_leave_one_complete_result(tmp_path, interacti
     assert _ids(out, "traces") == collections.Counter(r["id"] for r in rows)
 
 
-def test_changed_input_into_a_finished_output_is_refused(tmp_path, interactions, teacher):
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> str:
+    from guardsmith.standins.tiny import build_tiny_causal_lm
+
+    return str(build_tiny_causal_lm(tmp_path_factory.mktemp("faults-base") / "tiny"))
+
+
+def _stage_args(stage: str, src: str, out: str, teacher: str, request) -> list[str]:
+    """The CLI of ``stage`` reading ``src`` (distill: interactions; filter: traces; sft and continual:
+    interactions in NR mode, one step of a tiny model) into ``out``."""
+    if stage == "distill":
+        return _distill_args(src, out, teacher)
+    if stage == "filter":
+        return _cli("filter", "--input", src, "--output", out, "--judge", teacher, "--rounds", "0",
+                    "--concurrency", "2", "--min-yield", "0")
+    train = ["--preset", "tiny-cpu", "--base-model", request.getfixturevalue("tiny_base"), "--train", src,
+             "--output", out, "--mode", "NR", "--max-steps", "1", "--batch-size", "4", "--per-device-batch-size", "4",
+             "--report-to", "none"]
+    return _cli(stage, *train, *(["--method", "sft"] if stage == "continual" else []))
+
+
+CHANGED_INPUT = {"distill": "input table (--input)", "filter": "input table (--input)", "sft": "input train",
+                 "continual": "input train"}
+
+
+def _contents(stage: str, out: str) -> collections.Counter | bytes:
+    """What a finished output holds: ids of a table, or the model's manifest."""
+    if stage in ("distill", "filter"):
+        return _ids(storage.join(out, "accepted") if stage == "filter" else out)
+    return Path(out, "_SUCCESS").read_bytes()
+
+
+@pytest.mark.parametrize("stage", ["distill", "filter", "sft", "continual"])
+def test_changed_input_into_a_finished_output_is_refused(tmp_path, interactions, teacher, stage, request):
     src, rows = interactions
-    out = str(tmp_path / "traces")
-    assert _run(_distill_args(src, out, teacher)).returncode == 0
     other = str(tmp_path / "other")
     storage.write_table(other, tables.from_records(rows[:10], "interactions"), "interactions")
-    refused = _run(_distill_args(other, out, teacher))
+    if stage == "filter":  # the filter reads traces: distill both inputs first
+        for name in ("src-traces", "other-traces"):
+            assert _run(_distill_args(src if name == "src-traces" else other, str(tmp_path / name), teacher)
+                        ).returncode == 0
+        src, other = str(tmp_path / "src-traces"), str(tmp_path / "other-traces")
+    out = str(tmp_path / "out")
+    first = _run(_stage_args(stage, src, out, teacher, request))
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = _contents(stage, out)
+    same = _run(_stage_args(stage, src, out, teacher, request))  # the same work: skipped, nothing rewritten
+    assert same.returncode == 0 and _contents(stage, out) == before, same.stderr[-2000:]
+    refused = _run(_stage_args(stage, other, out, teacher, request))
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
-    assert "input input" in refused.stderr and "--overwrite" in refused.stderr
-    assert _ids(out, "traces") == collections.Counter(r["id"] for r in rows)  # the finished output is untouched
-    replaced = _run([*_distill_args(other, out, teacher), "--overwrite"])
-    assert replaced.returncode == 0
-    assert _ids(out, "traces") == collections.Counter(r["id"] for r in rows[:10])
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("guardsmith: error:")]
+    assert len(errors) == 1 and CHANGED_INPUT[stage] in errors[0] and "--overwrite" in errors[0], refused.stderr
+    assert _contents(stage, out) == before  # the finished output is untouched
+    replaced = _run([*_stage_args(stage, other, out, teacher, request), "--overwrite"])
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    if stage == "distill":
+        assert _ids(out, "traces") == collections.Counter(r["id"] for r in rows[:10])
+    elif stage == "filter":
+        report = storage.read_json(storage.join(out, "report.json"))
+        assert report["rows"] == 10 and report["input"] == other
+    else:
+        summary = storage.read_json(storage.join(out, "guardsmith_training.json"))
+        assert summary["datasets"]["train"] == other and _contents(stage, out) != before
 
 
 def test_distill_through_a_faulty_endpoint_loses_and_duplicates_nothing(tmp_path, interactions):
@@ -218,3 +268,47 @@ def test_distill_through_a_faulty_endpoint_loses_and_duplicates_nothing(tmp_path
     assert 1 <= len(failed) <= 3  # the poisoned row and the rows that got a malformed body
     assert plan.pending == 0  # every injected fault was met
     assert str(len(failed)) in str(result)
+
+
+def test_filter_through_a_faulty_endpoint_loses_and_duplicates_nothing(tmp_path, interactions):
+    from guardsmith.stages import distill, filter as filter_stage
+
+    src_rows = [dict(r) for r in interactions[1]]
+    src_rows[5]["prompt"] = "POISON " + src_rows[5]["prompt"]
+    src, traces = str(tmp_path / "input"), str(tmp_path / "traces")
+    storage.write_table(src, tables.from_records(src_rows, "interactions"), "interactions")
+    with serve_offline(defects={}) as clean:
+        distill.run(distill.DistillConfig(input=src, output=traces, teacher=offline_spec(clean), concurrency=2))
+    plan = FaultPlan().drip(0.4).fail(429, retry_after=100000).malformed("list").poison("POISON")
+    out = str(tmp_path / "filtered")
+    with serve(OfflineTeacher({}, 0), faults=plan, model="offline-teacher") as server:
+        start = time.monotonic()
+        result = filter_stage.run(filter_stage.FilterConfig(
+            input=traces, output=out, judge=f"openai:{server.url}?model=offline-teacher", rules=["unparsed"],
+            rounds=0, concurrency=2, shard_size=8, max_retries=4, timeout_s=1.5, retry_after_max_s=0.2,
+            max_failed_fraction=0.25, min_yield=0.0))
+        elapsed = time.monotonic() - start
+    assert elapsed < 60, f"{elapsed:.1f} s: a Retry-After or a drip was not bounded"
+    accepted, rejected = _ids(result.accepted), _ids(result.rejected)
+    failed = _ids(result.failed, "failed")
+    assert max([*accepted.values(), *rejected.values(), *failed.values()]) == 1  # duplicated 0
+    assert set(accepted) | set(rejected) == {r["id"] for r in src_rows} and not set(accepted) & set(rejected)  # lost 0
+    assert src_rows[5]["id"] in failed and set(failed) <= set(rejected)  # a failed row is judged rejected, listed
+    assert 1 <= len(failed) <= 2  # the poisoned row and the row that got a malformed body
+    assert plan.pending == 0 and result.failed_rows == len(failed)
+
+
+def test_cheap_stages_record_their_identity_and_recompute_the_same_output(tmp_path, interactions):
+    from guardsmith.stages import data_import, subset
+
+    src, _ = interactions
+    out = str(tmp_path / "subset")
+    first = subset.run(subset.SubsetConfig(input=src, output=out, n=5, seed=3))
+    recorded = storage.recorded_identity(out)
+    assert recorded["stage"] == "subset" and recorded["config"]["n"] == 5
+    again = subset.run(subset.SubsetConfig(input=src, output=out, n=5, seed=3))  # recomputed, replaced atomically
+    assert storage.recorded_identity(out)["digest"] == recorded["digest"] and again.rows_out == first.rows_out == 5
+    assert _ids(out) == _ids(out, "interactions")
+    sample = str(tmp_path / "sample")
+    data_import.run(data_import.DataImportConfig(source="sample", split="test", output=sample))
+    assert storage.recorded_identity(sample)["config"]["split"] == "test"

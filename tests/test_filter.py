@@ -211,7 +211,7 @@ def test_rerun_with_other_input_or_rules_is_refused(data, server, tmp_path):
     fewer = str(tmp_path / "fewer")
     table = storage.read_table(data["traces"], "traces")
     storage.write_table(fewer, table.slice(0, 60), "traces")
-    for change, named in [({"rules": ["unparsed", "leakage"]}, "config.rules"), ({"input": fewer}, "input input"),
+    for change, named in [({"rules": ["unparsed", "leakage"]}, "config.rules"), ({"input": fewer}, r"input table \(--input\)"),
                           ({"max_words": 50}, "config.max_words"), ({"judge": None}, "config.judge_model")]:
         with pytest.raises(GuardsmithError, match=f"other work: .*{named}") as err:
             run(fcfg(data, "again", server, rounds=0, **change))
@@ -261,3 +261,34 @@ def test_judge_failures_are_counted_then_fatal_above_the_threshold(data, tmp_pat
         with pytest.raises(GuardsmithError, match="rows failed .* max_failed_fraction 0.01") as err:
             run(fcfg(data, "judged2", judge, rounds=0, rules=["unparsed"], max_failed_fraction=0.01))
         assert bad[0] in str(err.value)
+        # the finished output re-run with the stricter gate: refused as a fresh run would be, no request
+        before = judge.stats.requests
+        with pytest.raises(GuardsmithError, match="rows failed .* max_failed_fraction 0.01") as err2:
+            run(fcfg(data, "judged", judge, rounds=0, rules=["unparsed"], max_failed_fraction=0.01))
+        assert bad[0] in str(err2.value) and "\n" not in str(err2.value) and judge.stats.requests == before
+        assert storage.is_committed(result.accepted)
+
+
+def test_a_finished_output_is_held_to_the_current_yield_floor(data, server):
+    kw = dict(rounds=0, judge=None, rules=["overlength"], max_words=25)
+    first = run(fcfg(data, "gate", server, **kw))
+    assert 0 < first.yield_ < 0.95
+    assert run(fcfg(data, "gate", server, **kw, min_yield=first.yield_)).skipped  # min_yield is not the work
+    with pytest.raises(GuardsmithError, match=rf"yield {first.yield_:.1%} .* below min_yield 0.95 "
+                                              r"\(round 0 rejections: overlength \d+\)") as err:
+        run(fcfg(data, "gate", server, **kw, min_yield=0.95))
+    assert "\n" not in str(err.value) and "finished earlier" not in str(err.value)
+    assert storage.is_committed(first.accepted)  # the finished output stays
+
+
+def test_a_local_judge_or_teacher_model_is_identified_by_its_content(data, tmp_path):
+    from guardsmith.stages.filter import filter_identity
+
+    model = tmp_path / "judge-model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    cfg = FilterConfig(input=data["traces"], output=str(tmp_path / "f"), judge=f"vllm:{model}",
+                       teacher=f"transformers:{model}")
+    first = filter_identity(cfg)
+    (model / "config.json").write_text('{"republished": true}')
+    assert filter_identity(cfg).differences(first) == ["input judge", "input teacher"]

@@ -210,3 +210,26 @@ def test_tiny_model_end_to_end(tmp_path, tiny_model):
     for uri in (res.difficult, res.noise, res.pairs):
         assert storage.is_committed(uri)
     assert storage.read_json(res.report_json)["counts"]["mined"] == 5
+
+
+# --------------------------------------------------------------------------- issue 10: work identity
+
+def test_rerun_skips_same_work_refuses_other_work_and_overwrite_recomputes(tmp_path, pool, scripted, monkeypatch):
+    out = str(tmp_path / "out")
+    cfg = mine.MineConfig(model="unused", pool=pool, exclude=str(tmp_path / "sft"), output=out)
+    first = mine.run(cfg)
+    for name in ("mined", "difficult", "noise", "pairs", "generations"):
+        assert storage.recorded_identity(storage.join(out, name))["stage"] == "mine"
+    manifest = (tmp_path / "out" / "mined" / "_SUCCESS").read_bytes()
+    calls = []
+    monkeypatch.setattr(mine, "open_guard", lambda *a, **k: calls.append(1) or Scripted())
+    again = mine.run(cfg)
+    assert again.skipped and not calls and "finished earlier" in str(again)
+    assert (again.buckets, again.histogram, again.n_pairs) == (first.buckets, first.histogram, first.n_pairs)
+    assert (tmp_path / "out" / "mined" / "_SUCCESS").read_bytes() == manifest
+    with pytest.raises(GuardsmithError, match=r"other work: config\.noise_max; .*--overwrite") as err:
+        mine.run(mine.MineConfig(model="unused", pool=pool, exclude=str(tmp_path / "sft"), output=out, noise_max=0))
+    assert "\n" not in str(err.value) and not calls
+    redo = mine.run(mine.MineConfig(model="unused", pool=pool, exclude=str(tmp_path / "sft"), output=out,
+                                    noise_max=0, overwrite=True))
+    assert not redo.skipped and calls and redo.buckets["noise"] == 2

@@ -491,3 +491,61 @@ def test_tensorboard_logs_on_s3_survive_a_resume(tmp_path, tiny_model, s3_prefix
     logs = Path(storage.download_dir(f"{output}-tensorboard", str(tmp_path / "logs")))
     curves = sorted([s for s, _ in _scalars(f, "train/loss")] for f in _event_files(logs))
     assert curves == [[1, 2], [2]]
+
+
+# --------------------------------------------------------------------------- issue 10: SIGTERM
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_stops_in_one_line_and_a_rerun_resumes(tmp_path, tiny_model):
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    _write(tmp_path / "train", [_row(i) for i in range(8)])
+    out, ckpt = str(tmp_path / "out"), str(tmp_path / "ckpt")
+    args = [sys.executable, "-m", "guardsmith", "sft", "--preset", "tiny-cpu", "--base-model", str(tiny_model),
+            "--train", str(tmp_path / "train"), "--output", out, "--mode", "NR", "--max-steps", "30",
+            "--save-steps", "1000", "--logging-steps", "1", "--batch-size", "4", "--per-device-batch-size", "4",
+            "--checkpoint-uri", ckpt, "--work-dir", str(tmp_path / "work"), "--report-to", "none"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not any("step 2/30" in line for line in lines):  # training is under way
+            assert proc.poll() is None, "".join(lines)[-2000:]
+            assert time.monotonic() < deadline, "training did not start in time"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    reader.join(timeout=10)
+    err = "".join(lines)
+    assert proc.returncode == 1 and "Traceback" not in err, err[-2000:]
+    stop = re.search(r"guardsmith: error: sft stopped by SIGTERM; a re-run resumes from checkpoint-(\d+)", err)
+    assert stop, err[-2000:]
+    step = int(stop.group(1))
+    assert 2 <= step < 30 and storage.is_committed(storage.join(ckpt, f"checkpoint-{step}"))
+    assert not storage.exists(out)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming from step {step}" in done.stderr
+    summary = json.loads((Path(out) / "guardsmith_training.json").read_text())
+    assert summary["global_step"] == 30 and summary["resumed_from_step"] == step
+
+
+def test_the_sigterm_handler_is_restored_after_training(tmp_path, tiny_model):
+    import signal
+
+    _write(tmp_path / "train", [_row(i) for i in range(4)])
+    handler = signal.getsignal(signal.SIGTERM)
+    sft.run(_train_cfg(tmp_path, tiny_model, mode="NR", max_steps=1))
+    assert signal.getsignal(signal.SIGTERM) is handler

@@ -29,6 +29,7 @@ def mine(
     concurrency: int = 8,
     chunk_rows: int = 256,
     backend_options: Optional[Dict] = None,
+    overwrite: bool = False,
 ) -> NamedTuple("Outputs", [("difficult", str), ("noise", str), ("pairs", str), ("mined", str), ("report_md", str), ("n_pairs", int)]):
     """Best-of-N hard-sample mining with the trained guard over a held-out pool."""
     params = dict(locals())

@@ -131,7 +131,7 @@ def add_guard_training(p: Any, after: Sequence[Any] = ()) -> GuardTraining:
         model=tuned.outputs["output"], pool=pool_rows.outputs["output"], output=f"{p.work_root}/mine",
         exclude=chosen.outputs["output"], mode=p.mine_mode, dual=p.mine_dual, samples_per_row=p.mine_samples_per_row, temperature=p.mine_temperature,
         top_p=p.mine_top_p, max_tokens=p.mine_max_tokens, limit=p.mine_limit, noise_max=p.mine_noise_max, seed=p.mine_seed, backend=p.mine_backend,
-        concurrency=p.mine_concurrency), "mine", gpus=p.mine_gpus, pool=pool, display_name="mine hard samples")
+        concurrency=p.mine_concurrency, overwrite=p.sft_overwrite), "mine", gpus=p.mine_gpus, pool=pool, display_name="mine hard samples")
 
     # The rows continual training learns from get the teacher's reasoning, like the first SFT set
     # (otherwise R-mode targets of difficult rows fall back to `continual_missing_reasoning`).

@@ -83,17 +83,23 @@ class WorkIdentity:
 
     def differences(self, other: "WorkIdentity") -> list[str]:
         """Human names of what differs from ``other``: ``stage``, ``config.<field>``,
-        ``input <name>`` and ``guardsmith version``; empty when the two are the same work."""
+        ``input <name>`` (:func:`input_name`) and ``guardsmith version``; empty when the two are the same work."""
         out = []
         if self.stage != other.stage:
             out.append("stage")
         mine, theirs = _canonical(self.config), _canonical(other.config)
         out += [f"config.{k}" for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
-        out += [f"input {k}" for k in sorted(set(self.inputs) | set(other.inputs))
+        out += [input_name(k) for k in sorted(set(self.inputs) | set(other.inputs))
                 if self.inputs.get(k) != other.inputs.get(k)]
         if self.version != other.version:
             out.append(f"guardsmith version ({other.version} -> {self.version})")
         return out
+
+
+def input_name(name: str) -> str:
+    """How a difference names an input: ``input train``; the stages' ``input`` is named by its flag,
+    ``input table (--input)``."""
+    return "input table (--input)" if name == "input" else f"input {name}"
 
 
 def input_id(uri: str | None) -> str | None:

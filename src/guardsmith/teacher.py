@@ -143,6 +143,23 @@ def teacher_label(spec: str, role: str = "teacher") -> str:
     return str(given["model"])
 
 
+def model_location(spec: str | None) -> str | None:
+    """The model folder (path or URI) of a ``vllm:`` / ``transformers:`` spec, else None (an openai
+    endpoint is identified by its model name, :func:`teacher_label`)."""
+    kind, _, rest = str(spec or "").partition(":")
+    if kind.strip().lower() not in ("vllm", "transformers"):
+        return None
+    rest = rest.strip()
+    return rest[len("file://"):] if rest.startswith("file://") else (rest or None)
+
+
+def model_inputs(**specs: str | None) -> dict[str, str]:
+    """The work-identity inputs of teacher / judge specs (role -> spec): ``{role: folder}`` for each
+    local model folder, so the model is identified by its content (a republished model at the same
+    path is other work); openai specs add nothing (their model name is in the config)."""
+    return {role: loc for role, spec in specs.items() if (loc := model_location(spec)) is not None}
+
+
 def open_teacher(spec: str, cfg: TeacherSettings, endpoint_prefix: str = "") -> Backend:
     """Open a teacher (or judge) backend; errors name the spec with its credentials hidden."""
     try:
@@ -640,9 +657,12 @@ def shard_failed_uri(output: str, index: int) -> str:
 def job_identity(cfg: TracesJob, stage: str = "distill") -> WorkIdentity:
     """The work identity of a teacher run: the input's content, the settings that change the traces
     (``ids`` as a digest), the teacher's model name and the guardsmith version. The teacher spec
-    itself (host, credentials) is left out: the same model behind another address is the same work."""
+    itself (host, credentials) is left out: the same model behind another address is the same work.
+    A ``vllm:`` / ``transformers:`` teacher is also identified by the content of its model folder
+    (input ``teacher``, :func:`model_inputs`), so a model republished at the same path is other work."""
     ids = hashlib.sha256("\n".join(sorted(cfg.ids)).encode()).hexdigest()[:16] if cfg.ids else None
-    return work_identity(stage, cfg, {"input": cfg.input}, exclude=("input", "output", "teacher", "ids"),
+    return work_identity(stage, cfg, {"input": cfg.input, **model_inputs(teacher=cfg.teacher)},
+                         exclude=("input", "output", "teacher", "ids"),
                          extra={"teacher_model": teacher_label(cfg.teacher), "ids": ids})
 
 
@@ -689,18 +709,12 @@ class TracesRun:
         return len(self.failed_ids)
 
 
-def _failed_ids(uri: str) -> list[str]:
-    if not storage.is_committed(uri):
-        return []
-    return storage.read_table(uri, "failed").column("id").to_pylist()
-
-
 def write_traces(cfg: TracesJob, stage: str = "distill", check: bool = True,
                  backend: Callable[[], Backend] | None = None) -> TracesRun:
     """Distill (or budget-rewrite) ``cfg.input`` into the traces table ``cfg.output``; resumable.
 
-    A committed output of the same work is left alone (``skipped``); of other work it is refused
-    unless ``overwrite``. Failed rows are committed to ``<output>.failed``. With ``check`` the run
+    A committed output of the same work is left alone (``skipped``; with ``check`` its failed rows
+    are held to the current ``max_failed_fraction``); of other work it is refused unless ``overwrite``. Failed rows are committed to ``<output>.failed``. With ``check`` the run
     fails (``output`` not committed, shards kept) when more than ``max_failed_fraction`` of the
     rows failed or no teacher reply parsed; the filter checks its own totals instead.
 
@@ -716,9 +730,7 @@ def write_traces(cfg: TracesJob, stage: str = "distill", check: bool = True,
     if decide(cfg.output, identity, cfg.overwrite) == "skip":
         if not cfg.keep_shards:
             storage.remove(root)  # left over when a run stopped right after its final commit
-        fail_uri = failed_uri(cfg.output)
-        return TracesRun(skipped=True, failed_ids=_failed_ids(fail_uri),
-                         failed=fail_uri if storage.is_committed(fail_uri) else None)
+        return _finished(cfg, stage, check)
     try:
         return _write_traces(cfg, stage, check, identity, backend)
     except GuardsmithError:
@@ -727,9 +739,22 @@ def write_traces(cfg: TracesJob, stage: str = "distill", check: bool = True,
         recorded = storage.recorded_identity(cfg.output) if storage.is_committed(cfg.output) else None
         if recorded is None or recorded.get("digest") != identity.digest:
             raise
-        fail_uri = failed_uri(cfg.output)
-        return TracesRun(skipped=True, failed_ids=_failed_ids(fail_uri),
-                         failed=fail_uri if storage.is_committed(fail_uri) else None)
+        return _finished(cfg, stage, check)
+
+
+def _finished(cfg: TracesJob, stage: str, check: bool) -> TracesRun:
+    """The :class:`TracesRun` of an output the same work committed earlier. ``max_failed_fraction``
+    is a gate, not part of the work: with ``check`` the recorded failed rows are held to the current
+    gate, with the error a fresh run gives (the committed output stays)."""
+    fail_uri = failed_uri(cfg.output)
+    committed = storage.is_committed(fail_uri)
+    failed = storage.read_table(fail_uri, "failed") if committed else None
+    failed_ids = failed.column("id").to_pylist() if failed is not None else []
+    if check and failed_ids:
+        first = failed.column("detail")[0].as_py()
+        total = storage.read_table(cfg.output, columns=["id"]).num_rows + len(failed_ids)
+        check_failures(stage, failed_ids, total, cfg.max_failed_fraction, fail_uri, first)
+    return TracesRun(skipped=True, failed_ids=failed_ids, failed=fail_uri if committed else None)
 
 
 def _write_traces(cfg: TracesJob, stage: str, check: bool, identity: WorkIdentity,

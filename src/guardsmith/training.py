@@ -533,6 +533,84 @@ def checkpoint_callback(uri: str, keep: int, identity: WorkIdentity):
     return CheckpointSync()
 
 
+class SigtermStop:
+    """What `stop_on_sigterm` saw: whether SIGTERM arrived (`requested`) and the step at which the
+    trainer was told to save and stop (`at_step`, None while it was not)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.at_step: int | None = None
+
+    def wanted(self) -> bool:
+        """True when any process got SIGTERM: with several processes the flag is reduced over them
+        at every step, so all stop after the same step (a lone rank stopping would hang the others)."""
+        requested = self.requested
+        try:
+            import torch.distributed as dist
+        except ImportError:  # pragma: no cover (torch is there whenever a trainer runs)
+            return requested
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            import torch
+            from accelerate import PartialState
+
+            flag = torch.tensor([1 if requested else 0], device=PartialState().device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            requested = bool(flag.item())
+        return requested
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[SigtermStop]:
+    """While the block runs, SIGTERM (Kubernetes preemption, a KFP retry) only sets a flag; the
+    trainer checks it after each step (`sigterm_callback`), saves a checkpoint and stops. Installed
+    in the main thread only; the previous handler is restored afterwards."""
+    import signal
+    import threading
+
+    stop = SigtermStop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        stop.requested = True
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def sigterm_callback(stop: SigtermStop, save: bool):
+    """A `TrainerCallback` that, once SIGTERM arrived (`stop.wanted()`), tells the trainer to save a
+    checkpoint (when `save`: `checkpoint_callback` then uploads it before the trainer goes on) and to
+    stop after the current step."""
+    from transformers import TrainerCallback
+
+    class StopOnSigterm(TrainerCallback):
+        """Turns a SIGTERM into save-and-stop at the next step end."""
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: D102 (TrainerCallback hook)
+            if stop.at_step is None and stop.wanted():
+                stop.at_step = state.global_step
+                control.should_training_stop = True
+                if save:
+                    control.should_save = True
+            return control
+
+    return StopOnSigterm()
+
+
+def stopped_error(cfg: TrainConfig, stage: str, step: int) -> GuardsmithError:
+    """The one-line error of a run stopped by SIGTERM after `step`."""
+    if cfg.checkpoint_uri:
+        return GuardsmithError(f"{stage} stopped by SIGTERM; a re-run resumes from {CHECKPOINT_PREFIX}{step} "
+                               f"({redact(cfg.checkpoint_uri)})")
+    return GuardsmithError(f"{stage} stopped by SIGTERM at step {step}; no checkpoint_uri is set, so a re-run "
+                           "starts over")
+
+
 def checkpoint_callbacks(cfg: TrainConfig, identity: WorkIdentity) -> list[Any]:
     """`[checkpoint_callback(...)]` when `cfg.checkpoint_uri` is set, else []."""
     return [checkpoint_callback(cfg.checkpoint_uri, cfg.save_total_limit, identity)] if cfg.checkpoint_uri else []
@@ -932,19 +1010,41 @@ def train_and_publish(trainer, cfg: TrainConfig, rt: Runtime, *, stage: str, met
     uploaded to `logs_location(cfg)` with the same identity (`tensorboard_logs`).
     The folder is published with the run's work `identity` (recorded in its commit manifest), so a
     re-run of the same work finds it and does nothing (`finished_run`).
+    SIGTERM during training (`stop_on_sigterm`) makes the trainer save a checkpoint after the
+    current step, upload it to `checkpoint_uri` and stop; the run then fails with one line saying
+    a re-run resumes from that checkpoint. A SIGTERM that arrives after the last step lets the
+    publish finish.
     """
-    from guardsmith import __version__, model_card, storage
-    from guardsmith.model_store import local_model
-
     from transformers import PrinterCallback
 
-    resume_from, resume_step = resume
+    from guardsmith import storage
+
+    resume_from = resume[0]
     trainer.remove_callback(PrinterCallback)  # raw log dicts: replaced by one progress line per logging step
     trainer.add_callback(progress_callback(stage))
     logs = tensorboard_logs(trainer, cfg, identity, resuming=bool(resume_from))
-    start = time.monotonic()
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    wall = time.monotonic() - start
+    with stop_on_sigterm() as stop:  # SIGTERM: save a checkpoint, upload it, stop; during the publish: finish it
+        trainer.add_callback(sigterm_callback(stop, save=bool(cfg.checkpoint_uri)))
+        start = time.monotonic()
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        if stop.at_step is not None:
+            if logs is not None:
+                storage.upload_dir(str(logs), logs_location(cfg), identity=identity)
+            raise stopped_error(cfg, stage, stop.at_step)
+        return _publish(trainer, cfg, rt, result, time.monotonic() - start, stage=stage, method=method,
+                        title=title, resume=resume, examples=examples, data=data, identity=identity, logs=logs,
+                        extra_files=extra_files, description=description)
+
+
+def _publish(trainer, cfg: TrainConfig, rt: Runtime, result: Any, wall: float, *, stage: str, method: str,
+             title: str, resume: tuple[str | None, int], examples: int, data: TrainingData,
+             identity: WorkIdentity, logs: Path | None, extra_files: Callable[[], dict[str, str]] | None,
+             description: str | None) -> TrainingSummary:
+    """Save the trained model with its summary, log and card, and publish it (see `train_and_publish`)."""
+    from guardsmith import __version__, model_card, storage
+    from guardsmith.model_store import local_model
+
+    resume_from, resume_step = resume
     state = trainer.state
     steps_run = max(state.global_step - resume_step, 0)
     loss_history, reward_history = histories(state.log_history)

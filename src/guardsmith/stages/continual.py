@@ -387,16 +387,28 @@ def grpo_records(cfg: ContinualConfig) -> Prepared:
     return Prepared(records, data)
 
 
+_SAMPLING = ("samples_per_row", "temperature", "top_p", "max_tokens")
+_REWARD = tuple(f"reward_{k}" for k in ("prompt_weight", "response_weight", "refusal_weight", "fp_penalty",
+                                        "fn_penalty", "parse_failure"))
+UNUSED: dict[str, tuple[str, ...]] = {
+    "sft": (*_SAMPLING, *_REWARD, "dpo_beta", "grpo_beta"),
+    "dpo": (*_SAMPLING, *_REWARD, "grpo_beta", "oversample", "mode", "missing_reasoning", "prompt_style"),
+    "grpo": ("dpo_beta", "missing_reasoning"),
+}
+"""Config fields each method never reads: left out of its work identity, so changing one of them
+(say `temperature` with method sft) is the same work."""
+
+
 def identity(cfg: ContinualConfig):
     """The work identity of this run (`guardsmith.training.training_identity`): the inputs the
-    method reads, by content. The prompt style a base model was trained with comes with the base
-    model's identity."""
+    method reads, by content, and the config fields it reads (not those in `UNUSED`). The prompt
+    style a base model was trained with comes with the base model's identity."""
     from guardsmith import training
 
     used = ("pairs",) if cfg.method == "dpo" else ("train", "difficult", "reasoning_source")
     inputs = {name: getattr(cfg, name) if name in used else None
               for name in ("train", "difficult", "reasoning_source", "pairs")}
-    return training.training_identity("continual", cfg, inputs)
+    return training.training_identity("continual", cfg, inputs, exclude=UNUSED.get(cfg.method, ()))
 
 
 def run(cfg: ContinualConfig) -> ContinualResult:

@@ -1,6 +1,10 @@
 """The data_import stage: a public data set split, or the bundled sample, into an interactions table.
 
 `guardsmith data import` / `guardsmith data sample` and the `data_import` KFP component run it.
+
+Re-runs: the import is cheap and deterministic, so a re-run always recomputes and replaces the
+output atomically. The bundled sample's output records its work identity (source, split, the
+guardsmith version); the other sources write through `guardsmith.sources.import_source`.
 """
 from __future__ import annotations
 
@@ -52,8 +56,12 @@ def run(cfg: DataImportConfig) -> DataImportResult:
     if cfg.source == "sample":
         from guardsmith.standins.sample import load_sample
 
+        from guardsmith.identity import work_identity
+
         rows = load_sample(None if cfg.split in ("", "all") else cfg.split)
-        storage.write_table(cfg.output, tables.from_records(rows, "interactions"), schema_name="interactions")
+        identity = work_identity("data_import", cfg, {}, exclude=("output", "from_uri", "mapping", "encoding"))
+        storage.write_table(cfg.output, tables.from_records(rows, "interactions"), schema_name="interactions",
+                            identity=identity)
         return DataImportResult(cfg.output, len(rows), f"bundled sample/{cfg.split}: {len(rows)} rows -> {cfg.output}")
     from guardsmith.sources import import_source
 

@@ -18,7 +18,9 @@ changes the traces, the teacher's model name, the guardsmith version; see
 :func:`guardsmith.teacher.job_identity`) is recorded in the output's commit manifest. A re-run of
 the same work into a committed output does nothing; a re-run with another input, teacher or
 settings is refused with one line naming what differs, unless ``overwrite`` (then the output is
-recomputed and replaced). Selected rows are processed in shards of ``shard_size`` rows, in input
+recomputed and replaced). ``max_failed_fraction`` is a gate, not part of the work: a skipped re-run
+holds the recorded failed rows to it. A ``vllm:`` / ``transformers:`` teacher is identified by its
+model folder's content. Selected rows are processed in shards of ``shard_size`` rows, in input
 order, each committed as its own table ``<output>.shards/shard-00007`` (a sibling of the output: a
 table directory holds only its own parts) carrying the same identity. A re-run of the same work
 skips committed shards, so a crash or preemption loses at most the shard in flight and never

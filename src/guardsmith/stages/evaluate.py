@@ -24,6 +24,11 @@ sweep (F1 / precision / recall at 0.05 .. 0.95), also written as ``threshold_swe
 
 Outputs under ``output``: ``predictions`` and ``metrics`` tables, ``threshold_sweep.json`` (when
 any guard has scores) and ``report/`` (see :mod:`guardsmith.reporting`).
+
+Re-runs: the predictions and metrics tables record the run's work identity
+(:func:`evaluate_identity`: models and benchmarks by content, settings, guardsmith version); a
+re-run recomputes and replaces every output atomically (an evaluation is a measurement: running
+it again is how a changed model or serving stack is measured).
 """
 from __future__ import annotations
 
@@ -264,6 +269,19 @@ def score_group(labels: list[str], preds: list[list[str | None]], oks: list[list
     return {**agg, "f1_runs": [r.f1 for r in runs]}
 
 
+def evaluate_identity(cfg: EvaluateConfig, models: list[ModelSpec], benchmarks: list[tuple[str, str]]):
+    """The work identity of an evaluation (recorded in its predictions and metrics tables): each
+    model (its folder's content; a backend spec by name) and benchmark table by content, with its
+    name and options, the settings and the guardsmith version."""
+    from guardsmith.identity import work_identity
+    from guardsmith.teacher import model_location
+
+    inputs = {f"model {spec.name}": model_location(spec.uri) or spec.uri for spec in models}
+    inputs.update({f"benchmark {name}": uri for name, uri in benchmarks})
+    return work_identity("evaluate", cfg, inputs, exclude=("models", "benchmarks", "output"),
+                         extra={"model_specs": sorted(str(m) for m in cfg.models)})
+
+
 def run(cfg: EvaluateConfig) -> EvaluateResult:
     """Evaluate every model in every mode on every benchmark; write tables and the report."""
     from guardsmith import storage, tables
@@ -274,6 +292,7 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
     benchmarks = {name: load_benchmark(name, uri, cfg.tasks, cfg.limit) for name, uri in bench_specs}
     custom = set(cfg.custom_benchmarks) if cfg.custom_benchmarks is not None else {
         name for name, rows in benchmarks.items() if any(r.get("policy") for r in rows)}
+    identity = evaluate_identity(cfg, models, bench_specs)
     resolve_models(models)
     pred_uri, metrics_uri = storage.join(cfg.output, "predictions"), storage.join(cfg.output, "metrics")
     report_uri = storage.join(cfg.output, "report")
@@ -282,7 +301,7 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
     metric_schema = pa.schema(list(tables.schema("metrics")) + METRIC_EXTRAS,
                               metadata=tables.schema("metrics").metadata)
     metric_records: list[dict[str, Any]] = []
-    with storage.TableWriter(pred_uri, pred_schema, "predictions") as writer:
+    with storage.TableWriter(pred_uri, pred_schema, "predictions", identity=identity) as writer:
         for spec in models:
             fmt = get_format(spec.format or "guardsmith")
             left_out = [t for t in cfg.tasks if t not in fmt.tasks]
@@ -299,7 +318,7 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
                         metric_records += _evaluate_one(cfg, backend, writer, spec, fmt, name, mode, bench,
                                                         rows, bench in custom, track, scoring)
         storage.write_table(metrics_uri, pa.Table.from_pylist(metric_records, schema=metric_schema),
-                            "metrics")
+                            "metrics", identity=identity)
     sweep_uri = write_sweep(metric_records, storage.join(cfg.output, SWEEP_FILE))
     report = build_report([metrics_uri], report_uri, cfg.title)
     cards = write_model_cards(models, metric_records, storage.join(cfg.output, "model_cards"))

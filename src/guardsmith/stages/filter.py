@@ -219,8 +219,12 @@ def check_config(cfg: FilterConfig) -> None:
 def filter_identity(cfg: FilterConfig) -> WorkIdentity:
     """The work identity of a filter run: the input's content, rules and their parameters, sampling
     settings, the judge's and teacher's model names (not their addresses or credentials) and the
-    guardsmith version. ``min_yield`` is a gate on the result, not part of it."""
-    return work_identity("filter", cfg, {"input": cfg.input},
+    guardsmith version. A ``vllm:`` / ``transformers:`` judge or teacher is also identified by the
+    content of its model folder (inputs ``judge`` / ``teacher``). ``min_yield`` and
+    ``max_failed_fraction`` are gates on the result, not part of it: they are checked again when
+    a run skips (:func:`_check_gates`)."""
+    return work_identity("filter", cfg, {"input": cfg.input, **teacher.model_inputs(judge=cfg.judge,
+                                                                                    teacher=cfg.teacher)},
                          exclude=("input", "output", "teacher", "judge", "min_yield"),
                          extra={"judge_model": teacher.teacher_label(cfg.judge, "judge") if cfg.judge else None,
                                 "teacher_model": teacher.teacher_label(cfg.teacher) if cfg.teacher else None})
@@ -601,6 +605,37 @@ def _write_outputs(paths: Paths, rounds: int, identity: WorkIdentity) -> tuple[i
     return accepted, rejected
 
 
+def _check_gates(cfg: FilterConfig, rows: int, accepted: int, first: Counter[str], failed_ids: Sequence[str],
+                 first_detail: str | None, paths: Paths) -> None:
+    """Hold a run's numbers to ``max_failed_fraction`` and ``min_yield``: a one-line error above
+    the one or below the other (``first``: round 0 rejections by reason)."""
+    teacher.check_failures("filter", failed_ids, rows, cfg.max_failed_fraction, paths.failed, first_detail)
+    if rows and accepted / rows < cfg.min_yield:
+        top = ", ".join(f"{k} {v}" for k, v in first.most_common(3)) or "none"
+        where = (f"the verdicts are kept under {redact(paths.rounds)}" if storage.exists(paths.rounds)
+                 else f"the finished output stays at {redact(paths.output)}")
+        raise GuardsmithError(f"filter: yield {accepted / rows:.1%} ({accepted} of {rows} traces accepted) is "
+                              f"below min_yield {cfg.min_yield:g} (round 0 rejections: {top}); {where}")
+
+
+def _check_finished(cfg: FilterConfig, paths: Paths, report: Mapping[str, Any]) -> None:
+    """The gates of a run that skips (finished earlier by the same work), on its recorded numbers,
+    with the errors a fresh run gives."""
+    failed_ids: list[str] = []
+    first_detail = None
+    if report.get("failed_rows") and storage.is_committed(paths.failed):
+        failed = storage.read_table(paths.failed, "failed")
+        failed_ids = list(dict.fromkeys(failed.column("id").to_pylist()))
+        first_detail = failed.column("detail")[0].as_py() if failed.num_rows else None
+    first: Counter[str] = Counter()
+    if report.get("rounds"):
+        round0 = report["rounds"][0]
+        first.update({k: v["first_reason"] for k, v in round0.get("rules", {}).items()})
+        if "judge" in round0:
+            first[JUDGE] = round0["judge"]["rejected"]
+    _check_gates(cfg, int(report["rows"]), int(report["accepted"]), +first, failed_ids, first_detail, paths)
+
+
 def _report(cfg: FilterConfig, rows: int, stats: Sequence[RoundStats], accepted: int, failed: int,
             truncated: int, identity: WorkIdentity) -> dict[str, Any]:
     judge_on = bool(cfg.judge)
@@ -669,7 +704,9 @@ def run(cfg: FilterConfig) -> FilterResult:
     if decide(paths.accepted, identity, cfg.overwrite) == "skip" and storage.exists(paths.report_json):
         if not cfg.keep_rounds:
             storage.remove(paths.rounds)  # left over when a run stopped right after its last commit
-        return _result(cfg, storage.read_json(paths.report_json), skipped=True)
+        report = storage.read_json(paths.report_json)
+        _check_finished(cfg, paths, report)
+        return _result(cfg, report, skipped=True)
     rows, budgets, truncated = _scan(cfg)
     _check_rounds(paths, identity, cfg.overwrite)
     judge = _Judge(cfg) if cfg.judge else None
@@ -703,13 +740,8 @@ def run(cfg: FilterConfig) -> FilterResult:
                         if first_detail is None and batch.num_rows:
                             first_detail = batch.column(4)[0].as_py()
         distinct = list(dict.fromkeys(failed_ids))
-        teacher.check_failures("filter", distinct, rows, cfg.max_failed_fraction, paths.failed, first_detail)
         accepted = sum(st.accepted for st in stats)
-        if rows and accepted / rows < cfg.min_yield:
-            first = ", ".join(f"{k} {v}" for k, v in stats[0].first.most_common(3)) or "none"
-            raise GuardsmithError(f"filter: yield {accepted / rows:.1%} ({accepted} of {rows} traces accepted) is "
-                                  f"below min_yield {cfg.min_yield:g} (round 0 rejections: {first}); the verdicts "
-                                  f"are kept under {redact(paths.rounds)}")
+        _check_gates(cfg, rows, accepted, stats[0].first, distinct, first_detail, paths)
         report = _report(cfg, rows, stats, accepted, len(distinct), truncated, identity)
         with teacher.commit_section():
             storage.write_json_atomic(paths.report_json, report)

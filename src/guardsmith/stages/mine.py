@@ -10,6 +10,12 @@ is *noise* (likely label noise, kept apart), anything between is *difficult*.
 Outputs under ``output``: ``mined`` (every scored row), ``difficult``, ``noise`` (``mined``
 schema), ``pairs`` (DPO pairs, :data:`PAIRS_SCHEMA`), ``generations`` (every sample), and
 ``report.json`` / ``report.md`` with the bucket histogram.
+
+Re-runs: every table records the run's work identity (:func:`mine_identity`: the guard model and
+the pool and exclude tables by content, the settings, the guardsmith version). ``mined`` is
+committed last of the tables, then the report: a re-run of the same work into a finished output
+skips (no sampling); other work is refused naming the difference unless ``overwrite`` (then every
+output is recomputed and replaced).
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import pyarrow as pa
 from guardsmith import settings, tables
 from guardsmith.config import option
 from guardsmith.errors import DataError, GuardsmithError
+from guardsmith.identity import WorkIdentity, decide, work_identity
 from guardsmith.guard_runner import GuardRow, is_correct, labelled_tasks, open_guard, run_guard
 
 HELP = (
@@ -61,6 +68,8 @@ class MineConfig(settings.sampling(samples_per_row=4), settings.backend()):
     pairs_per_row: int = option(1, "At most this many (chosen, rejected) pairs per row, each "
                                    "sample used once.")
     limit: int | None = option(None, "Mine at most this many eligible rows (after exclusion).")
+    overwrite: bool = option(False, "Replace outputs made by other work (another model, pool or settings); "
+                                    "output of the same work is kept (skipped) either way.")
 
 
 CONFIG = MineConfig
@@ -85,10 +94,13 @@ class MineResult:
     histogram: dict[int, int]
     n_pairs: int
     parse_error_rate: float
+    skipped: bool = False
 
     def __str__(self) -> str:
         shares = ", ".join(f"{b} {self.buckets.get(b, 0)}" for b in BUCKETS)
+        head = ["finished earlier by the same work; nothing to do"] if self.skipped else []
         return "\n".join([
+            *head,
             f"pool rows {self.rows_read}, excluded {self.excluded}, unlabelled {self.unlabelled}, "
             f"mined {self.scored}",
             f"buckets: {shares}; DPO pairs {self.n_pairs}; sample parse-error rate "
@@ -241,16 +253,48 @@ def histogram_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def mine_identity(cfg: MineConfig) -> WorkIdentity:
+    """The work identity of a mine run: the guard model (its folder's content; a backend spec by
+    name), the pool and exclude tables by content, the settings and the guardsmith version."""
+    from guardsmith.teacher import model_location
+
+    model = model_location(cfg.model) or cfg.model
+    return work_identity("mine", cfg, {"model": model, "pool": cfg.pool, "exclude": cfg.exclude},
+                         exclude=("model", "pool", "exclude", "output"))
+
+
+def _finished(uris: Mapping[str, str], report: Mapping[str, Any]) -> MineResult:
+    """The result of a run of the same work committed earlier, from its report."""
+    counts = report["counts"]
+    return MineResult(
+        difficult=uris["difficult"], noise=uris["noise"], mined=uris["mined"], pairs=uris["pairs"],
+        generations=uris["generations"], report_json=uris["report.json"], report_md=uris["report.md"],
+        rows_read=counts["rows_read"], excluded=counts["excluded"], unlabelled=counts["unlabelled"],
+        scored=counts["mined"], buckets=dict(report["buckets"]),
+        histogram={int(k): v for k, v in report["histogram"].items()}, n_pairs=counts["pairs"],
+        parse_error_rate=report["parse_error_rate"], skipped=True,
+    )
+
+
 def run(cfg: MineConfig) -> MineResult:
-    """Mine the pool; write every output atomically under ``cfg.output``."""
+    """Mine the pool; write every output atomically under ``cfg.output`` (a no-op when the same work
+    finished there; other work there is refused unless ``overwrite``)."""
     from guardsmith import storage, tables
     from guardsmith.progress import track
 
     check_config(cfg)
+    done = {name: storage.join(cfg.output, name) for name in ("mined", "difficult", "noise", "pairs", "generations",
+                                                              "report.json", "report.md")}
+    identity = None
+    if storage.is_committed(done["mined"]):
+        identity = mine_identity(cfg)
+        if decide(done["mined"], identity, cfg.overwrite) == "skip" and storage.exists(done["report.json"]):
+            return _finished(done, storage.read_json(done["report.json"]))
     easy_min = cfg.samples_per_row if cfg.easy_min is None else cfg.easy_min
     excluded_ids = read_ids(cfg.exclude) if cfg.exclude else set()
     total = count_rows(cfg.pool, "interactions")
     backend = open_guard(cfg.model, settings.group_values(cfg, settings.BackendChoice))
+    identity = identity or mine_identity(cfg)  # after the checks: bad input is reported the same on every run
     uris = {name: storage.join(cfg.output, name) for name in ("mined", "difficult", "noise", "pairs", "generations")}
     counts = Counter(rows_read=0, excluded=0, unlabelled=0)
 
@@ -274,9 +318,9 @@ def run(cfg: MineConfig) -> MineResult:
     with backend, ExitStack() as stack:
         def sink(name: str, schema_name: str | None) -> RecordSink:
             if schema_name is None:
-                writer = stack.enter_context(storage.TableWriter(uris[name], PAIRS_SCHEMA))
+                writer = stack.enter_context(storage.TableWriter(uris[name], PAIRS_SCHEMA, identity=identity))
                 return RecordSink(writer, lambda recs: pa.Table.from_pylist(recs, schema=PAIRS_SCHEMA))
-            writer = stack.enter_context(storage.TableWriter(uris[name], schema_name))
+            writer = stack.enter_context(storage.TableWriter(uris[name], schema_name, identity=identity))
             return RecordSink(writer, lambda recs: tables.from_records(recs, schema_name, file=uris[name]))
 
         out = {"mined": sink("mined", "mined"), "difficult": sink("difficult", "mined"),
@@ -321,6 +365,7 @@ def run(cfg: MineConfig) -> MineResult:
         "bucket_share": {b: (v / scored if scored else 0.0) for b, v in buckets.items()},
         "parse_error_rate": parse_error_rate,
         "outputs": dict(uris),
+        "identity": identity.to_json(),
     }
     report_json, report_md = storage.join(cfg.output, "report.json"), storage.join(cfg.output, "report.md")
     storage.write_json_atomic(report_json, report)

@@ -13,6 +13,10 @@ complete. ``n`` at or above the row count copies the whole table (and says so).
 input row whose id, or whose prompt text (case and white space ignored), appears in one of them is
 never chosen; how many were held apart is reported. The guard_then_boundary pipeline uses it so
 that the generator's RL prompts are not the guard's own training rows.
+
+Re-runs: the output records its work identity (input and exclude tables by content, ``n``,
+``seed``, the guardsmith version). The stage is cheap and deterministic, so a re-run always
+recomputes and replaces the output atomically (same work: the same rows again).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import pyarrow as pa
 
 from guardsmith.config import option
 from guardsmith.errors import GuardsmithError
+from guardsmith.identity import work_identity
 
 HELP = (
     "Write a seeded random sample of N rows of an interactions table (rows keep their input "
@@ -123,7 +128,9 @@ def run(cfg: SubsetConfig) -> SubsetResult:
         raise GuardsmithError(f"{cfg.input}: all {total} rows are held apart by --exclude {', '.join(cfg.exclude)}")
     chosen = set(choose(eligible, cfg.n, cfg.seed))
     ordinal = 0
-    with storage.TableWriter(cfg.output, SCHEMA) as writer:
+    inputs = {"input": cfg.input, **{f"exclude {i}": uri for i, uri in enumerate(cfg.exclude or [])}}
+    identity = work_identity("subset", cfg, inputs, exclude=("input", "output", "exclude"))
+    with storage.TableWriter(cfg.output, SCHEMA, identity=identity) as writer:
         for batch in track(storage.iter_batches(cfg.input, schema_name=SCHEMA), "subset"):
             picked = []
             for i in _eligible(batch, apart):
