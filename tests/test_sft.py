@@ -549,3 +549,23 @@ def test_the_sigterm_handler_is_restored_after_training(tmp_path, tiny_model):
     handler = signal.getsignal(signal.SIGTERM)
     sft.run(_train_cfg(tmp_path, tiny_model, mode="NR", max_steps=1))
     assert signal.getsignal(signal.SIGTERM) is handler
+
+
+def test_prompts_that_fill_max_length_are_refused_or_counted(tmp_path, tiny_model):
+    """A prompt of max_length tokens or more leaves no completion token: TRL drops such examples, and
+    when it dropped them all it failed with an IndexError from `datasets`. Now every example over is
+    one line before training, some over are counted in the model's facts."""
+    _write(tmp_path / "train", [_row(i) for i in range(8)])
+    with pytest.raises(GuardsmithError) as err:
+        sft.run(_train_cfg(tmp_path, tiny_model, max_length=32))
+    message = str(err.value)
+    assert "8 of 8 examples have a prompt of at least max_length 32 tokens" in message
+    assert "--max-length" in message and "sft_max_length" in message and "\n" not in message
+    assert not (tmp_path / "out").exists()
+
+    rows = [_row(i) for i in range(8)]
+    rows[0]["prompt"] = "word " * 400  # the others stay well under 640 tokens
+    _write(tmp_path / "train2", rows)
+    result = sft.run(_train_cfg(tmp_path, tiny_model, train=str(tmp_path / "train2"), output=str(tmp_path / "out2")))
+    summary = json.loads((tmp_path / "out2" / "guardsmith_training.json").read_text())
+    assert result.global_step == 2 and summary["facts"]["prompts_at_max_length"] == 1

@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -344,8 +344,11 @@ def sft_dataset(examples: Sequence[dict[str, Any]]):
     })
 
 
-def token_lengths(tokenizer, examples: Sequence[dict[str, Any]], limit: int = 2000) -> dict[str, float]:
-    """Prompt/completion token statistics of (at most `limit`) examples, rendered with the chat template."""
+def token_lengths(tokenizer, examples: Sequence[dict[str, Any]], limit: int = 2000,
+                  max_length: int | None = None) -> dict[str, float]:
+    """Prompt/completion token statistics of (at most `limit`) examples, rendered with the chat
+    template; with ``max_length``, also how many of them have a prompt of at least that many tokens
+    (``prompts_at_max_length``: cut at ``max_length``, nothing of their completion is left to learn)."""
     prompt_lens, total_lens = [], []
     for e in list(examples)[:limit]:
         p = tokenizer.apply_chat_template(list(e["messages"]), add_generation_prompt=True, tokenize=True)
@@ -355,12 +358,29 @@ def token_lengths(tokenizer, examples: Sequence[dict[str, Any]], limit: int = 20
         total_lens.append(len(_ids(full)))
     if not prompt_lens:
         return {}
-    return {
+    out = {
         "prompt_tokens_mean": round(sum(prompt_lens) / len(prompt_lens), 1),
         "prompt_tokens_max": max(prompt_lens),
         "total_tokens_mean": round(sum(total_lens) / len(total_lens), 1),
         "total_tokens_max": max(total_lens),
     }
+    if max_length is not None:
+        out["prompts_at_max_length"] = sum(n >= max_length for n in prompt_lens)
+    return out
+
+
+def check_prompt_room(stage: str, lengths: Mapping[str, float], measured: int, max_length: int) -> None:
+    """Refuse a training set whose every (measured) prompt fills ``max_length`` (TRL would drop them
+    all and fail without a word); warn with the count when some do (TRL drops those)."""
+    full = int(lengths.get("prompts_at_max_length", 0))
+    if not full:
+        return
+    what = (f"{full} of {measured} examples{' measured' if measured >= 2000 else ''} have a prompt of at least "
+            f"max_length {max_length} tokens (longest {int(lengths['prompt_tokens_max'])})")
+    if full >= measured:
+        raise GuardsmithError(f"{stage}: {what}: no completion token is left to learn; raise --max-length "
+                              f"(pipelines: {stage}_max_length) or shorten the prompts (e.g. the policy text)")
+    log_line(stage, f"{what}: the trainer drops them; raise --max-length to keep them")
 
 
 def _ids(encoded: Any) -> list[int]:
@@ -1101,7 +1121,8 @@ def train_sft(cfg: TrainConfig, prepared: Prepared, *, stage: str, identity: Wor
     model_dir = local_model(cfg.base_model)
     tokenizer = load_tokenizer(model_dir)
     expanded = expand_weights(prepared.examples, cfg.seed)
-    lengths = token_lengths(tokenizer, prepared.examples)
+    lengths = token_lengths(tokenizer, prepared.examples, max_length=cfg.max_length)
+    check_prompt_room(stage, lengths, min(len(prepared.examples), 2000), cfg.max_length)
     if lengths.get("total_tokens_max", 0) > cfg.max_length:
         log_line(stage, f"some examples exceed max_length {cfg.max_length} ({lengths}); they are truncated")
     with work_folder(cfg, stage) as work:
