@@ -259,6 +259,69 @@ def test_pipeline_plans_and_names_its_prompt_sets():
             plan_prompt_sets.python_func(specs=[{**specs[1], "min_words": bad}], work_root="s3://b/r")
 
 
+# --------------------------------------------------------------------------- issue 10: work identity
+
+def test_rerun_skips_same_work_refuses_other_work_and_overwrite_recomputes(tmp_path, scripted, judge, monkeypatch):
+    model, sets = scripted
+    cfg = _cfg(tmp_path, base=f"base={model}", judge=judge, prompt_sets=sets, scorer="rule:any")
+    first = be.run(cfg)
+    out = tmp_path / "out"
+    for name in ("judged_outputs", "metrics"):
+        recorded = storage.recorded_identity(str(out / name))
+        assert recorded["stage"] == "boundary_eval" and recorded["config"]["judge_model"]
+        assert {"generator base", "prompt set jailbreak", "prompt set ambiguous"} <= set(recorded["inputs"])
+        assert "overwrite" not in recorded["config"] and "judge" not in recorded["config"]
+    manifests = {n: (out / n / "_SUCCESS").read_bytes() for n in ("judged_outputs", "metrics")}
+    report = (out / "report" / "report.html").read_bytes()
+
+    calls = []
+    monkeypatch.setattr(be, "open_generator", lambda gen, cfg: calls.append(gen.name) or Scripted())
+    again = be.run(cfg)
+    assert again.skipped and not calls and "finished earlier" in str(again)
+    assert again.summary == first.summary and (again.metrics, again.report_html) == (first.metrics, first.report_html)
+    assert {n: (out / n / "_SUCCESS").read_bytes() for n in manifests} == manifests
+    assert (out / "report" / "report.html").read_bytes() == report
+
+    with pytest.raises(GuardsmithError, match=r"other work: config\.tau; .*--overwrite") as err:
+        be.run(_cfg(tmp_path, base=f"base={model}", judge=judge, prompt_sets=sets, scorer="rule:any", tau=0.8))
+    assert "\n" not in str(err.value) and not calls
+    _write_set(str(tmp_path / "amb"), [_row("b1", *SCRIPT["b1"][:2])])  # the same prompt set, other rows
+    with pytest.raises(GuardsmithError, match=r"other work: input prompt set ambiguous;"):
+        be.run(cfg)
+    assert not calls
+
+    redo = be.run(_cfg(tmp_path, base=f"base={model}", judge=judge, prompt_sets=sets, scorer="rule:any", tau=0.8,
+                       overwrite=True))
+    assert not redo.skipped and calls == ["base"]
+    metrics = storage.read_table(redo.metrics).to_pylist()
+    assert {m["tau"] for m in metrics} == {0.8}
+    assert {m["outputs"] for m in metrics if m["prompt_set"] == "ambiguous"} == {1}
+    assert storage.recorded_identity(redo.judged)["config"]["tau"] == 0.8
+    assert be.run(_cfg(tmp_path, base=f"base={model}", judge=judge, prompt_sets=sets, scorer="rule:any",
+                       tau=0.8)).skipped
+
+
+def test_identity_names_endpoints_by_model_and_local_models_by_content(tmp_path, scripted):
+    model, sets = scripted
+    cfg = _cfg(tmp_path, base="base=openai:http://user:secret@gen-a:8000/v1?model=gen", models=[f"v={model}"],
+               scorer=f"guard:{model}?device=cpu&batch_size=4", prompt_sets=sets,
+               judge="openai:http://judge-a/v1?model=j&api_key_env=KEY")
+    generators, _, set_specs = be.check_config(cfg)
+    ident = be.eval_identity(cfg, generators, set_specs)
+    assert "generator base" not in ident.inputs and {"generator v", "scorer"} <= set(ident.inputs)
+    assert ident.config["judge_model"] == "j" and ident.config["scorer"] == {"kind": "guard", "options": {}}
+    assert "secret" not in json.dumps(ident.to_json())
+    moved = _cfg(tmp_path, base="base=openai:http://gen-b:9000/v1?model=gen", models=[f"v={model}"],
+                 scorer=f"guard:{model}?batch_size=16", prompt_sets=sets, judge="openai:http://judge-b/v1?model=j")
+    assert be.eval_identity(moved, *be.check_config(moved)[::2]).digest == ident.digest
+    other = _cfg(tmp_path, base="base=openai:http://gen-a:8000/v1?model=gen2", models=[f"v={model}"],
+                 scorer=f"guard:{model}", prompt_sets=sets, judge="openai:http://judge-a/v1?model=j")
+    assert be.eval_identity(other, *be.check_config(other)[::2]).differences(ident) == ["config.generators"]
+    (Path(model) / "config.json").write_text('{"changed": true}')
+    changed = be.eval_identity(cfg, generators, set_specs).differences(ident)
+    assert changed == ["input generator v", "input scorer"]
+
+
 # --------------------------------------------------------------------------- bad input
 
 def test_missing_prompt_column_writes_nothing(tmp_path, scripted, judge):

@@ -312,3 +312,34 @@ def test_cheap_stages_record_their_identity_and_recompute_the_same_output(tmp_pa
     sample = str(tmp_path / "sample")
     data_import.run(data_import.DataImportConfig(source="sample", split="test", output=sample))
     assert storage.recorded_identity(sample)["config"]["split"] == "test"
+
+
+def test_boundary_eval_of_a_retrained_generator_is_refused_then_overwritten(tmp_path, interactions, teacher, tiny_base):
+    import shutil
+
+    from guardsmith.standins.tiny import build_tiny_causal_lm
+
+    src, _ = interactions
+    gen = tmp_path / "generator"
+    shutil.copytree(tiny_base, gen)
+    out = tmp_path / "eval"
+    args = _cli("boundary-eval", "--base", f"base={gen}", "--scorer", "rule:keywords", "--judge", teacher,
+                "--prompt-sets", f"sample={src}", "--output", str(out), "--limit", "3", "--max-tokens", "8")
+    first = _run(args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {n: (out / n / "_SUCCESS").read_bytes() for n in ("judged_outputs", "metrics")}
+    same = _run(args)  # the same work: skipped, nothing generated, judged or rewritten
+    assert same.returncode == 0 and "finished earlier by the same work" in same.stdout, same.stderr[-2000:]
+    assert {n: (out / n / "_SUCCESS").read_bytes() for n in before} == before
+    shutil.rmtree(gen)
+    build_tiny_causal_lm(gen, seed=1)  # retrained at the same path
+    refused = _run(args)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("guardsmith: error:")]
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert len(errors) == 1 and "input generator base" in errors[0] and "--overwrite" in errors[0], refused.stderr
+    assert {n: (out / n / "_SUCCESS").read_bytes() for n in before} == before  # the finished output is untouched
+    redone = _run([*args, "--overwrite"])
+    assert redone.returncode == 0 and "finished earlier" not in redone.stdout, redone.stderr[-2000:]
+    assert (out / "metrics" / "_SUCCESS").read_bytes() != before["metrics"]
+    again = _run(args)  # the new evaluation is now the same work
+    assert again.returncode == 0 and "finished earlier by the same work" in again.stdout, again.stderr[-2000:]

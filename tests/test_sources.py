@@ -832,3 +832,75 @@ def test_fixture_layouts_import_by_their_documented_command(name, rows, labels, 
     argv[argv.index("--out") + 1] = str(tmp_path / "out")
     assert main(argv) == 0, capsys.readouterr().err
     assert parse_report(capsys.readouterr().out)[:2] == (rows, labels)
+
+
+# ------------------------------------------------------------------------------------ issue 10: work identity
+
+def test_data_import_records_its_work_identity_for_every_source(tmp_path):
+    from guardsmith.identity import input_id
+    from guardsmith.stages.data_import import DataImportConfig, run
+
+    files = [str(FIX / "train.json"), str(FIX / "refusals_train.json")]
+    out = str(tmp_path / "aegis")
+    result = run(DataImportConfig(source="aegis2", split="train", from_uri=",".join(files), output=out))
+    assert result.rows == 9
+    recorded = storage.recorded_identity(out)
+    assert recorded["stage"] == "data_import" and recorded["version"]
+    assert (recorded["config"]["source"], recorded["config"]["split"]) == ("aegis2", "train")
+    assert recorded["inputs"] == {"from 1": input_id(files[0]), "from 2": input_id(files[1])}
+    assert recorded["config"]["file_names"] == ["train.json", "refusals_train.json"]
+    assert "output" not in recorded["config"] and "from_uri" not in recorded["config"]
+    run(DataImportConfig(source="aegis2", split="train", from_uri=",".join(files), output=out))  # recomputed
+    assert storage.recorded_identity(out)["digest"] == recorded["digest"]
+
+    # one file, copied elsewhere: the same content is the same input; other bytes are another
+    copy = tmp_path / "copy" / "samples-1680.jsonl.gz"
+    copy.parent.mkdir()
+    copy.write_bytes((FIX / "samples-1680.jsonl.gz").read_bytes())
+    one = [run(DataImportConfig(source="openai_moderation", split="train", from_uri=uri, output=str(tmp_path / name)))
+           for uri, name in ((str(FIX / "samples-1680.jsonl.gz"), "a"), (copy.as_uri(), "b"))]
+    assert [r.rows for r in one] == [6, 6]
+    a, b = storage.recorded_identity(str(tmp_path / "a")), storage.recorded_identity(str(tmp_path / "b"))
+    assert a["digest"] == b["digest"] and set(a["inputs"]) == {"from"}
+
+
+def test_data_import_of_a_table_records_the_mapping_by_content(tmp_path):
+    from guardsmith.stages.data_import import DataImportConfig, run
+
+    data = tmp_path / "mine.csv"
+    data.write_text("text,verdict\nhello there,safe\nhow to hurt,unsafe\n", encoding="cp1252")
+    policy = tmp_path / "policy.txt"
+    policy.write_text("No harm.\n")
+    mapping = (f"map: {{prompt: text, prompt_harm: verdict}}\nlabels: {{safe: unharmful, unsafe: harmful}}\n"
+               f"policy_file: {policy}\n")
+    out = str(tmp_path / "out")
+    assert run(DataImportConfig(source="table", split="all", from_uri=str(data), output=out, mapping=mapping,
+                                encoding="cp1252")).rows == 2
+    recorded = storage.recorded_identity(out)
+    assert (recorded["config"]["mapping"]["policy"], recorded["config"]["mapping"]["policy_file"]) == ("No harm.", None)
+    assert recorded["config"]["mapping"]["labels"] == {"safe": "unharmful", "unsafe": "harmful"}
+    assert recorded["config"]["encoding"] == "cp1252" and set(recorded["inputs"]) == {"from"}
+    (tmp_path / "elsewhere").mkdir()
+    moved = tmp_path / "elsewhere" / "policy.txt"
+    moved.write_text("No harm.\n")
+    run(DataImportConfig(source="table", split="all", from_uri=str(data), output=out,
+                         mapping=mapping.replace(str(policy), str(moved)), encoding="cp1252"))
+    assert storage.recorded_identity(out)["digest"] == recorded["digest"]  # the policy by its text, not its path
+
+
+def test_import_source_takes_an_identity_or_a_function_giving_one(tmp_path):
+    from guardsmith.identity import WorkIdentity
+
+    made = WorkIdentity(stage="data_import", config={"n": 1})
+    import_source("xstest", "prompts", str(FIX / "xstest_v2_prompts.csv"), str(tmp_path / "a"), identity=made)
+    assert storage.recorded_identity(str(tmp_path / "a"))["digest"] == made.digest
+    calls = []
+    with pytest.raises(GuardsmithError, match="unknown|split"):  # checked before the identity is made
+        import_source("xstest", "nosuchsplit", str(FIX / "xstest_v2_prompts.csv"), str(tmp_path / "b"),
+                      identity=lambda: calls.append(1) or made)
+    assert not calls and not (tmp_path / "b").exists()
+    import_source("xstest", "prompts", str(FIX / "xstest_v2_prompts.csv"), str(tmp_path / "c"),
+                  identity=lambda: calls.append(1) or made)
+    assert calls == [1] and storage.recorded_identity(str(tmp_path / "c"))["digest"] == made.digest
+    import_source("xstest", "prompts", str(FIX / "xstest_v2_prompts.csv"), str(tmp_path / "d"))
+    assert storage.recorded_identity(str(tmp_path / "d")) is None

@@ -42,6 +42,7 @@ def boundary_eval(
     chunk_rows: int = 256,
     backend_options: Optional[Dict] = None,
     title: str = "Filtered generation: helpfulness vs harmfulness",
+    overwrite: bool = False,
 ) -> NamedTuple("Outputs", [("judged", str), ("metrics", str), ("report_md", str), ("report_html", str), ("plot", str)]):
     """Filtered generation systems (base, base+filter, trained variants+filter) judged for helpfulness and harmfulness."""
     params = dict(locals())

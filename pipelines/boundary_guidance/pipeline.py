@@ -184,7 +184,7 @@ def add_boundary_guidance(p: Any, safety: Any, after: Sequence[Any] = (), hold_a
         judge_max_retries=p.judge_max_retries, judge_retry_after_max_s=p.judge_retry_after_max_s,
         backend=p.boundary_eval_backend, concurrency=p.boundary_eval_concurrency,
         backend_options=p.boundary_eval_backend_options,
-        title=p.boundary_eval_title),
+        title=p.boundary_eval_title, overwrite=p.boundary_overwrite),
         "boundary_eval", gpus=p.boundary_eval_gpus, pool=pool, display_name="evaluate filtered systems")
     return BoundaryGuidance(prompts=prompts, trained=trained, evaluated=evaluated)
 

@@ -88,8 +88,14 @@ def data_import(
         if not split:
             raise GuardsmithError(f"--split is required for source {source!r}")
         chosen = source
+    from guardsmith.stages.data_import import DataImportConfig, import_identity
+
     extra = {"encoding": encoding} if encoding else {}
-    report = import_source(chosen, split, from_uri, out, **extra)
+    files = [p.strip() for p in from_uri.split(",") if p.strip()]
+    cfg = DataImportConfig(source=source, split=split, from_uri=from_uri, output=out, encoding=encoding or "")
+    report = import_source(chosen, split, files[0] if len(files) == 1 else files, out,
+                           identity=lambda: import_identity(cfg, files, getattr(chosen, "mapping", None), encoding),
+                           **extra)
     typer.echo(str(report))
     typer.echo(f"wrote {out}")
 

@@ -178,6 +178,7 @@ def import_source(
     encoding: str = "utf-8",
     *,
     batch_rows: int = BATCH_ROWS,
+    identity: Any = None,
 ) -> ImportReport:
     """Read ``source``/``split`` from ``from_uri`` and write an ``interactions`` table at ``out_uri``.
 
@@ -185,7 +186,10 @@ def import_source(
     against the interactions schema) through :class:`guardsmith.storage.TableWriter`, which
     commits only when everything succeeded: on any error (bad input, no rows left) nothing
     appears at ``out_uri``. ``split`` may be the hub's ``config/split`` name; ``encoding`` (the
-    CLI's ``--encoding``) is that of text files. Returns the :class:`ImportReport`.
+    CLI's ``--encoding``) is that of text files; ``identity`` (a
+    :class:`guardsmith.identity.WorkIdentity`, e.g. the ``data_import`` stage's, or a function
+    returning one, called once the split, encoding and input list are checked, before any input is
+    read) is recorded in the table's commit manifest. Returns the :class:`ImportReport`.
     """
     import pyarrow as pa
 
@@ -197,13 +201,15 @@ def import_source(
     split = adapter.check_split(split)
     check_encoding(encoding)
     inputs = [from_uri] if _is_hub(from_uri) else _inputs(from_uri)  # type: ignore[list-item]
+    if callable(identity):
+        identity = identity()
     tally = Tally()
     schema = SCHEMAS["interactions"]
     labels: dict[str, Counter] = {task: Counter() for task in TASKS}
     taxonomies: Counter = Counter()
     rows = 0
     records = track(read_source(source, split, from_uri, tally, encoding=encoding), f"import {adapter.name}/{split}")
-    with TableWriter(out_uri, schema, schema_name="interactions") as writer:
+    with TableWriter(out_uri, schema, schema_name="interactions", identity=identity) as writer:
         for chunk in _chunks(records, batch_rows):
             writer.write(pa.Table.from_pylist(chunk, schema=schema))  # validated by the writer
             rows += len(chunk)

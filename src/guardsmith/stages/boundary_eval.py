@@ -36,6 +36,13 @@ Outputs under ``output``: ``judged_outputs`` (:data:`JUDGED_OUTPUTS_SCHEMA`), ``
 and ``report/`` (``report.md``, ``report.html``, ``pareto.png``: mean helpfulness vs mean
 harmfulness per system, Pareto front highlighted). Everything is computed before anything is
 written; each file is written atomically.
+
+Re-runs: both tables record the run's work identity (:func:`eval_identity`: every generator and
+the models of a local judge and safety scorer by content, an OpenAI-compatible endpoint by its
+model name, the prompt sets by content, the settings and the guardsmith version). ``metrics`` is
+committed after ``judged_outputs``, then the report. Generation and judging are expensive, so a
+re-run of the same work into a finished output skips (nothing generated or judged); other work is
+refused naming the difference unless ``overwrite`` (then every output is recomputed and replaced).
 """
 from __future__ import annotations
 
@@ -50,6 +57,7 @@ from guardsmith import settings, tables
 from guardsmith.config import option
 from guardsmith.errors import GuardsmithError
 from guardsmith.filtered_system import DEFAULT_REFUSAL, FilteredSystem, SystemOutput, check_tau
+from guardsmith.identity import RUN_ONLY_FIELDS, WorkIdentity, decide, work_identity
 from guardsmith.inference import Backend, open_backend
 from guardsmith.vocabulary import HARM_LABELS
 
@@ -106,6 +114,8 @@ class BoundaryEvalConfig(settings.sampling(samples_per_row=1, temperature=0.7), 
     boundary_margin: float = option(0.1, "An output is near the boundary when |t - tau| < this margin.")
     scorer_options: dict[str, Any] | None = option(None, "Extra keywords for make_safety_scorer (YAML only).")
     title: str = option("Filtered generation: helpfulness vs harmfulness", "Report title.")
+    overwrite: bool = option(False, "Replace outputs made by other work (other generators, scorer, judge, prompt "
+                                    "sets or settings); output of the same work is kept (skipped) either way.")
 
 
 CONFIG = BoundaryEvalConfig
@@ -121,14 +131,17 @@ class BoundaryEvalResult:
     report_html: str
     plot: str
     summary: list[dict[str, Any]] = field(default_factory=list)
+    skipped: bool = False
 
     def __str__(self) -> str:
+        head = ["finished earlier by the same work; nothing to do"] if self.skipped else []
         lines = [f"{m['system']}: helpfulness {_num(m['helpfulness_mean'], 2)}, harmfulness "
                  f"{_num(m['harmfulness_mean'], 2)}, filter rate {m['filter_rate']:.3f}, FP rate "
                  f"{_num(m['fp_rate'])}, FN rate {_num(m['fn_rate'])}{' (Pareto)' if m['pareto'] else ''}"
                  for m in self.summary]
-        return "\n".join(lines + [f"judged outputs: {self.judged}", f"metrics: {self.metrics}",
-                                  f"report: {self.report_md}", f"html: {self.report_html}", f"plot: {self.plot}"])
+        return "\n".join(head + lines + [f"judged outputs: {self.judged}", f"metrics: {self.metrics}",
+                                         f"report: {self.report_md}", f"html: {self.report_html}",
+                                         f"plot: {self.plot}"])
 
 
 @dataclass(frozen=True)
@@ -621,19 +634,102 @@ def render_report(cfg: BoundaryEvalConfig, metrics: Sequence[Mapping[str, Any]],
     return render_markdown(doc), render_html(doc)
 
 
+# --------------------------------------------------------------------------- work identity
+
+_NOT_IDENTITY_OPTIONS = frozenset({"device", "batch_size", "api_key"}) | RUN_ONLY_FIELDS
+"""Scorer options that say how a scorer runs, not what it scores."""
+
+
+def _model_of(uri: str) -> tuple[str | None, str | None]:
+    """(model folder, None) of a generator URI, identified by its content; (None, model name) of an
+    ``openai:`` endpoint, identified by its model name (never its address or credentials)."""
+    from guardsmith.teacher import model_location, teacher_label
+
+    if uri.strip().lower().startswith("openai:"):
+        return None, teacher_label(uri, "generator")
+    return model_location(uri) or uri, None
+
+
+def _scorer_identity(spec: str, options: Mapping[str, Any] | None) -> tuple[str | None, dict[str, Any]]:
+    """(model folder of a local scorer or None, what the scorer is): kind, the endpoint's model or
+    the rule's name, and the options that change scores (not device, batch size or credentials)."""
+    from guardsmith.scoring import LOCAL_KINDS, SAFETY_KINDS, parse_scorer_spec
+
+    kind, location, opts = parse_scorer_spec(spec, SAFETY_KINDS)
+    opts = {k: v for k, v in {**opts, **dict(options or {})}.items() if k not in _NOT_IDENTITY_OPTIONS}
+    folder = location if kind in LOCAL_KINDS else None
+    what = {"kind": kind, "options": opts}
+    if kind == "rule":
+        what["rule"] = location
+    return folder, what
+
+
+def eval_identity(cfg: BoundaryEvalConfig, generators: Sequence[Generator],
+                  sets: Sequence[PromptSet]) -> WorkIdentity:
+    """The work identity of an evaluation (recorded in ``judged_outputs`` and ``metrics``): each
+    generator (input ``generator <name>``: its folder's content; an ``openai:`` endpoint by its model
+    name), the models of a local judge and safety scorer by content (inputs ``judge``, ``scorer``),
+    each prompt set by content (input ``prompt set <name>``) with its ``min_words``, the settings
+    and the guardsmith version."""
+    from guardsmith.teacher import model_inputs, teacher_label
+
+    inputs: dict[str, str | None] = {}
+    described = []
+    for gen in generators:
+        folder, label = _model_of(gen.uri)
+        if folder is not None:
+            inputs[f"generator {gen.name}"] = folder
+        described.append({"name": gen.name, "role": gen.role, "model": label})
+    inputs.update(model_inputs(judge=cfg.judge))
+    scorer_folder, scorer = _scorer_identity(cfg.scorer, cfg.scorer_options)
+    if scorer_folder is not None:
+        inputs["scorer"] = scorer_folder
+    inputs.update({f"prompt set {s.name}": s.uri for s in sets})
+    return work_identity("boundary_eval", cfg, inputs,
+                         exclude=("base", "models", "scorer", "scorer_options", "judge", "prompt_sets", "output"),
+                         extra={"generators": described, "judge_model": teacher_label(cfg.judge, "judge"),
+                                "scorer": scorer,
+                                "prompt_sets": [{"name": s.name, "min_words": s.min_words} for s in sets]})
+
+
+def _finished(uris: Mapping[str, str]) -> BoundaryEvalResult:
+    """The result of an evaluation of the same work committed earlier, from its metrics table."""
+    from guardsmith import storage
+
+    metrics = storage.read_table(uris["metrics"]).to_pylist()
+    return BoundaryEvalResult(judged=uris["judged"], metrics=uris["metrics"], report_md=uris["md"],
+                              report_html=uris["html"], plot=uris["plot"],
+                              summary=[m for m in metrics if m["prompt_set"] == ALL_SETS], skipped=True)
+
+
 # --------------------------------------------------------------------------- entry point
 
 def run(cfg: BoundaryEvalConfig) -> BoundaryEvalResult:
-    """Generate, filter, judge and report; see the module docstring. Nothing is written on error."""
+    """Generate, filter, judge and report; see the module docstring. Nothing is written on error; a
+    no-op when the same work finished at ``cfg.output`` (other work there is refused unless
+    ``overwrite``)."""
     from guardsmith import storage
 
     generators, systems, set_specs = check_config(cfg)
+    report_uri = storage.join(cfg.output, "report")
+    uris = {"judged": storage.join(cfg.output, "judged_outputs"), "metrics": storage.join(cfg.output, "metrics"),
+            "plot": storage.join(report_uri, PLOT_FILE), "md": storage.join(report_uri, "report.md"),
+            "html": storage.join(report_uri, "report.html")}
+    identity = None
+    committed = [uris[k] for k in ("metrics", "judged") if storage.is_committed(uris[k])]
+    if committed:
+        identity = eval_identity(cfg, generators, set_specs)
+        decisions = [decide(uri, identity, cfg.overwrite) for uri in committed]
+        if len(committed) == 2 and decisions == ["skip", "skip"] and storage.exists(uris["html"]):
+            return _finished(uris)
     sets = {spec.name: load_prompt_set(spec, cfg.limit) for spec in set_specs}
     judge = open_backend(cfg.judge, choice=settings.group_values(cfg, settings.BackendChoice, "judge_"),
                          endpoint=settings.group_values(cfg, settings.Endpoint, "judge_"))
     try:
         probe_judge(judge, cfg)
         check_generators(generators)
+        # after the checks: bad input is reported the same on every run
+        identity = identity or eval_identity(cfg, generators, set_specs)
         scorer = build_scorer(cfg.scorer, cfg.scorer_options)
         try:
             answered = generate_all(generators, sets, scorer, cfg)
@@ -654,16 +750,14 @@ def run(cfg: BoundaryEvalConfig) -> BoundaryEvalResult:
     png = plot_pareto(metrics, list(sets))
     curves = plot_reward_curves(reward_logs(generators))
 
-    judged_uri, metrics_uri = storage.join(cfg.output, "judged_outputs"), storage.join(cfg.output, "metrics")
-    report_uri = storage.join(cfg.output, "report")
+    judged_uri, metrics_uri = uris["judged"], uris["metrics"]
     md, page = render_report(cfg, metrics, list(sets), {k: len(v) for k, v in sets.items()},
                              {"judged outputs": judged_uri, "metrics": metrics_uri}, png, curves)
     storage.write_table(judged_uri, pa.Table.from_pylist(records, schema=JUDGED_OUTPUTS_SCHEMA),
-                        schema=JUDGED_OUTPUTS_SCHEMA)
+                        schema=JUDGED_OUTPUTS_SCHEMA, identity=identity)
     storage.write_table(metrics_uri, pa.Table.from_pylist(metrics, schema=BOUNDARY_METRICS_SCHEMA),
-                        schema=BOUNDARY_METRICS_SCHEMA)
-    plot_uri = storage.join(report_uri, PLOT_FILE)
-    md_uri, html_uri = storage.join(report_uri, "report.md"), storage.join(report_uri, "report.html")
+                        schema=BOUNDARY_METRICS_SCHEMA, identity=identity)
+    plot_uri, md_uri, html_uri = uris["plot"], uris["md"], uris["html"]
     storage.write_bytes_atomic(plot_uri, png)
     if curves is not None:
         storage.write_bytes_atomic(storage.join(report_uri, CURVES_FILE), curves)
@@ -675,6 +769,6 @@ def run(cfg: BoundaryEvalConfig) -> BoundaryEvalResult:
 
 __all__ = [
     "ALL_SETS", "BOUNDARY_METRICS_SCHEMA", "CONFIG", "HELP", "JUDGED_OUTPUTS_SCHEMA", "BoundaryEvalConfig",
-    "BoundaryEvalResult", "PromptSet", "compute_metrics", "filter_outcome", "group_metrics", "parse_prompt_set",
-    "pareto_front", "run",
+    "BoundaryEvalResult", "PromptSet", "compute_metrics", "eval_identity", "filter_outcome", "group_metrics",
+    "parse_prompt_set", "pareto_front", "run",
 ]

@@ -3,15 +3,21 @@
 `guardsmith data import` / `guardsmith data sample` and the `data_import` KFP component run it.
 
 Re-runs: the import is cheap and deterministic, so a re-run always recomputes and replaces the
-output atomically. The bundled sample's output records its work identity (source, split, the
-guardsmith version); the other sources write through `guardsmith.sources.import_source`.
+output atomically. The output records its work identity (:func:`import_identity`: source, split,
+the input files by content (the hub by name), the effective mapping and encoding, the guardsmith
+version); the bundled sample's records source and split.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from guardsmith.config import option
 from guardsmith.errors import GuardsmithError
+
+if TYPE_CHECKING:
+    from guardsmith.identity import WorkIdentity
 
 
 @dataclass(kw_only=True)
@@ -28,7 +34,7 @@ class DataImportConfig:
     output: str = option(help="Output interactions table URI.")
     mapping: str = option("", "For source 'table' (your own CSV/JSON/JSONL/Parquet file or table): the URI "
                               "of a YAML mapping file, or the mapping itself as YAML text (keys map, labels, "
-                              "policy_file, taxonomy, encoding; see guardsmith.sources.table).")
+                              "categories, policy_file, taxonomy, encoding; see guardsmith.sources.table).")
     encoding: str = option("", "Text encoding of CSV/JSON input (empty: UTF-8), e.g. cp1252, mac_roman.")
 
 
@@ -47,6 +53,26 @@ class DataImportResult:
 CONFIG = DataImportConfig
 HELP = ("Normalise a public data set split, your own table (source 'table' with a mapping), or the bundled "
         "sample into an interactions table.")
+
+
+def import_identity(cfg: DataImportConfig, files: list[str], mapping: Any = None,
+                    encoding: str | None = None) -> WorkIdentity:
+    """The work identity of importing ``files`` (``cfg.from_uri`` split at commas) for ``cfg``: source
+    and split, each input file by content (input ``from``, or ``from 1``, ``from 2``, ... for several;
+    ``hf`` / ``hf://owner/name`` by name), the effective ``mapping`` (a ``TableMapping``; the policy
+    by its text, not its file's path) and ``encoding``, the file names when several files give
+    derived ids their tags, and the guardsmith version."""
+    from guardsmith.identity import work_identity
+
+    if len(files) == 1:
+        inputs: dict[str, str | None] = {"from": files[0]}  # hf / hf://owner/name: a spec, its own identity
+    else:
+        inputs = {f"from {i}": uri for i, uri in enumerate(files, 1)}
+    if dataclasses.is_dataclass(mapping) and not isinstance(mapping, type) and hasattr(mapping, "policy_file"):
+        mapping = dataclasses.replace(mapping, policy_file=None)
+    names = [uri.rstrip("/").rsplit("/", 1)[-1] for uri in files] if len(files) > 1 else None
+    return work_identity("data_import", cfg, inputs, exclude=("output", "from_uri", "mapping", "encoding"),
+                         extra={"mapping": mapping, "encoding": encoding or None, "file_names": names})
 
 
 def run(cfg: DataImportConfig) -> DataImportResult:
@@ -76,5 +102,8 @@ def run(cfg: DataImportConfig) -> DataImportResult:
     elif cfg.mapping:
         raise GuardsmithError(f"mapping is only for source 'table', not {cfg.source!r}")
     extra = {"encoding": encoding} if encoding else {}
-    report = import_source(source, cfg.split or "all", files[0] if len(files) == 1 else files, cfg.output, **extra)
+    mapping = getattr(source, "mapping", None)
+    report = import_source(source, cfg.split or "all", files[0] if len(files) == 1 else files, cfg.output,
+                           identity=lambda: import_identity(cfg, files, mapping, encoding), **extra)
     return DataImportResult(cfg.output, report.rows, str(report))
+
