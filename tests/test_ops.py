@@ -227,3 +227,16 @@ def test_old_modules_are_gone() -> None:
     for name in ("guardsmith.deploy", "guardsmith.pipeline_cli", "guardsmith.demo"):
         with pytest.raises(ModuleNotFoundError):
             importlib.import_module(name)
+
+
+@pytest.mark.parametrize("value", ["./tickets.csv", "../data/eval.csv", "~/mapping.yaml"])
+def test_relative_local_paths_are_refused_for_a_cluster(value: str, client: RecordingClient,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A user preset that works locally (`import_from: ./tickets.csv`) names files a pod cannot read."""
+    benchmarks = json.dumps([{"benchmark": "own", "source": "table", "split": "all", "files": value}])
+    argv = ["pipeline", "submit", "evaluation", "--host", "http://kfp", "--preset", "paper-gemma3-4b",
+            "--set", "work_root=s3://b/x", "--set", f"benchmarks={benchmarks}"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "benchmarks:" in err and value in err and "s3://" in err
+    assert client.changes == []

@@ -148,7 +148,25 @@ def check_submittable(params: Mapping[str, Any]) -> Mapping[str, Any]:
             raise GuardsmithError(f"{marker!r} exists only in local runs; set a model/endpoint URI with --set")
     if "work_root" not in params:
         raise GuardsmithError("work_root is not set: pass --set work_root=s3://bucket/prefix")
+    for name, value in params.items():
+        local = _relative_path(value)
+        if local is not None:
+            raise GuardsmithError(f"{name}: {local!r} is a path on this machine, which a cluster's pods cannot read; "
+                                  "put the file in object storage and give its s3:// URI")
     return params
+
+
+def _relative_path(value: Any) -> str | None:
+    """The first string in ``value`` (recursively) that is a relative or home-relative local path
+    (``./``, ``../``, ``~/``), else None."""
+    if isinstance(value, str):
+        return value if value.startswith(("./", "../", "~/")) else None
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (list, tuple)) else ()
+    for item in items:
+        found = _relative_path(item)
+        if found is not None:
+            return found
+    return None
 
 
 def sweep_points(items: Sequence[str]) -> list[dict[str, Any]]:
