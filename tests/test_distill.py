@@ -485,14 +485,9 @@ def test_one_client_and_one_window_across_shards_committed_in_order(tmp_path, so
     monkeypatch.setattr(teacher, "open_teacher", lambda *a, **k: opened.append(a[0]) or real(*a, **k))
     out = str(tmp_path / "t")
     with serve_offline(defects={}, delay_s=0.1) as srv:
-        accepted = [0]
-        original = srv._httpd.process_request
+        from helpers.servers import counting_connections
 
-        def process_request(request, address):
-            accepted[0] += 1
-            return original(request, address)
-
-        srv._httpd.process_request = process_request
+        accepted = counting_connections(srv)
         result = run(DistillConfig(input=src, output=out, teacher=offline_spec(srv), shard_size=4, concurrency=8,
                                    max_retries=0, keep_shards=True))
         # 8 in flight with shards of 4: requests of later shards go out while earlier ones finish

@@ -14,6 +14,7 @@ from guardsmith.errors import GuardsmithError
 from guardsmith.inference import OpenAIBackend, make_backend, parse_spec
 from guardsmith.inference.openai_backend import backoff_delay, parse_retry_after, words_from_top_logprobs
 from guardsmith.standins.chat_server import FaultPlan, ScriptedResponder, serve
+from helpers.servers import counting_connections
 
 pytestmark = pytest.mark.timeout(60)
 SECRET = "sk-test-SECRET-4f9a1c"
@@ -417,19 +418,6 @@ def sleepy(messages, params):
     if text == "slow":
         time.sleep(0.5)
     return [text] * params.n
-
-
-def counting_connections(srv) -> list[int]:
-    """Count the TCP connections the local server accepts."""
-    accepted = [0]
-    original = srv._httpd.process_request
-
-    def process_request(request, address):
-        accepted[0] += 1
-        return original(request, address)
-
-    srv._httpd.process_request = process_request
-    return accepted
 
 
 def test_one_session_serves_every_call_until_close(key):
