@@ -69,17 +69,15 @@ def data_import(
     taxonomy: Optional[str] = typer.Option(None, "--taxonomy", help="table: aegis2, wildguard, or your own name for the policy and its categories (default: a taxonomy column, else custom:<hash> with a policy, else wildguard)."),
 ) -> None:
     """Normalise a public data set, or your own table, into an interactions table and print label counts and drops."""
-    from guardsmith.sources import import_source
+    from guardsmith.stages.data_import import DataImportConfig, import_files
 
     table_options = {"--mapping": mapping, "--map": map_, "--labels": labels, "--categories": categories,
                      "--policy-file": policy_file, "--taxonomy": taxonomy}
     if source == "table":
         from guardsmith.sources.table import configured
 
-        adapter = configured(mapping, map=map_, labels=labels, categories=categories, policy_file=policy_file,
-                             taxonomy=taxonomy, encoding=encoding)
-        encoding = encoding or adapter.mapping.encoding
-        chosen: object = adapter
+        chosen: object = configured(mapping, map=map_, labels=labels, categories=categories, policy_file=policy_file,
+                                    taxonomy=taxonomy, encoding=encoding)
         split = split or "all"
     else:
         given = [flag for flag, value in table_options.items() if value]
@@ -88,14 +86,8 @@ def data_import(
         if not split:
             raise GuardsmithError(f"--split is required for source {source!r}")
         chosen = source
-    from guardsmith.stages.data_import import DataImportConfig, import_identity
-
-    extra = {"encoding": encoding} if encoding else {}
-    files = [p.strip() for p in from_uri.split(",") if p.strip()]
     cfg = DataImportConfig(source=source, split=split, from_uri=from_uri, output=out, encoding=encoding or "")
-    report = import_source(chosen, split, files[0] if len(files) == 1 else files, out,
-                           identity=lambda: import_identity(cfg, files, getattr(chosen, "mapping", None), encoding),
-                           **extra)
+    report = import_files(cfg, chosen)
     typer.echo(str(report))
     typer.echo(f"wrote {out}")
 

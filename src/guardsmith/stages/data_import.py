@@ -89,21 +89,27 @@ def run(cfg: DataImportConfig) -> DataImportResult:
         storage.write_table(cfg.output, tables.from_records(rows, "interactions"), schema_name="interactions",
                             identity=identity)
         return DataImportResult(cfg.output, len(rows), f"bundled sample/{cfg.split}: {len(rows)} rows -> {cfg.output}")
-    from guardsmith.sources import import_source
-
-    files = [p.strip() for p in cfg.from_uri.split(",") if p.strip()]
     source: object = cfg.source
-    encoding = cfg.encoding or None
     if cfg.source == "table":
         from guardsmith.sources.table import configured
 
-        adapter = configured(cfg.mapping or None, encoding=encoding)
-        source, encoding = adapter, encoding or adapter.mapping.encoding
+        source = configured(cfg.mapping or None, encoding=cfg.encoding or None)
     elif cfg.mapping:
         raise GuardsmithError(f"mapping is only for source 'table', not {cfg.source!r}")
-    extra = {"encoding": encoding} if encoding else {}
-    mapping = getattr(source, "mapping", None)
-    report = import_source(source, cfg.split or "all", files[0] if len(files) == 1 else files, cfg.output,
-                           identity=lambda: import_identity(cfg, files, mapping, encoding), **extra)
+    report = import_files(cfg, source)
     return DataImportResult(cfg.output, report.rows, str(report))
+
+
+def import_files(cfg: DataImportConfig, source: object) -> Any:
+    """Import ``cfg.from_uri`` (comma-separated files) with ``source`` (a source name, or a configured
+    ``table`` adapter whose mapping may give the encoding) into ``cfg.output``, recording the work
+    identity; the `ImportReport`. Also what ``guardsmith data import`` runs."""
+    from guardsmith.sources import import_source
+
+    files = [p.strip() for p in cfg.from_uri.split(",") if p.strip()]
+    mapping = getattr(source, "mapping", None)
+    encoding = cfg.encoding or getattr(mapping, "encoding", None) or None
+    extra = {"encoding": encoding} if encoding else {}
+    return import_source(source, cfg.split or "all", files[0] if len(files) == 1 else files, cfg.output,
+                         identity=lambda: import_identity(cfg, files, mapping, encoding), **extra)
 
