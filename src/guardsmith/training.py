@@ -344,7 +344,11 @@ def sft_dataset(examples: Sequence[dict[str, Any]]):
     })
 
 
-def token_lengths(tokenizer, examples: Sequence[dict[str, Any]], limit: int = 2000,
+LENGTH_SAMPLE = 2000
+"""How many examples `token_lengths` measures (the first ones)."""
+
+
+def token_lengths(tokenizer, examples: Sequence[dict[str, Any]], limit: int = LENGTH_SAMPLE,
                   max_length: int | None = None) -> dict[str, float]:
     """Prompt/completion token statistics of (at most `limit`) examples, rendered with the chat
     template; with ``max_length``, also how many of them have a prompt of at least that many tokens
@@ -375,7 +379,7 @@ def check_prompt_room(stage: str, lengths: Mapping[str, float], measured: int, m
     full = int(lengths.get("prompts_at_max_length", 0))
     if not full:
         return
-    what = (f"{full} of {measured} examples{' measured' if measured >= 2000 else ''} have a prompt of at least "
+    what = (f"{full} of {measured} examples{' measured' if measured >= LENGTH_SAMPLE else ''} have a prompt of at least "
             f"max_length {max_length} tokens (longest {int(lengths['prompt_tokens_max'])})")
     if full >= measured:
         raise GuardsmithError(f"{stage}: {what}: no completion token is left to learn; raise --max-length "
@@ -1122,7 +1126,7 @@ def train_sft(cfg: TrainConfig, prepared: Prepared, *, stage: str, identity: Wor
     tokenizer = load_tokenizer(model_dir)
     expanded = expand_weights(prepared.examples, cfg.seed)
     lengths = token_lengths(tokenizer, prepared.examples, max_length=cfg.max_length)
-    check_prompt_room(stage, lengths, min(len(prepared.examples), 2000), cfg.max_length)
+    check_prompt_room(stage, lengths, min(len(prepared.examples), LENGTH_SAMPLE), cfg.max_length)
     if lengths.get("total_tokens_max", 0) > cfg.max_length:
         log_line(stage, f"some examples exceed max_length {cfg.max_length} ({lengths}); they are truncated")
     with work_folder(cfg, stage) as work:
