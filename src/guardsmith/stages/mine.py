@@ -295,7 +295,7 @@ def run(cfg: MineConfig) -> MineResult:
     total = count_rows(cfg.pool, "interactions")
     backend = open_guard(cfg.model, settings.group_values(cfg, settings.BackendChoice))
     identity = identity or mine_identity(cfg)  # after the checks: bad input is reported the same on every run
-    uris = {name: storage.join(cfg.output, name) for name in ("mined", "difficult", "noise", "pairs", "generations")}
+    uris = {name: done[name] for name in ("mined", "difficult", "noise", "pairs", "generations")}
     counts = Counter(rows_read=0, excluded=0, unlabelled=0)
 
     def eligible() -> Iterator[dict[str, Any]]:
@@ -367,7 +367,7 @@ def run(cfg: MineConfig) -> MineResult:
         "outputs": dict(uris),
         "identity": identity.to_json(),
     }
-    report_json, report_md = storage.join(cfg.output, "report.json"), storage.join(cfg.output, "report.md")
+    report_json, report_md = done["report.json"], done["report.md"]
     storage.write_json_atomic(report_json, report)
     storage.write_bytes_atomic(report_md, histogram_markdown(report).encode())
     return MineResult(
